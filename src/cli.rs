@@ -1,0 +1,46 @@
+//! Command-line definitions (clap). The interface is public: see DESIGN.md and README.md.
+
+use crate::commands;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pgward",
+    version,
+    about = "PostgreSQL WAL archiving, base backups and restore drills"
+)]
+pub struct Cli {
+    /// Configuration file [default: $PGWARD_CONFIG, else /etc/pgward/pgward.toml]
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More detail in logs (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the repository for the cluster at [postgres] pgdata (idempotent).
+    Init(commands::init::Args),
+    /// Archive one WAL file (archive_command = 'pgward wal-push %p').
+    WalPush(commands::wal_push::Args),
+    /// Restore one WAL file (restore_command = 'pgward wal-fetch %f %p').
+    WalFetch(commands::wal_fetch::Args),
+    /// Show the repository's identity and archived WAL.
+    Info(commands::info::Args),
+    /// Internal: the detached prefetcher started by wal-fetch.
+    #[command(hide = true)]
+    WalPrefetch(commands::wal_prefetch::Args),
+}

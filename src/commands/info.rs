@@ -1,0 +1,161 @@
+//! `pgward info [--json]`: the repository's identity and what WAL is archived.
+//!
+//! The JSON form is a stable interface (documented in README.md): additions only.
+
+use crate::context::Context;
+use crate::pg::Timeline;
+use crate::repo::identity::RepoIdentity;
+use crate::repo::layout;
+use crate::repo::wal_catalog::{SegmentRange, WalCatalog};
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InfoReport {
+    pub repository: String,
+    pub format_version: u32,
+    pub system_identifier: String,
+    pub pg_major: u32,
+    pub wal_segment_size: u64,
+    pub block_size: u64,
+    pub created_at: String,
+    pub timelines: Vec<TimelineReport>,
+    /// WAL names archived more than once with different content.
+    pub conflicts: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TimelineReport {
+    pub timeline: u32,
+    pub segments: u64,
+    pub stored_bytes: u64,
+    pub has_history_file: bool,
+    pub ranges: Vec<SegmentRange>,
+    pub gaps: Vec<SegmentRange>,
+    pub partial_files: Vec<String>,
+    pub backup_files: Vec<String>,
+}
+
+/// Builds the report from the repository.
+pub async fn report(ctx: &Context) -> Result<InfoReport> {
+    let id = RepoIdentity::require(ctx.storage.as_ref()).await?;
+    let listing = ctx
+        .storage
+        .list(layout::WAL_PREFIX)
+        .await
+        .with_context(|| format!("cannot list WAL in {}", ctx.storage.describe()))?;
+    let catalog = WalCatalog::from_listing(&listing, id.wal_segment_size);
+    let timelines = catalog
+        .timelines
+        .iter()
+        .map(|(tli, tl)| {
+            let all = tl.segments.values().flatten();
+            TimelineReport {
+                timeline: tli.0,
+                segments: tl.segments.len() as u64,
+                stored_bytes: all.map(|s| s.stored_bytes).sum::<u64>()
+                    + tl.partials.iter().map(|s| s.stored_bytes).sum::<u64>(),
+                has_history_file: !tl.history.is_empty(),
+                ranges: catalog.ranges(*tli),
+                gaps: catalog.gaps(*tli),
+                partial_files: tl.partials.iter().map(|s| s.name.to_string()).collect(),
+                backup_files: tl.backup_files.iter().map(|s| s.name.to_string()).collect(),
+            }
+        })
+        .collect();
+    let conflicts = catalog
+        .conflicts()
+        .iter()
+        .map(|objs| objs[0].name.to_string())
+        .collect();
+    Ok(InfoReport {
+        repository: ctx.storage.describe(),
+        format_version: id.format_version,
+        system_identifier: id.system_identifier.to_string(),
+        pg_major: id.pg_major,
+        wal_segment_size: id.wal_segment_size,
+        block_size: id.block_size,
+        created_at: id.created_at,
+        timelines,
+        conflicts,
+    })
+}
+
+pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
+    let r = report(ctx).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", render_text(&r));
+    }
+    Ok(())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+pub fn render_text(r: &InfoReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "repository         {}", r.repository);
+    let _ = writeln!(s, "system identifier  {}", r.system_identifier);
+    let _ = writeln!(
+        s,
+        "postgresql         {} (WAL segment {}, backup block {})",
+        r.pg_major,
+        mib(r.wal_segment_size),
+        mib(r.block_size)
+    );
+    let _ = writeln!(
+        s,
+        "created            {} (format {})",
+        r.created_at, r.format_version
+    );
+    let _ = writeln!(s, "\nWAL archive");
+    if r.timelines.is_empty() {
+        let _ = writeln!(s, "  (empty)");
+    }
+    for t in &r.timelines {
+        let _ = writeln!(
+            s,
+            "  timeline {}: {} segments, {} stored{}",
+            Timeline(t.timeline).0,
+            t.segments,
+            mib(t.stored_bytes),
+            if t.has_history_file {
+                ", history file archived"
+            } else {
+                ""
+            }
+        );
+        for g in &t.ranges {
+            let _ = writeln!(
+                s,
+                "    {} .. {}  ({} segments, {} - {})",
+                g.first, g.last, g.segments, g.start_lsn, g.end_lsn
+            );
+        }
+        for g in &t.gaps {
+            let _ = writeln!(
+                s,
+                "    GAP {} .. {}  ({} segments missing)",
+                g.first, g.last, g.segments
+            );
+        }
+        for p in &t.partial_files {
+            let _ = writeln!(s, "    partial {p}");
+        }
+    }
+    for c in &r.conflicts {
+        let _ = writeln!(s, "  CONFLICT: {c} is archived with two different contents");
+    }
+    s
+}

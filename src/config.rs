@@ -1,0 +1,385 @@
+//! The TOML configuration: schema, defaults, validation and secret redaction.
+//!
+//! Unknown keys and bad values are refused while parsing, so the error names the key and the
+//! line (`toml` reports the span). Secrets are wrapped in [`Secret`], whose `Debug` and
+//! `Display` never print the value.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the configuration is looked for when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/pgward/pgward.toml";
+pub const CONFIG_ENV: &str = "PGWARD_CONFIG";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub postgres: PostgresConfig,
+    pub repo: RepoConfig,
+    #[serde(default)]
+    pub wal: WalConfig,
+    #[serde(default)]
+    pub backup: BackupConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    pub pgdata: Option<PathBuf>,
+    pub conninfo: Option<String>,
+    pub bindir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    pub url: RepoUrl,
+    #[serde(default = "default_compression_level")]
+    pub compression_level: CompressionLevel,
+    pub s3: Option<S3Config>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub force_path_style: bool,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalConfig {
+    #[serde(default = "default_push_ahead")]
+    pub push_ahead: usize,
+    #[serde(default = "default_prefetch")]
+    pub prefetch: usize,
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: PathBuf,
+    #[serde(default = "default_wal_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            push_ahead: default_push_ahead(),
+            prefetch: default_prefetch(),
+            spool_dir: default_spool_dir(),
+            timeout: default_wal_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    #[serde(default = "default_jobs", deserialize_with = "de_jobs")]
+    pub jobs: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            jobs: default_jobs(),
+        }
+    }
+}
+
+/// Where the repository lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoUrl {
+    Local(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl RepoUrl {
+    pub fn parse(s: &str) -> std::result::Result<RepoUrl, String> {
+        if let Some(path) = s.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "repository url `{s}` must name an absolute path (file:///var/lib/pgward/repo)"
+                ));
+            }
+            return Ok(RepoUrl::Local(PathBuf::from(path)));
+        }
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.len() < 3 {
+                return Err(format!(
+                    "repository url `{s}` needs a bucket name of at least 3 characters (s3://bucket/prefix)"
+                ));
+            }
+            let prefix = prefix.trim_matches('/');
+            return Ok(RepoUrl::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+            });
+        }
+        if s.starts_with('/') {
+            return Ok(RepoUrl::Local(PathBuf::from(s)));
+        }
+        Err(format!(
+            "repository url `{s}` is neither file:///path nor s3://bucket/prefix"
+        ))
+    }
+}
+
+impl fmt::Display for RepoUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RepoUrl::Local(p) => write!(f, "file://{}", p.display()),
+            RepoUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RepoUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RepoUrl::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// zstd level, 1..=19 (higher levels cost far more CPU than WAL archiving can afford).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressionLevel(pub i32);
+
+impl<'de> Deserialize<'de> for CompressionLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        if !(1..=19).contains(&v) {
+            return Err(serde::de::Error::custom(format!(
+                "compression_level must be between 1 and 19, got {v}"
+            )));
+        }
+        Ok(CompressionLevel(v as i32))
+    }
+}
+
+/// A secret value: never printed by `Debug` or `Display`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The value itself, for handing to the SDK. Never log the result.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+fn default_compression_level() -> CompressionLevel {
+    CompressionLevel(3)
+}
+fn default_region() -> String {
+    "us-east-1".to_string()
+}
+fn default_push_ahead() -> usize {
+    4
+}
+fn default_prefetch() -> usize {
+    8
+}
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("/var/spool/pgward")
+}
+fn default_wal_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    let dur = humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not a duration ({e}); write e.g. \"60s\" or \"2m\""
+        ))
+    })?;
+    if dur.is_zero() {
+        return Err(serde::de::Error::custom(
+            "a timeout of zero would fail every call",
+        ));
+    }
+    Ok(dur)
+}
+
+fn de_jobs<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
+    let v = i64::deserialize(d)?;
+    if !(1..=256).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "jobs must be between 1 and 256, got {v}"
+        )));
+    }
+    Ok(v as usize)
+}
+
+impl Config {
+    /// Parses configuration text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid configuration in {origin}: {}",
+                e.to_string().trim_end()
+            )
+        })?;
+        cfg.validate()
+            .with_context(|| format!("invalid configuration in {origin}"))?;
+        Ok(cfg)
+    }
+
+    /// Loads from `explicit`, else `$PGWARD_CONFIG`, else the default path.
+    pub fn load(explicit: Option<&Path>) -> Result<(Config, PathBuf)> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => match std::env::var_os(CONFIG_ENV) {
+                Some(p) if !p.is_empty() => PathBuf::from(p),
+                _ => PathBuf::from(DEFAULT_CONFIG_PATH),
+            },
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read configuration file {}\nhint: pass --config FILE or set {CONFIG_ENV}",
+                path.display()
+            )
+        })?;
+        let cfg = Config::parse(&text, &path.display().to_string())?;
+        Ok((cfg, path))
+    }
+
+    fn validate(&self) -> Result<()> {
+        match (&self.repo.url, &self.repo.s3) {
+            (RepoUrl::Local(_), Some(_)) => {
+                anyhow::bail!("[repo.s3] is set but repo.url is not an s3:// url")
+            }
+            (RepoUrl::S3 { .. }, Some(s3)) => {
+                if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
+                    anyhow::bail!(
+                        "[repo.s3] access_key_id and secret_access_key must be given together \
+                         (or neither, to use the standard AWS credential chain)"
+                    );
+                }
+                if let Some(ep) = &s3.endpoint
+                    && !(ep.starts_with("http://") || ep.starts_with("https://"))
+                {
+                    anyhow::bail!("[repo.s3] endpoint `{ep}` must start with http:// or https://");
+                }
+            }
+            _ => {}
+        }
+        if self.wal.push_ahead > 64 {
+            anyhow::bail!(
+                "wal.push_ahead must be at most 64, got {}",
+                self.wal.push_ahead
+            );
+        }
+        if self.wal.prefetch > 64 {
+            anyhow::bail!("wal.prefetch must be at most 64, got {}", self.wal.prefetch);
+        }
+        Ok(())
+    }
+
+    /// The data directory, or an error saying which key to set.
+    pub fn pgdata(&self) -> Result<&Path> {
+        self.postgres
+            .pgdata
+            .as_deref()
+            .context("[postgres] pgdata is not set in the configuration")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[repo]\nurl = \"file:///tmp/repo\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL, "t").unwrap();
+        assert_eq!(c.repo.url, RepoUrl::Local("/tmp/repo".into()));
+        assert_eq!(c.repo.compression_level, CompressionLevel(3));
+        assert_eq!(c.wal.push_ahead, 4);
+        assert_eq!(c.wal.timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let text = "[repo]\nurl = \"file:///tmp/repo\"\n\n[wal]\npush_ahed = 3\n";
+        let err = format!("{:#}", Config::parse(text, "cfg.toml").unwrap_err());
+        assert!(err.contains("push_ahed"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+        assert!(err.contains("cfg.toml"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let text = "[repo]\nurl = \"file:///tmp/repo\"\ncompression_level = 40\n";
+        let err = format!("{:#}", Config::parse(text, "c").unwrap_err());
+        assert!(
+            err.contains("compression_level") && err.contains("line 3"),
+            "{err}"
+        );
+
+        let text = "[repo]\nurl = \"file:///tmp/repo\"\n[wal]\ntimeout = \"soon\"\n";
+        let err = format!("{:#}", Config::parse(text, "c").unwrap_err());
+        assert!(err.contains("timeout") && err.contains("line 4"), "{err}");
+
+        let text = "[repo]\nurl = \"ftp://x\"\n";
+        let err = format!("{:#}", Config::parse(text, "c").unwrap_err());
+        assert!(err.contains("ftp://x"), "{err}");
+    }
+
+    #[test]
+    fn s3_url_and_secret_redaction() {
+        let text = "[repo]\nurl = \"s3://bucket/some/prefix/\"\n[repo.s3]\nendpoint = \"http://127.0.0.1:9000\"\nforce_path_style = true\naccess_key_id = \"AK\"\nsecret_access_key = \"supersecret\"\n";
+        let c = Config::parse(text, "c").unwrap();
+        assert_eq!(
+            c.repo.url,
+            RepoUrl::S3 {
+                bucket: "bucket".into(),
+                prefix: "some/prefix".into()
+            }
+        );
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("supersecret"), "{dbg}");
+        assert_eq!(
+            c.repo.s3.unwrap().secret_access_key.unwrap().expose(),
+            "supersecret"
+        );
+    }
+
+    #[test]
+    fn half_credentials_are_refused() {
+        let text = "[repo]\nurl = \"s3://bucket/p\"\n[repo.s3]\naccess_key_id = \"AK\"\n";
+        let err = format!("{:#}", Config::parse(text, "c").unwrap_err());
+        assert!(err.contains("secret_access_key"), "{err}");
+    }
+}

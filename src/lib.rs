@@ -1,0 +1,16 @@
+//! pgward: PostgreSQL WAL archiving, base backups and restore drills.
+//!
+//! The binary in `main.rs` is a thin shell around this library so that integration tests can
+//! drive commands in-process with any [`storage::Storage`] (including the fault-injecting one).
+
+pub mod cli;
+pub mod codec;
+pub mod commands;
+pub mod config;
+pub mod context;
+pub mod fsutil;
+pub mod logging;
+pub mod pg;
+pub mod repo;
+pub mod storage;
+pub mod wal;

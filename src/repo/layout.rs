@@ -1,0 +1,121 @@
+//! The repository's keys (format version 1). Only this module knows them.
+//!
+//! ```text
+//! repo.json
+//! wal/<TLI>/<segment name>-<sha256>.zst       also <name>.partial-… and <name>.<off>.backup-…
+//! wal/<TLI>.history-<sha256>.zst
+//! ```
+//! The sha256 is of the original bytes, so two different files pushed under one WAL name can
+//! never overwrite each other: they get different keys, and the conflict is detected by listing.
+
+use crate::codec::Sha256Digest;
+use crate::pg::{Timeline, WalFileName};
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const REPO_JSON: &str = "repo.json";
+pub const WAL_PREFIX: &str = "wal/";
+const ZST: &str = ".zst";
+
+/// Everything under `wal/` of one timeline's segments (not its history file).
+pub fn wal_timeline_prefix(tli: Timeline) -> String {
+    format!("{WAL_PREFIX}{tli}/")
+}
+
+/// The key prefix shared by every object stored for this WAL file name, whatever its hash.
+pub fn wal_name_prefix(name: &WalFileName) -> String {
+    match name {
+        WalFileName::History(_) => format!("{WAL_PREFIX}{name}-"),
+        other => format!("{}{other}-", wal_timeline_prefix(other.timeline())),
+    }
+}
+
+/// The key of one stored WAL file.
+pub fn wal_key(name: &WalFileName, sha: &Sha256Digest) -> String {
+    format!("{}{}{ZST}", wal_name_prefix(name), sha)
+}
+
+/// Parses a key under `wal/` back into the WAL file name and hash; `None` for foreign keys.
+pub fn parse_wal_key(key: &str) -> Option<(WalFileName, Sha256Digest)> {
+    let rest = key.strip_prefix(WAL_PREFIX)?.strip_suffix(ZST)?;
+    let file = match rest.split_once('/') {
+        Some((dir, file)) => {
+            let tli: Timeline = dir.parse().ok()?;
+            let (name, sha) = split_name_sha(file)?;
+            if name.timeline() != tli || matches!(name, WalFileName::History(_)) {
+                return None;
+            }
+            return Some((name, sha));
+        }
+        None => rest,
+    };
+    let (name, sha) = split_name_sha(file)?;
+    matches!(name, WalFileName::History(_)).then_some((name, sha))
+}
+
+fn split_name_sha(file: &str) -> Option<(WalFileName, Sha256Digest)> {
+    let (name, sha) = file.rsplit_once('-')?;
+    Some((
+        WalFileName::parse(name).ok()?,
+        Sha256Digest::parse_hex(sha)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha() -> Sha256Digest {
+        Sha256Digest::of(b"x")
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        for n in [
+            "000000010000000000000003",
+            "000000010000000000000003.partial",
+            "000000010000000000000003.00000028.backup",
+            "00000002.history",
+        ] {
+            let name = WalFileName::parse(n).unwrap();
+            let key = wal_key(&name, &sha());
+            assert!(key.starts_with(&wal_name_prefix(&name)));
+            assert_eq!(parse_wal_key(&key), Some((name, sha())), "{key}");
+        }
+        let seg = WalFileName::parse("0000000200000001000000FE").unwrap();
+        assert_eq!(
+            wal_key(&seg, &sha()),
+            format!("wal/00000002/0000000200000001000000FE-{}.zst", sha())
+        );
+        let hist = WalFileName::parse("00000002.history").unwrap();
+        assert_eq!(
+            wal_key(&hist, &sha()),
+            format!("wal/00000002.history-{}.zst", sha())
+        );
+    }
+
+    #[test]
+    fn segment_prefix_does_not_match_partial_or_backup() {
+        let seg = WalFileName::parse("000000010000000000000003").unwrap();
+        let partial = WalFileName::parse("000000010000000000000003.partial").unwrap();
+        assert!(!wal_key(&partial, &sha()).starts_with(&wal_name_prefix(&seg)));
+    }
+
+    #[test]
+    fn foreign_keys_are_ignored() {
+        for k in [
+            "wal/00000001/garbage.zst",
+            "wal/00000001/000000010000000000000003-abc.zst",
+            "wal/00000002/000000010000000000000003-"
+                .to_string()
+                .as_str(),
+            "blocks/aa/bb.zst",
+            "wal/00000001.history-0000.zst",
+        ] {
+            assert_eq!(parse_wal_key(k), None, "{k}");
+        }
+        // A segment filed under the wrong timeline directory is not ours.
+        let seg = WalFileName::parse("000000010000000000000003").unwrap();
+        let wrong = format!("wal/00000002/{seg}-{}.zst", sha());
+        assert_eq!(parse_wal_key(&wrong), None);
+    }
+}

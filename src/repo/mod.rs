@@ -1,0 +1,6 @@
+//! The repository: what is stored where (`layout`), its identity (`identity`), and read models
+//! rebuilt from listings (`wal_catalog`). There is no mutable central index.
+
+pub mod identity;
+pub mod layout;
+pub mod wal_catalog;

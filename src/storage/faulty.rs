@@ -1,0 +1,195 @@
+//! A fault-injecting wrapper for tests: fails calls, hangs them, or corrupts what they read.
+//!
+//! The knobs take `&self` so a test can turn faults on and off while the store is shared with
+//! the code under test (`Arc<FaultyStorage>` coerces to [`DynStorage`]); they return `&Self` so
+//! they chain: `faulty.fail_next(3).corrupt_reads(true)`.
+//!
+//! Injected failures happen before the inner store is called, so a failed write never partly
+//! happens. A hang is a plain `tokio::time::sleep` before the call: dropping the future (a
+//! deadline firing) cancels it, as it would cancel a real stuck request.
+
+use super::{DynStorage, ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct FaultyStorage {
+    inner: DynStorage,
+    fail_next: AtomicUsize,
+    fail_puts_permanently: AtomicBool,
+    hang: Mutex<Option<Duration>>,
+    corrupt_reads: AtomicBool,
+    calls: AtomicUsize,
+    injected: AtomicUsize,
+}
+
+impl FaultyStorage {
+    /// Wraps `inner` with every fault off.
+    pub fn new(inner: DynStorage) -> FaultyStorage {
+        FaultyStorage {
+            inner,
+            fail_next: AtomicUsize::new(0),
+            fail_puts_permanently: AtomicBool::new(false),
+            hang: Mutex::new(None),
+            corrupt_reads: AtomicBool::new(false),
+            calls: AtomicUsize::new(0),
+            injected: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next `n` calls of any method fail with `Transient` (replaces any remaining count).
+    pub fn fail_next(&self, n: usize) -> &Self {
+        self.fail_next.store(n, Ordering::SeqCst);
+        self
+    }
+
+    /// While on, `put` and `put_if_absent` fail with `Permanent` without writing.
+    pub fn fail_puts_permanently(&self, on: bool) -> &Self {
+        self.fail_puts_permanently.store(on, Ordering::SeqCst);
+        self
+    }
+
+    /// While `Some(d)`, every call sleeps `d` before doing anything (a stuck store).
+    pub fn hang(&self, d: Option<Duration>) -> &Self {
+        *self.hang.lock().unwrap_or_else(|e| e.into_inner()) = d;
+        self
+    }
+
+    /// While on, `get` returns the object with the byte in its middle flipped.
+    pub fn corrupt_reads(&self, on: bool) -> &Self {
+        self.corrupt_reads.store(on, Ordering::SeqCst);
+        self
+    }
+
+    /// Calls of any method so far, including the ones that failed.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Calls that failed because of an injected fault.
+    pub fn injected_failures(&self) -> usize {
+        self.injected.load(Ordering::SeqCst)
+    }
+
+    /// Counts the call, hangs if asked, and fails it if a fault is armed.
+    async fn before(&self, op: &str, key: &str, is_put: bool) -> StorageResult<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let hang = *self.hang.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = hang {
+            tokio::time::sleep(d).await;
+        }
+        let armed = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if armed {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(StorageError::Transient(format!(
+                "injected transient failure: {op} {key}"
+            )));
+        }
+        if is_put && self.fail_puts_permanently.load(Ordering::SeqCst) {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(StorageError::Permanent(format!(
+                "injected permanent failure: {op} {key}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Storage for FaultyStorage {
+    async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
+        self.before("put", key, true).await?;
+        self.inner.put(key, data).await
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> StorageResult<PutOutcome> {
+        self.before("put_if_absent", key, true).await?;
+        self.inner.put_if_absent(key, data).await
+    }
+
+    async fn get(&self, key: &str) -> StorageResult<Bytes> {
+        self.before("get", key, false).await?;
+        let data = self.inner.get(key).await?;
+        if self.corrupt_reads.load(Ordering::SeqCst) && !data.is_empty() {
+            let mut v = data.to_vec();
+            let mid = v.len() / 2;
+            v[mid] ^= 0xff;
+            return Ok(Bytes::from(v));
+        }
+        Ok(data)
+    }
+
+    async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
+        self.before("head", key, false).await?;
+        self.inner.head(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
+        self.before("list", prefix, false).await?;
+        self.inner.list(prefix).await
+    }
+
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        self.before("delete", key, false).await?;
+        self.inner.delete(key).await
+    }
+
+    fn describe(&self) -> String {
+        format!("faulty({})", self.inner.describe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::memory::MemoryStorage;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn knobs_work_while_shared() {
+        let mem = Arc::new(MemoryStorage::new());
+        let f = Arc::new(FaultyStorage::new(mem.clone()));
+        let s: DynStorage = f.clone();
+        f.fail_next(2);
+        assert!(
+            s.put("k", Bytes::from_static(b"abc"))
+                .await
+                .unwrap_err()
+                .is_transient()
+        );
+        assert!(s.get("k").await.unwrap_err().is_transient());
+        assert_eq!(
+            mem.calls(),
+            0,
+            "failures are injected before the inner store"
+        );
+        s.put("k", Bytes::from_static(b"abc")).await.unwrap();
+
+        f.corrupt_reads(true);
+        assert_eq!(&s.get("k").await.unwrap()[..], b"a\x9dc");
+        f.corrupt_reads(false).fail_puts_permanently(true);
+        assert!(matches!(
+            s.put_if_absent("x", Bytes::new()).await,
+            Err(StorageError::Permanent(_))
+        ));
+        assert_eq!(s.head("x").await.unwrap(), None);
+        assert_eq!(f.calls(), 6);
+        assert_eq!(f.injected_failures(), 3);
+    }
+
+    #[tokio::test]
+    async fn hang_is_cancellable() {
+        let f = FaultyStorage::new(Arc::new(MemoryStorage::new()));
+        f.hang(Some(Duration::from_secs(3600)));
+        let r = tokio::time::timeout(Duration::from_millis(20), f.list("")).await;
+        assert!(r.is_err());
+        f.hang(None);
+        assert!(f.list("").await.unwrap().is_empty());
+    }
+}

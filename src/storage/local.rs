@@ -1,0 +1,387 @@
+//! A repository in a local directory (`file:///var/lib/pgward/repo`).
+//!
+//! Keys map to files under the root (`wal/00000001/…` is `<root>/wal/00000001/…`). Writes go
+//! through [`crate::fsutil`]: a `.tmp.<random>` file in the target directory, `fsync`, then
+//! `rename` (or `link` for [`Storage::put_if_absent`]) and an `fsync` of the directory, so an
+//! object is either absent or complete and durable. Listings skip temp files.
+//!
+//! File IO runs on tokio's blocking pool. Dropping a `put` future sets a flag that the writer
+//! checks between chunks and before making the object visible, so a cancelled put normally
+//! leaves nothing behind; if the cancellation races with the final rename, the whole object
+//! appears, never a part of it.
+//!
+//! Files and directories are created with default permissions (subject to the umask): the
+//! repository may be shared by root and the `postgres` user, and ownership is the operator's
+//! choice, not ours.
+
+use super::{ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
+use crate::fsutil::{self, TEMP_PREFIX, TempFile};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    /// A repository rooted at `root`. The directory is created on the first write if missing.
+    pub fn new(root: PathBuf) -> LocalStorage {
+        LocalStorage { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &str) -> StorageResult<PathBuf> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+}
+
+/// Keys are relative `/`-separated paths without empty, `.` or `..` segments; segments must
+/// not look like our temp files.
+fn validate_key(key: &str) -> StorageResult<()> {
+    if key.is_empty() {
+        return Err(StorageError::Permanent("empty object key".into()));
+    }
+    if key.starts_with('/') {
+        return Err(StorageError::Permanent(format!(
+            "object key `{key}` must be relative (no leading `/`)"
+        )));
+    }
+    validate_segments(key, key)
+}
+
+fn validate_segments(path: &str, key: &str) -> StorageResult<()> {
+    for seg in path.split('/') {
+        if seg.is_empty() || seg == "." || seg == ".." {
+            return Err(StorageError::Permanent(format!(
+                "object key `{key}` has an empty, `.` or `..` segment"
+            )));
+        }
+        if seg.starts_with(TEMP_PREFIX) {
+            return Err(StorageError::Permanent(format!(
+                "object key `{key}` uses the reserved temp-file prefix `{TEMP_PREFIX}`"
+            )));
+        }
+        if seg.contains('\0') {
+            return Err(StorageError::Permanent(format!(
+                "object key `{key:?}` contains a NUL byte"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the failure is about a read finding nothing where an object would be.
+fn is_absent(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory
+    )
+}
+
+/// Classifies an IO error. `write` selects the wording and treats a vanished directory during a
+/// write (a concurrent delete) as transient rather than "not found".
+fn map_io(op: &str, path: &Path, e: io::Error, write: bool) -> StorageError {
+    let what = format!("cannot {op} {}: {e}", path.display());
+    if e.kind() == io::ErrorKind::NotFound && !write {
+        return StorageError::NotFound(path.display().to_string());
+    }
+    use io::ErrorKind as K;
+    let code = e.raw_os_error();
+    let is = |codes: &[i32]| code.is_some_and(|c| codes.contains(&c));
+    if matches!(e.kind(), K::StorageFull | K::QuotaExceeded) || is(&[libc::ENOSPC, libc::EDQUOT]) {
+        StorageError::Permanent(format!(
+            "{what}\nhint: the repository filesystem is full; free space or move the repository"
+        ))
+    } else if e.kind() == K::PermissionDenied || is(&[libc::EACCES, libc::EPERM]) {
+        StorageError::Permanent(format!(
+            "{what}\nhint: check the owner and permissions of the repository directory; it must \
+             be writable by the user running pgward (often `postgres`)"
+        ))
+    } else if e.kind() == K::ReadOnlyFilesystem || is(&[libc::EROFS]) {
+        StorageError::Permanent(format!(
+            "{what}\nhint: the repository filesystem is mounted read-only"
+        ))
+    } else if matches!(
+        e.kind(),
+        K::NotADirectory | K::IsADirectory | K::DirectoryNotEmpty | K::InvalidFilename
+    ) || is(&[
+        libc::ENOTDIR,
+        libc::EISDIR,
+        libc::ENOTEMPTY,
+        libc::ENAMETOOLONG,
+        libc::ELOOP,
+    ]) {
+        StorageError::Permanent(format!(
+            "{what}\nhint: a file or directory pgward did not write is in the way in the repository"
+        ))
+    } else {
+        StorageError::Transient(what)
+    }
+}
+
+/// Sets the flag when dropped, telling the blocking writer its caller went away.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> StorageResult<T> + Send + 'static,
+) -> StorageResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Transient(format!("local storage io task failed: {e}")))?
+}
+
+/// Writes `data` into a temp file beside `path`, fsynced, creating parent directories durably.
+fn write_temp(path: &Path, data: &[u8], cancel: &AtomicBool) -> io::Result<TempFile> {
+    if let Some(parent) = path.parent() {
+        fsutil::create_dir_all_durable(parent)?;
+    }
+    let mut tmp = TempFile::create_beside(path)?;
+    tmp.write_all(data, Some(cancel))?;
+    tmp.sync()?;
+    fsutil::check_cancel(Some(cancel))?;
+    Ok(tmp)
+}
+
+#[async_trait]
+impl Storage for LocalStorage {
+    async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
+        let path = self.path_of(key)?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let _guard = CancelOnDrop(cancel.clone());
+        blocking(move || {
+            write_temp(&path, &data, &cancel)
+                .and_then(|tmp| tmp.rename_to(&path))
+                .map_err(|e| map_io("write", &path, e, true))
+        })
+        .await
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> StorageResult<PutOutcome> {
+        let path = self.path_of(key)?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let _guard = CancelOnDrop(cancel.clone());
+        blocking(move || {
+            // Cheap early exit; the link below is what makes the decision atomic.
+            if fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                return Ok(PutOutcome::AlreadyExists);
+            }
+            let written = write_temp(&path, &data, &cancel)
+                .and_then(|tmp| tmp.link_if_absent(&path))
+                .map_err(|e| map_io("write", &path, e, true))?;
+            Ok(if written {
+                PutOutcome::Written
+            } else {
+                PutOutcome::AlreadyExists
+            })
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> StorageResult<Bytes> {
+        let path = self.path_of(key)?;
+        let key = key.to_string();
+        blocking(move || match fs::read(&path) {
+            Ok(v) => Ok(Bytes::from(v)),
+            Err(e) if is_absent(&e) => Err(StorageError::NotFound(key)),
+            Err(e) => Err(map_io("read", &path, e, false)),
+        })
+        .await
+    }
+
+    async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
+        let path = self.path_of(key)?;
+        let key = key.to_string();
+        blocking(move || match fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(ObjectMeta { key, size: m.len() })),
+            Ok(_) => Ok(None),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) => Err(map_io("stat", &path, e, false)),
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
+        // Only the part up to the last `/` names a directory; the rest filters its entries.
+        let (dir_part, name_prefix) = match prefix.rfind('/') {
+            Some(i) => (&prefix[..i], &prefix[i + 1..]),
+            None => ("", prefix),
+        };
+        if prefix.starts_with('/') {
+            return Err(StorageError::Permanent(format!(
+                "list prefix `{prefix}` must be relative (no leading `/`)"
+            )));
+        }
+        if !dir_part.is_empty() {
+            validate_segments(dir_part, prefix)?;
+        }
+        let dir = self.root.join(dir_part);
+        let key_base = if dir_part.is_empty() {
+            String::new()
+        } else {
+            format!("{dir_part}/")
+        };
+        let name_prefix = name_prefix.to_string();
+        blocking(move || {
+            let mut out = Vec::new();
+            list_dir(&dir, &key_base, &name_prefix, &mut out)
+                .map_err(|e| map_io("list", &dir, e, false))?;
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        let path = self.path_of(key)?;
+        blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if is_absent(&e) => Ok(()),
+            Err(e) => Err(map_io("delete", &path, e, true)),
+        })
+        .await
+    }
+
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+}
+
+/// Appends the objects in `dir` whose names start with `name_prefix` (whole subtrees for
+/// matching directories) to `out`, keyed as `key_base + name`. A missing directory is empty.
+fn list_dir(
+    dir: &Path,
+    key_base: &str,
+    name_prefix: &str,
+    out: &mut Vec<ObjectMeta>,
+) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if is_absent(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        // A name that is not UTF-8 cannot be a key we wrote.
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(TEMP_PREFIX) || !name.starts_with(name_prefix) {
+            continue;
+        }
+        let key = format!("{key_base}{name}");
+        // Follows symlinks, so an operator may link parts of the repository elsewhere.
+        let meta = match fs::metadata(entry.path()) {
+            Ok(m) => m,
+            // Deleted while we were listing.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if meta.is_dir() {
+            list_dir(&entry.path(), &format!("{key}/"), "", out)?;
+        } else if meta.is_file() {
+            out.push(ObjectMeta {
+                key,
+                size: meta.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_keys_are_permanent() {
+        for k in [
+            "",
+            "/abs",
+            "a//b",
+            "a/../b",
+            "..",
+            "./a",
+            "a/",
+            "a/.tmp.123",
+        ] {
+            match validate_key(k) {
+                Err(StorageError::Permanent(_)) => {}
+                other => panic!("{k:?}: {other:?}"),
+            }
+        }
+        for k in [
+            "a",
+            "wal/00000001/000000010000000000000003-ab.zst",
+            "a/.b",
+            "a..b",
+        ] {
+            validate_key(k).unwrap();
+        }
+    }
+
+    #[test]
+    fn io_errors_are_classified() {
+        let p = Path::new("/r/k");
+        let e = |code| io::Error::from_raw_os_error(code);
+        assert!(matches!(
+            map_io("read", p, io::ErrorKind::NotFound.into(), false),
+            StorageError::NotFound(_)
+        ));
+        for code in [libc::ENOSPC, libc::EACCES, libc::EROFS] {
+            let err = map_io("write", p, e(code), true);
+            assert!(
+                matches!(&err, StorageError::Permanent(m) if m.contains("hint:")),
+                "{err}"
+            );
+        }
+        assert!(map_io("write", p, e(libc::EIO), true).is_transient());
+    }
+
+    #[tokio::test]
+    async fn put_creates_parents_and_skips_temp_files_in_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::new(dir.path().join("repo"));
+        s.put("a/b/c", Bytes::from_static(b"x")).await.unwrap();
+        fs::write(dir.path().join("repo/a/b/.tmp.dead"), b"junk").unwrap();
+        let keys: Vec<_> = s
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(keys, vec!["a/b/c"]);
+        assert_eq!(s.list("a/b/c/d").await.unwrap(), vec![]);
+    }
+
+    #[tokio::test]
+    async fn directories_are_not_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::new(dir.path().to_path_buf());
+        s.put("a/b", Bytes::from_static(b"x")).await.unwrap();
+        assert!(s.get("a").await.unwrap_err().is_not_found());
+        assert_eq!(s.head("a").await.unwrap(), None);
+        assert!(s.get("a/b/c").await.unwrap_err().is_not_found());
+        s.delete("a").await.unwrap();
+        // A key under an existing object cannot be created; that is not worth retrying.
+        assert!(matches!(
+            s.put("a/b/c", Bytes::new()).await,
+            Err(StorageError::Permanent(_))
+        ));
+    }
+}

@@ -1,0 +1,160 @@
+//! An in-memory store for tests: a sorted map behind a mutex.
+//!
+//! It keeps the whole contract trivially (every operation is one critical section, so puts are
+//! atomic and `put_if_absent` is truly atomic) and counts calls so tests can assert on what a
+//! command did, e.g. that a block already stored was not uploaded again.
+
+use super::{ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    objects: Mutex<BTreeMap<String, Bytes>>,
+    puts: AtomicUsize,
+    gets: AtomicUsize,
+    calls: AtomicUsize,
+}
+
+impl MemoryStorage {
+    pub fn new() -> MemoryStorage {
+        MemoryStorage::default()
+    }
+
+    /// Calls of `put` and `put_if_absent` (whether or not they wrote).
+    pub fn put_count(&self) -> usize {
+        self.puts.load(Ordering::Relaxed)
+    }
+
+    /// Calls of `get`.
+    pub fn get_count(&self) -> usize {
+        self.gets.load(Ordering::Relaxed)
+    }
+
+    /// Calls of any method.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Number of objects stored.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
+
+    /// Every key, sorted (handy in assertions).
+    pub fn keys(&self) -> Vec<String> {
+        self.map().keys().cloned().collect()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Bytes>> {
+        // A panic while holding the lock cannot leave the map half-updated: every critical
+        // section is a single map operation.
+        self.objects.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self, put: bool) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if put {
+            self.puts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn check_key(key: &str) -> StorageResult<()> {
+    if key.is_empty() {
+        return Err(StorageError::Permanent("empty object key".into()));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Storage for MemoryStorage {
+    async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
+        self.count(true);
+        check_key(key)?;
+        self.map().insert(key.to_string(), data);
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> StorageResult<PutOutcome> {
+        self.count(true);
+        check_key(key)?;
+        let mut map = self.map();
+        if map.contains_key(key) {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        map.insert(key.to_string(), data);
+        Ok(PutOutcome::Written)
+    }
+
+    async fn get(&self, key: &str) -> StorageResult<Bytes> {
+        self.count(false);
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        check_key(key)?;
+        self.map()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StorageError::NotFound(key.to_string()))
+    }
+
+    async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
+        self.count(false);
+        check_key(key)?;
+        Ok(self.map().get(key).map(|v| ObjectMeta {
+            key: key.to_string(),
+            size: v.len() as u64,
+        }))
+    }
+
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
+        self.count(false);
+        Ok(self
+            .map()
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| ObjectMeta {
+                key: k.clone(),
+                size: v.len() as u64,
+            })
+            .collect())
+    }
+
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        self.count(false);
+        check_key(key)?;
+        self.map().remove(key);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "memory".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn counts_calls() {
+        let m = MemoryStorage::new();
+        m.put("a", Bytes::from_static(b"1")).await.unwrap();
+        m.put_if_absent("a", Bytes::from_static(b"2"))
+            .await
+            .unwrap();
+        m.get("a").await.unwrap();
+        m.list("").await.unwrap();
+        assert_eq!(m.put_count(), 2);
+        assert_eq!(m.get_count(), 1);
+        assert_eq!(m.calls(), 4);
+        assert_eq!(m.keys(), vec!["a"]);
+        assert_eq!(m.len(), 1);
+    }
+}

@@ -1,0 +1,90 @@
+//! Object storage behind one small trait.
+//!
+//! Every repository backend (local directory, S3, in-memory, fault-injecting wrapper) implements
+//! [`Storage`], and one contract test suite (`tests/storage_contract.rs`) runs against all of
+//! them. Keys are `/`-separated relative paths such as `wal/00000001/0000...-<sha>.zst`; only
+//! `repo::layout` builds them.
+//!
+//! Contract (every implementation keeps it):
+//! - `put` is atomic: a reader sees either no object or the whole new object, never a prefix.
+//!   When `put` returns `Ok`, the object is durable (local: file and directory fsynced;
+//!   S3: PUT acknowledged).
+//! - `put_if_absent` writes only if no object exists under the key and reports which happened.
+//!   Where the backend cannot make this atomic, it is check-then-write; callers that need
+//!   stronger guarantees re-check after writing.
+//! - `get` and `head` report a missing object as [`StorageError::NotFound`] / `None`.
+//! - `list(prefix)` returns every object whose key starts with `prefix` (a plain string prefix,
+//!   not a directory), sorted by key.
+//! - `delete` of a missing key succeeds (idempotent).
+//! - Cancellation: dropping a future mid-`put` never leaves a partial object visible under the
+//!   key (local writes go through a temp file; S3 uploads are single requests or multipart
+//!   uploads that are only completed at the end).
+//! - Errors are classified so callers can decide: `NotFound` (the object is not there),
+//!   `Transient` (worth retrying: timeouts, 5xx, throttling, connection resets) and `Permanent`
+//!   (retrying will not help: access denied, no such bucket, bad request, disk full).
+
+pub mod faulty;
+pub mod local;
+pub mod memory;
+pub mod retry;
+pub mod s3;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+/// What the storage knows about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Whether `put_if_absent` wrote the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Written,
+    AlreadyExists,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object not found: {0}")]
+    NotFound(String),
+    #[error("transient storage error: {0}")]
+    Transient(String),
+    #[error("storage error: {0}")]
+    Permanent(String),
+}
+
+impl StorageError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound(_))
+    }
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Transient(_))
+    }
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+#[async_trait]
+pub trait Storage: Send + Sync + Debug {
+    /// Stores `data` under `key`, replacing any existing object. Atomic and durable on `Ok`.
+    async fn put(&self, key: &str, data: Bytes) -> StorageResult<()>;
+    /// Stores `data` under `key` only if no object exists there.
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> StorageResult<PutOutcome>;
+    /// Reads a whole object. A missing key is `NotFound`.
+    async fn get(&self, key: &str) -> StorageResult<Bytes>;
+    /// Size of an object, or `None` when it does not exist.
+    async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>>;
+    /// Every object whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>>;
+    /// Removes an object; removing a missing object succeeds.
+    async fn delete(&self, key: &str) -> StorageResult<()>;
+    /// A short description for logs and errors (never contains secrets).
+    fn describe(&self) -> String;
+}
+
+pub type DynStorage = Arc<dyn Storage>;

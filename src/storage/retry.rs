@@ -1,0 +1,243 @@
+//! Deadlines and retries for any [`Storage`].
+//!
+//! Every call made through [`RetryingStorage`] runs under a per-attempt deadline, so a stuck
+//! store turns into a `Transient` error instead of a hang (DESIGN principle 1: PostgreSQL must
+//! get a failure it can retry, quickly). `Transient` errors are retried with exponential backoff
+//! and full jitter (sleep a random time in `[0, min(max, base * 2^n)]`); `NotFound` and
+//! `Permanent` return at once because retrying cannot change them. Backends do not retry on
+//! their own (the S3 client has its retries disabled), so this is the one place that decides.
+//!
+//! `put_if_absent` and retries: when an attempt times out or fails after the store already
+//! wrote the object, the next attempt finds that object and reports
+//! [`PutOutcome::AlreadyExists`] although this call wrote it. Callers of `put_if_absent`
+//! already have to compare the existing object with what they meant to write (an identical
+//! object is success), so that answer is safe; it is never reported as `Written` wrongly.
+
+use super::{DynStorage, ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
+use async_trait::async_trait;
+use bytes::Bytes;
+use rand::Rng;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How hard to try one storage call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in total, including the first (at least 1).
+    pub attempts: u32,
+    /// Deadline of one attempt; an attempt that takes longer is abandoned as `Transient`.
+    pub attempt_timeout: Duration,
+    /// Upper bound of the sleep after the first failure; doubles with each further failure.
+    pub base_backoff: Duration,
+    /// Cap of the backoff bound.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            attempt_timeout: Duration::from_secs(30),
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The sleep after attempt number `failed_attempt` (1-based) failed: full jitter.
+    pub fn backoff(&self, failed_attempt: u32) -> Duration {
+        let exp = failed_attempt.saturating_sub(1).min(31);
+        let bound = self
+            .base_backoff
+            .saturating_mul(1u32 << exp)
+            .min(self.max_backoff);
+        let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(rand::thread_rng().gen_range(0..=nanos))
+    }
+}
+
+#[derive(Debug)]
+pub struct RetryingStorage {
+    inner: DynStorage,
+    policy: RetryPolicy,
+}
+
+/// `inner` behind deadlines and retries, as a [`DynStorage`].
+pub fn wrap(inner: DynStorage, policy: RetryPolicy) -> DynStorage {
+    Arc::new(RetryingStorage::new(inner, policy))
+}
+
+impl RetryingStorage {
+    pub fn new(inner: DynStorage, policy: RetryPolicy) -> RetryingStorage {
+        RetryingStorage { inner, policy }
+    }
+
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    async fn run<T, F, Fut>(&self, op: &'static str, key: &str, mut call: F) -> StorageResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StorageResult<T>>,
+    {
+        let attempts = self.policy.attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            let result = match tokio::time::timeout(self.policy.attempt_timeout, call()).await {
+                Ok(r) => r,
+                Err(_) => Err(StorageError::Transient(format!(
+                    "{op} `{key}` on {}: no answer within {:?}",
+                    self.inner.describe(),
+                    self.policy.attempt_timeout
+                ))),
+            };
+            match result {
+                Ok(v) => return Ok(v),
+                Err(StorageError::Transient(msg)) if attempt < attempts => {
+                    let delay = self.policy.backoff(attempt);
+                    tracing::warn!(
+                        op,
+                        key,
+                        attempt,
+                        attempts,
+                        error = %msg,
+                        retry_in = ?delay,
+                        "storage call failed, retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(StorageError::Transient(msg)) => {
+                    let tries = if attempts == 1 { "attempt" } else { "attempts" };
+                    return Err(StorageError::Transient(format!(
+                        "{msg} (gave up after {attempts} {tries})"
+                    )));
+                }
+                Err(StorageError::Permanent(msg)) if attempt > 1 => {
+                    return Err(StorageError::Permanent(format!(
+                        "{msg} (on attempt {attempt} of {attempts})"
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for RetryingStorage {
+    async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
+        self.run("put", key, || self.inner.put(key, data.clone()))
+            .await
+    }
+
+    /// See the module documentation: a retried call may report `AlreadyExists` for an object
+    /// that its own earlier attempt wrote.
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> StorageResult<PutOutcome> {
+        self.run("put_if_absent", key, || {
+            self.inner.put_if_absent(key, data.clone())
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> StorageResult<Bytes> {
+        self.run("get", key, || self.inner.get(key)).await
+    }
+
+    async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
+        self.run("head", key, || self.inner.head(key)).await
+    }
+
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
+        self.run("list", prefix, || self.inner.list(prefix)).await
+    }
+
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        self.run("delete", key, || self.inner.delete(key)).await
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::faulty::FaultyStorage;
+    use crate::storage::memory::MemoryStorage;
+
+    fn quick(attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            attempts,
+            attempt_timeout: Duration::from_millis(200),
+            base_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+        }
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let p = RetryPolicy::default();
+        for n in 1..40 {
+            let bound = Duration::from_millis(100)
+                .saturating_mul(1 << (n - 1).min(31))
+                .min(Duration::from_secs(5));
+            assert!(p.backoff(n) <= bound, "attempt {n}");
+        }
+        let zero = RetryPolicy {
+            base_backoff: Duration::ZERO,
+            ..p
+        };
+        assert_eq!(zero.backoff(3), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried() {
+        let faulty = Arc::new(FaultyStorage::new(Arc::new(MemoryStorage::new())));
+        let s = RetryingStorage::new(faulty.clone(), quick(3));
+        faulty.fail_next(2);
+        s.put("k", Bytes::from_static(b"v")).await.unwrap();
+        assert_eq!(faulty.calls(), 3);
+
+        faulty.fail_next(3);
+        let err = s.get("k").await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(
+            err.to_string().contains("gave up after 3 attempts"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn not_found_and_permanent_are_not_retried() {
+        let faulty = Arc::new(FaultyStorage::new(Arc::new(MemoryStorage::new())));
+        let s = RetryingStorage::new(faulty.clone(), quick(5));
+        assert!(s.get("missing").await.unwrap_err().is_not_found());
+        assert_eq!(faulty.calls(), 1);
+        faulty.fail_puts_permanently(true);
+        assert!(matches!(
+            s.put("k", Bytes::new()).await,
+            Err(StorageError::Permanent(_))
+        ));
+        assert_eq!(faulty.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_hanging_store_times_out() {
+        let faulty = Arc::new(FaultyStorage::new(Arc::new(MemoryStorage::new())));
+        faulty.hang(Some(Duration::from_secs(3600)));
+        let policy = RetryPolicy {
+            attempt_timeout: Duration::from_millis(20),
+            ..quick(2)
+        };
+        let s = RetryingStorage::new(faulty.clone(), policy);
+        let err = s.list("").await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(err.to_string().contains("no answer within"), "{err}");
+        assert_eq!(faulty.calls(), 2);
+    }
+}

@@ -1,0 +1,700 @@
+//! A repository in an S3 bucket, or any S3-compatible store (`s3://bucket/prefix`).
+//!
+//! Objects live under `prefix/` in the bucket. Bodies up to [`SINGLE_PUT_MAX`] are one
+//! PutObject; larger ones are a multipart upload of [`PART_SIZE`] parts, completed only after
+//! every part is in and aborted on any failure, so a reader never sees a partial object.
+//! `put_if_absent` uses a conditional write (`If-None-Match: *`); on a store that answers
+//! `501 Not Implemented` to it, it falls back to head-then-put (check-then-write, as the trait
+//! contract allows).
+//!
+//! The SDK's own retries are off: [`super::retry::RetryingStorage`] owns deadlines and retries
+//! for every backend, and two retry layers would multiply the time a stuck store can hold up
+//! `wal-push`. Errors are classified here, once, into `NotFound` / `Transient` / `Permanent`.
+//! No message ever contains the secret key: messages are built from the bucket, key, HTTP status
+//! and the service's error code and message.
+
+use super::{ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
+use crate::config::S3Config;
+use anyhow::Context;
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart,
+    CreateBucketConfiguration,
+};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Bodies up to this size are uploaded with a single PutObject.
+pub const SINGLE_PUT_MAX: usize = 16 << 20;
+/// Part size of multipart uploads (S3 allows 5 MiB to 5 GiB per part, 10 000 parts).
+pub const PART_SIZE: usize = 8 << 20;
+/// Parts of one upload in flight at once (bounds memory and connections per object).
+const PART_PARALLELISM: usize = 4;
+/// Time to establish a TCP (and TLS) connection before the attempt fails as transient.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_REGION: &str = "us-east-1";
+
+#[derive(Debug)]
+pub struct S3Storage {
+    client: Client,
+    bucket: String,
+    /// Without leading or trailing `/`; empty for the bucket root.
+    prefix: String,
+    region: String,
+    endpoint: Option<String>,
+    /// Set once the store answered 501 to a conditional write.
+    no_conditional_writes: AtomicBool,
+}
+
+/// How an S3 failure is to be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    NotFound,
+    Transient,
+    Permanent(&'static str),
+}
+
+const HINT_CREDENTIALS: &str = "check credentials ([repo.s3] access_key_id / secret_access_key, \
+     or the AWS credential chain) and that they grant access to the bucket";
+const HINT_BUCKET: &str = "create the bucket, or fix the bucket name in repo.url";
+const HINT_NONE: &str = "";
+
+/// Classifies a service answer by HTTP status and S3 error code.
+fn classify_response(status: Option<u16>, code: Option<&str>) -> Class {
+    match code {
+        Some(
+            "SlowDown"
+            | "RequestTimeout"
+            | "InternalError"
+            | "ServiceUnavailable"
+            | "OperationAborted"
+            | "RequestTimeTooSkewed",
+        ) => return Class::Transient,
+        Some("NoSuchBucket") => return Class::Permanent(HINT_BUCKET),
+        Some(
+            "AccessDenied"
+            | "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "ExpiredToken"
+            | "InvalidToken",
+        ) => return Class::Permanent(HINT_CREDENTIALS),
+        Some("NoSuchKey" | "NotFound") => return Class::NotFound,
+        _ => {}
+    }
+    match status {
+        Some(401 | 403) => Class::Permanent(HINT_CREDENTIALS),
+        Some(404) => Class::NotFound,
+        Some(408 | 429) => Class::Transient,
+        Some(501) => Class::Permanent(HINT_NONE),
+        Some(s) if s >= 500 => Class::Transient,
+        Some(_) => Class::Permanent(HINT_NONE),
+        // No answer we could read: treat like a dropped connection.
+        None => Class::Transient,
+    }
+}
+
+/// The HTTP status of a service answer, if there was one.
+fn status_of<E>(err: &SdkError<E>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}
+
+impl S3Storage {
+    /// A client for `s3://bucket/prefix`. Without `cfg`, or where it is silent, the region is
+    /// us-east-1 and credentials come from the standard AWS chain (environment, profile, web
+    /// identity, instance role). Nothing is sent to the store here.
+    pub async fn connect(
+        bucket: String,
+        prefix: String,
+        cfg: Option<&S3Config>,
+    ) -> anyhow::Result<S3Storage> {
+        anyhow::ensure!(
+            bucket.len() >= 3 && !bucket.contains('/'),
+            "invalid bucket name `{bucket}`"
+        );
+        let prefix = prefix.trim_matches('/').to_string();
+        let region = cfg
+            .map(|c| c.region.clone())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| DEFAULT_REGION.to_string());
+        let endpoint = cfg.and_then(|c| c.endpoint.clone());
+
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region.clone()))
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .build(),
+            );
+        if let Some(c) = cfg {
+            match (&c.access_key_id, &c.secret_access_key) {
+                (Some(id), Some(secret)) => {
+                    loader = loader.credentials_provider(Credentials::new(
+                        id.clone(),
+                        secret.expose().to_string(),
+                        None,
+                        None,
+                        "pgward-config",
+                    ));
+                }
+                (None, None) => {}
+                _ => anyhow::bail!(
+                    "[repo.s3] access_key_id and secret_access_key must be given together"
+                ),
+            }
+        }
+        let sdk_config = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&sdk_config);
+        if let Some(ep) = &endpoint {
+            builder = builder.endpoint_url(ep.clone());
+        }
+        if cfg.is_some_and(|c| c.force_path_style) {
+            builder = builder.force_path_style(true);
+        }
+        Ok(S3Storage {
+            client: Client::from_conf(builder.build()),
+            bucket,
+            prefix,
+            region,
+            endpoint,
+            no_conditional_writes: AtomicBool::new(false),
+        })
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Creates the bucket unless it exists (used by tests and `init`).
+    pub async fn create_bucket_if_missing(&self) -> anyhow::Result<()> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => return Ok(()),
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(self.error("check bucket", None, e).into()),
+        }
+        let mut req = self.client.create_bucket().bucket(&self.bucket);
+        if self.region != DEFAULT_REGION {
+            req = req.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
+                    .build(),
+            );
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
+            Err(e) => Err(self.error("create bucket", None, e))
+                .with_context(|| format!("cannot create bucket {}", self.bucket)),
+        }
+    }
+
+    fn full_key(&self, key: &str) -> StorageResult<String> {
+        if key.is_empty() {
+            return Err(StorageError::Permanent("empty object key".into()));
+        }
+        Ok(self.join(key))
+    }
+
+    fn join(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    /// `s3://bucket/prefix/key` for messages.
+    fn url(&self, key: Option<&str>) -> String {
+        match key {
+            Some(k) => format!("s3://{}/{}", self.bucket, self.join(k)),
+            None => format!("s3://{}/{}", self.bucket, self.prefix),
+        }
+    }
+
+    /// Turns an SDK failure into a classified error whose message names the operation, the
+    /// object and what to do.
+    fn error<E>(&self, op: &str, key: Option<&str>, err: SdkError<E>) -> StorageError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let url = self.url(key);
+        let endpoint = self.endpoint.as_deref().unwrap_or("aws");
+        match &err {
+            SdkError::TimeoutError(_) => {
+                StorageError::Transient(format!("s3 {op} {url}: timed out reaching {endpoint}"))
+            }
+            SdkError::DispatchFailure(d) if d.is_user() => StorageError::Permanent(format!(
+                "s3 {op} {url}: {}\nhint: check [repo.s3] endpoint and region",
+                DisplayErrorContext(&err)
+            )),
+            SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+                StorageError::Transient(format!(
+                    "s3 {op} {url}: cannot reach {endpoint}: {}",
+                    DisplayErrorContext(&err)
+                ))
+            }
+            SdkError::ConstructionFailure(_) => StorageError::Permanent(format!(
+                "s3 {op} {url}: cannot build the request: {}",
+                DisplayErrorContext(&err)
+            )),
+            _ => {
+                let status = status_of(&err);
+                let code = err.code();
+                let detail = match (status, code, err.message()) {
+                    (Some(s), Some(c), Some(m)) => format!("{c} (HTTP {s}): {m}"),
+                    (Some(s), Some(c), None) => format!("{c} (HTTP {s})"),
+                    (Some(s), None, _) => format!("HTTP {s}"),
+                    (None, _, _) => DisplayErrorContext(&err).to_string(),
+                };
+                let msg = format!("s3 {op} {url}: {detail}");
+                match classify_response(status, code) {
+                    Class::NotFound => StorageError::NotFound(url),
+                    Class::Transient => StorageError::Transient(msg),
+                    Class::Permanent("") => StorageError::Permanent(msg),
+                    Class::Permanent(hint) => {
+                        StorageError::Permanent(format!("{msg}\nhint: {hint}"))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn put_single(
+        &self,
+        key: &str,
+        data: Bytes,
+        if_absent: bool,
+    ) -> StorageResult<PutOutcome> {
+        let full = self.full_key(key)?;
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .body(ByteStream::from(data));
+        if if_absent {
+            req = req.if_none_match("*");
+        }
+        match req.send().await {
+            Ok(_) => Ok(PutOutcome::Written),
+            Err(e) if if_absent && is_precondition_failure(&e) => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(self.conditional_aware_error("put", key, e, if_absent)),
+        }
+    }
+
+    /// Like [`Self::error`], but a `501` to a conditional write is reported as
+    /// `ConditionalUnsupported` (a `Permanent` with a marker) for the caller to fall back.
+    fn conditional_aware_error<E>(
+        &self,
+        op: &str,
+        key: &str,
+        e: SdkError<E>,
+        if_absent: bool,
+    ) -> StorageError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        if if_absent && (status_of(&e) == Some(501) || e.code() == Some("NotImplemented")) {
+            self.no_conditional_writes.store(true, Ordering::Relaxed);
+            return StorageError::Permanent(CONDITIONAL_UNSUPPORTED.to_string());
+        }
+        self.error(op, Some(key), e)
+    }
+
+    /// A multipart upload of `data`; with `if_absent`, completed with `If-None-Match: *`.
+    async fn put_multipart(
+        &self,
+        key: &str,
+        data: Bytes,
+        if_absent: bool,
+    ) -> StorageResult<PutOutcome> {
+        let full = self.full_key(key)?;
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| self.error("start multipart upload", Some(key), e))?;
+        let upload_id = created.upload_id().map(str::to_string).ok_or_else(|| {
+            StorageError::Transient(format!(
+                "s3 put {}: the store returned no multipart upload id",
+                self.url(Some(key))
+            ))
+        })?;
+        let mut guard = AbortOnDrop {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: full.clone(),
+            upload_id: Some(upload_id.clone()),
+        };
+        let result = self
+            .upload_parts_and_complete(key, &full, &upload_id, data, if_absent)
+            .await;
+        if result.is_err()
+            || result
+                .as_ref()
+                .is_ok_and(|o| *o == PutOutcome::AlreadyExists)
+        {
+            // Abort now rather than from the drop guard so the failure is reported after
+            // the store has let go of the parts.
+            if let Err(e) = guard.abort().await {
+                tracing::warn!(
+                    key,
+                    error = %DisplayErrorContext(&e),
+                    "cannot abort multipart upload; a bucket lifecycle rule for incomplete \
+                     uploads will clean it up"
+                );
+            }
+        } else {
+            guard.upload_id = None;
+        }
+        result
+    }
+
+    async fn upload_parts_and_complete(
+        &self,
+        key: &str,
+        full: &str,
+        upload_id: &str,
+        data: Bytes,
+        if_absent: bool,
+    ) -> StorageResult<PutOutcome> {
+        let part_count = data.len().div_ceil(PART_SIZE);
+        let uploads = (0..part_count).map(|i| {
+            let body = data.slice(i * PART_SIZE..((i + 1) * PART_SIZE).min(data.len()));
+            let part_number = i as i32 + 1;
+            async move {
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(full)
+                    .upload_id(upload_id)
+                    .part_number(part_number)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .body(ByteStream::from(body))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        self.error(&format!("upload part {part_number} of"), Some(key), e)
+                    })?;
+                Ok::<_, StorageError>(
+                    CompletedPart::builder()
+                        .part_number(part_number)
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
+                        .build(),
+                )
+            }
+        });
+        let parts: Vec<CompletedPart> = futures::stream::iter(uploads)
+            .buffered(PART_PARALLELISM)
+            .try_collect()
+            .await?;
+        let mut req = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        if if_absent {
+            req = req.if_none_match("*");
+        }
+        match req.send().await {
+            Ok(_) => Ok(PutOutcome::Written),
+            Err(e) if if_absent && is_precondition_failure(&e) => Ok(PutOutcome::AlreadyExists),
+            Err(e) => {
+                Err(self.conditional_aware_error("complete multipart upload", key, e, if_absent))
+            }
+        }
+    }
+
+    async fn put_impl(&self, key: &str, data: Bytes, if_absent: bool) -> StorageResult<PutOutcome> {
+        if data.len() <= SINGLE_PUT_MAX {
+            self.put_single(key, data, if_absent).await
+        } else {
+            self.put_multipart(key, data, if_absent).await
+        }
+    }
+}
+
+/// Marker message of a conditional write the store does not implement.
+const CONDITIONAL_UNSUPPORTED: &str = "conditional writes are not supported by this store";
+
+/// 412 Precondition Failed: the object exists. 409 ConditionalRequestConflict: another
+/// conditional write to the key is in flight; the caller verifies the content either way.
+fn is_precondition_failure<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+    status_of(e) == Some(412)
+        || e.code() == Some("PreconditionFailed")
+        || e.code() == Some("ConditionalRequestConflict")
+        || (status_of(e) == Some(409) && e.code().is_none())
+}
+
+/// Aborts an unfinished multipart upload when the put future is dropped (cancelled), so the
+/// store does not keep its parts; `upload_id` is `None` once the upload completed.
+struct AbortOnDrop {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: Option<String>,
+}
+
+impl AbortOnDrop {
+    async fn abort(
+        &mut self,
+    ) -> Result<
+        (),
+        SdkError<aws_sdk_s3::operation::abort_multipart_upload::AbortMultipartUploadError>,
+    > {
+        let Some(id) = self.upload_id.take() else {
+            return Ok(());
+        };
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(id)
+            .send()
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some(id) = self.upload_id.take() else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let req = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(id);
+            rt.spawn(async move {
+                // Best effort; a lifecycle rule for incomplete uploads is the backstop.
+                let _ = req.send().await;
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for S3Storage {
+    async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
+        self.put_impl(key, data, false).await.map(|_| ())
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> StorageResult<PutOutcome> {
+        if !self.no_conditional_writes.load(Ordering::Relaxed) {
+            match self.put_impl(key, data.clone(), true).await {
+                Err(StorageError::Permanent(m)) if m == CONDITIONAL_UNSUPPORTED => {
+                    tracing::info!(
+                        store = %self.describe(),
+                        "the store does not support conditional writes; using head-then-put"
+                    );
+                }
+                other => return other,
+            }
+        }
+        if self.head(key).await?.is_some() {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        self.put_impl(key, data, false).await
+    }
+
+    async fn get(&self, key: &str) -> StorageResult<Bytes> {
+        let full = self.full_key(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.error("get", Some(key), e))?;
+        let body = out.body.collect().await.map_err(|e| {
+            StorageError::Transient(format!(
+                "s3 get {}: reading the body failed: {}",
+                self.url(Some(key)),
+                DisplayErrorContext(&e)
+            ))
+        })?;
+        Ok(body.into_bytes())
+    }
+
+    async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
+        let full = self.full_key(key)?;
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+            })),
+            Err(e) => match self.error("head", Some(key), e) {
+                StorageError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
+        let root = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let full_prefix = format!("{root}{prefix}");
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix);
+            if let Some(t) = &token {
+                req = req.continuation_token(t);
+            }
+            let page = req.send().await.map_err(|e| {
+                // A missing bucket is not an empty listing.
+                match self.error("list", Some(prefix), e) {
+                    StorageError::NotFound(m) => StorageError::Permanent(format!(
+                        "s3 list {m}: not found\nhint: {HINT_BUCKET}"
+                    )),
+                    other => other,
+                }
+            })?;
+            for obj in page.contents() {
+                let Some(k) = obj.key() else { continue };
+                let Some(rel) = k.strip_prefix(root.as_str()) else {
+                    continue;
+                };
+                out.push(ObjectMeta {
+                    key: rel.to_string(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        let full = self.full_key(key)?;
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.error("delete", Some(key), e) {
+                StorageError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.endpoint {
+            Some(ep) => format!("{} (endpoint {ep})", self.url(None)),
+            None => format!("{} (region {})", self.url(None), self.region),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_classified() {
+        use Class::*;
+        assert_eq!(classify_response(Some(503), Some("SlowDown")), Transient);
+        assert_eq!(classify_response(Some(500), None), Transient);
+        assert_eq!(classify_response(Some(429), None), Transient);
+        assert_eq!(
+            classify_response(Some(400), Some("RequestTimeout")),
+            Transient
+        );
+        assert_eq!(classify_response(None, None), Transient);
+        assert_eq!(
+            classify_response(Some(403), Some("AccessDenied")),
+            Permanent(HINT_CREDENTIALS)
+        );
+        assert_eq!(
+            classify_response(Some(403), Some("SignatureDoesNotMatch")),
+            Permanent(HINT_CREDENTIALS)
+        );
+        assert_eq!(
+            classify_response(Some(403), None),
+            Permanent(HINT_CREDENTIALS)
+        );
+        assert_eq!(
+            classify_response(Some(404), Some("NoSuchBucket")),
+            Permanent(HINT_BUCKET)
+        );
+        assert_eq!(classify_response(Some(404), Some("NoSuchKey")), NotFound);
+        assert_eq!(classify_response(Some(404), None), NotFound);
+        assert_eq!(
+            classify_response(Some(400), Some("InvalidArgument")),
+            Permanent("")
+        );
+        assert_eq!(classify_response(Some(501), None), Permanent(""));
+    }
+
+    #[tokio::test]
+    async fn keys_and_description() {
+        let cfg = S3Config {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            region: "eu-west-1".into(),
+            force_path_style: true,
+            access_key_id: Some("AK".into()),
+            secret_access_key: Some(crate::config::Secret::new("hunter2")),
+        };
+        let s = S3Storage::connect("bucket".into(), "/a/b/".into(), Some(&cfg))
+            .await
+            .unwrap();
+        assert_eq!(s.join("wal/x"), "a/b/wal/x");
+        assert_eq!(
+            s.describe(),
+            "s3://bucket/a/b (endpoint http://127.0.0.1:9)"
+        );
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let root = S3Storage::connect("bucket".into(), String::new(), None)
+            .await
+            .unwrap();
+        assert_eq!(root.join("k"), "k");
+        assert_eq!(root.describe(), "s3://bucket/ (region us-east-1)");
+    }
+}

@@ -1,0 +1,180 @@
+//! Fetching one WAL file back: from the prefetch spool when it holds a verified copy, else from
+//! the repository. The destination only ever appears complete and verified (temp file, fsync,
+//! rename, fsync directory).
+
+use crate::codec::{self, Sha256Digest};
+use crate::commands::NotArchived;
+use crate::fsutil;
+use crate::pg::WalFileName;
+use crate::repo::layout;
+use crate::storage::Storage;
+use crate::wal::spool::FetchSpool;
+use anyhow::{Context, Result, bail};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct FetchReport {
+    pub name: WalFileName,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub elapsed: Duration,
+    pub from_spool: bool,
+}
+
+impl FetchReport {
+    pub fn log(&self) {
+        let ratio = if self.stored_bytes == 0 {
+            0.0
+        } else {
+            self.raw_bytes as f64 / self.stored_bytes as f64
+        };
+        tracing::info!(
+            wal = %self.name,
+            bytes = self.raw_bytes,
+            stored = self.stored_bytes,
+            ratio = format_args!("{ratio:.1}"),
+            ms = self.elapsed.as_millis() as u64,
+            prefetched = self.from_spool,
+            "fetched"
+        );
+    }
+}
+
+/// The stored object for `name`: its key, hash and stored size. Errors with [`NotArchived`]
+/// when there is none, and refuses to choose between two different contents.
+pub async fn locate(
+    storage: &dyn Storage,
+    name: &WalFileName,
+) -> Result<(String, Sha256Digest, u64)> {
+    let prefix = layout::wal_name_prefix(name);
+    let found: Vec<_> = storage
+        .list(&prefix)
+        .await
+        .with_context(|| format!("cannot list {prefix}* in {}", storage.describe()))?
+        .into_iter()
+        .filter_map(|o| {
+            let (n, sha) = layout::parse_wal_key(&o.key)?;
+            (n == *name).then_some((o.key, sha, o.size))
+        })
+        .collect();
+    match found.len() {
+        0 => Err(NotArchived(name.to_string()).into()),
+        1 => Ok(found.into_iter().next().expect("one element")),
+        _ => bail!(
+            "{name} is archived {} times with different content ({}); refusing to guess which \
+             history is right\nhint: this is a split brain or two clusters sharing a repository; \
+             inspect the objects and remove the wrong one by hand",
+            found.len(),
+            found
+                .iter()
+                .map(|f| f.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Downloads `name` from the repository into `dest`, verified.
+pub async fn fetch_from_repo(
+    storage: &dyn Storage,
+    name: &WalFileName,
+    dest: &Path,
+) -> Result<FetchReport> {
+    let started = Instant::now();
+    let (key, sha, stored) = locate(storage, name).await?;
+    let data = storage
+        .get(&key)
+        .await
+        .with_context(|| format!("cannot read {key} from {}", storage.describe()))?;
+    let dest_owned = dest.to_path_buf();
+    let raw = tokio::task::spawn_blocking(move || write_verified(&data, &sha, &dest_owned))
+        .await?
+        .with_context(|| format!("cannot restore {name} from {key}"))?;
+    Ok(FetchReport {
+        name: name.clone(),
+        raw_bytes: raw,
+        stored_bytes: stored,
+        elapsed: started.elapsed(),
+        from_spool: false,
+    })
+}
+
+/// Decodes a stored object into `dest` atomically, verifying zstd checksum and sha256.
+/// Nothing is left at `dest` (or beside it) on failure.
+pub fn write_verified(compressed: &[u8], sha: &Sha256Digest, dest: &Path) -> Result<u64> {
+    let dir = parent_dir(dest);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".pgward-tmp-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let len = codec::decode_into(
+        compressed,
+        Some(sha),
+        std::io::BufWriter::new(tmp.as_file_mut()),
+    )?;
+    tmp.as_file_mut().flush()?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(dest)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot rename into {}", dest.display()))?;
+    fsutil::fsync_dir(&dir)?;
+    Ok(len)
+}
+
+/// Hands a prefetched copy to `dest` after re-hashing it. `Ok(None)` when the spool has no
+/// usable copy (a bad one is removed and the caller fetches from the repository).
+pub fn take_from_spool(
+    spool: &FetchSpool,
+    name: &WalFileName,
+    dest: &Path,
+) -> Result<Option<FetchReport>> {
+    let Some(file) = spool.find(name) else {
+        return Ok(None);
+    };
+    let started = Instant::now();
+    match codec::sha256_file(&file.path) {
+        Ok((sha, _)) if sha == file.sha256 => {}
+        _ => {
+            tracing::warn!(wal = %name, "prefetched copy failed verification; fetching again");
+            let _ = std::fs::remove_file(&file.path);
+            return Ok(None);
+        }
+    }
+    let len = std::fs::metadata(&file.path)?.len();
+    move_into_place(&file.path, dest)?;
+    Ok(Some(FetchReport {
+        name: name.clone(),
+        raw_bytes: len,
+        stored_bytes: 0,
+        elapsed: started.elapsed(),
+        from_spool: true,
+    }))
+}
+
+/// Renames a verified spool file to `dest`; across file systems, copies durably instead.
+fn move_into_place(src: &Path, dest: &Path) -> Result<()> {
+    match std::fs::rename(src, dest) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let data = std::fs::read(src)?;
+            fsutil::write_atomic(dest, &data)
+                .with_context(|| format!("cannot write {}", dest.display()))?;
+            let _ = std::fs::remove_file(src);
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot move prefetched file to {}", dest.display()));
+        }
+    }
+    fsutil::fsync_dir(&parent_dir(dest))?;
+    Ok(())
+}
+
+fn parent_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}

@@ -1,0 +1,8 @@
+//! WAL archiving machinery shared by `wal-push`, `wal-fetch` and the prefetcher: checking a file
+//! before it is archived, storing and fetching one file, and the local spool that push-ahead and
+//! prefetch use.
+
+pub mod fetch;
+pub mod push;
+pub mod spool;
+pub mod validate;

@@ -1,0 +1,268 @@
+//! Archiving one WAL file, and push-ahead of the archiver's backlog.
+//!
+//! Never overwrite history: an object's key carries the sha256 of the original bytes, so a push
+//! can only add objects. Before adding, the name's existing objects are listed; the same hash
+//! means "already archived" (success), a different hash is refused loudly.
+
+use crate::codec::Sha256Digest;
+use crate::pg::WalFileName;
+use crate::repo::identity::RepoIdentity;
+use crate::repo::layout;
+use crate::storage::{DynStorage, PutOutcome};
+use crate::wal::spool::{PushRecord, PushSpool};
+use crate::wal::validate;
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// What happened to one pushed file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Stored now.
+    Stored,
+    /// The same content was already archived under this name.
+    AlreadyArchived,
+    /// Push-ahead stored it earlier and the local file still hashes the same.
+    PushedAhead,
+}
+
+#[derive(Debug, Clone)]
+pub struct PushReport {
+    pub name: WalFileName,
+    pub outcome: PushOutcome,
+    pub sha256: Sha256Digest,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub elapsed: Duration,
+    pub key: String,
+}
+
+impl PushReport {
+    pub fn log(&self, ahead: bool) {
+        let ratio = if self.stored_bytes == 0 {
+            0.0
+        } else {
+            self.raw_bytes as f64 / self.stored_bytes as f64
+        };
+        let ms = self.elapsed.as_millis() as u64;
+        match self.outcome {
+            PushOutcome::AlreadyArchived => tracing::warn!(
+                wal = %self.name, bytes = self.raw_bytes, ms,
+                "already archived with identical content; nothing to do"
+            ),
+            PushOutcome::PushedAhead => tracing::info!(
+                wal = %self.name, bytes = self.raw_bytes, ms,
+                "archived earlier by push-ahead; local file verified"
+            ),
+            PushOutcome::Stored => tracing::info!(
+                wal = %self.name,
+                bytes = self.raw_bytes,
+                stored = self.stored_bytes,
+                ratio = format_args!("{ratio:.1}"),
+                ms,
+                ahead,
+                "pushed"
+            ),
+        }
+    }
+}
+
+/// Everything a push needs besides the file.
+#[derive(Clone)]
+pub struct Pusher {
+    pub storage: DynStorage,
+    pub identity: Arc<RepoIdentity>,
+    pub level: i32,
+    /// Bounds CPU-heavy work (hashing + compressing) to the number of cores.
+    pub cpu: Arc<Semaphore>,
+}
+
+impl Pusher {
+    pub fn new(storage: DynStorage, identity: RepoIdentity, level: i32) -> Pusher {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Pusher {
+            storage,
+            identity: Arc::new(identity),
+            level,
+            cpu: Arc::new(Semaphore::new(cores)),
+        }
+    }
+
+    /// Validates, compresses and stores one WAL file. Returns only once the object is durable.
+    pub async fn push_one(&self, path: &Path, name: &WalFileName) -> Result<PushReport> {
+        let started = Instant::now();
+        let prefix = layout::wal_name_prefix(name);
+        // Listing runs while the file is compressed: it costs a round trip on S3.
+        let listing = self.storage.list(&prefix);
+        let encode = {
+            let (path, name, id, level) = (
+                path.to_path_buf(),
+                name.clone(),
+                self.identity.clone(),
+                self.level,
+            );
+            let cpu = self.cpu.clone();
+            async move {
+                let _permit = cpu.acquire_owned().await?;
+                tokio::task::spawn_blocking(move || {
+                    validate::check_and_encode(&path, &name, &id, level)
+                })
+                .await?
+            }
+        };
+        let (listing, encoded) = tokio::join!(listing, encode);
+        let encoded = encoded?;
+        let existing = listing
+            .with_context(|| format!("cannot list {prefix}* in {}", self.storage.describe()))?;
+        let key = layout::wal_key(name, &encoded.sha256);
+        let mut report = PushReport {
+            name: name.clone(),
+            outcome: PushOutcome::Stored,
+            sha256: encoded.sha256,
+            raw_bytes: encoded.raw_len,
+            stored_bytes: encoded.data.len() as u64,
+            elapsed: Duration::ZERO,
+            key: key.clone(),
+        };
+        if existing.iter().any(|o| o.key == key) {
+            report.outcome = PushOutcome::AlreadyArchived;
+            report.elapsed = started.elapsed();
+            return Ok(report);
+        }
+        if let Some(other) = existing
+            .iter()
+            .find_map(|o| layout::parse_wal_key(&o.key).filter(|(n, _)| n == name))
+        {
+            bail!(conflict_message(name, &other.1, &encoded.sha256));
+        }
+        let outcome = self
+            .storage
+            .put_if_absent(&key, Bytes::from(encoded.data))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot store {name} as {key} in {}",
+                    self.storage.describe()
+                )
+            })?;
+        if outcome == PutOutcome::AlreadyExists {
+            // Same key means same sha256: a concurrent push (or an earlier attempt of ours that
+            // timed out after the store) already stored identical content.
+            report.outcome = PushOutcome::AlreadyArchived;
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+}
+
+fn conflict_message(name: &WalFileName, archived: &Sha256Digest, local: &Sha256Digest) -> String {
+    format!(
+        "{name} is already archived with different content (archived sha256 {archived}, this file {local}); \
+         refusing to overwrite archived WAL\n\
+         hint: this usually means another cluster archives into this repository (compare the \
+         system identifier in `pgward info` with pg_controldata), a split brain (two primaries \
+         writing one timeline), or a standby promoted without switching to a new timeline. Keep \
+         both copies until you know which history is the real one."
+    )
+}
+
+/// `.ready` files waiting in `archive_status` beside `path`, oldest first, excluding `current`.
+pub fn ready_backlog(path: &Path, current: &WalFileName) -> Vec<(PathBuf, WalFileName)> {
+    let wal_dir = path.parent().unwrap_or(Path::new("."));
+    let Ok(rd) = std::fs::read_dir(wal_dir.join("archive_status")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(PathBuf, WalFileName)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let fname = e.file_name();
+            let stem = fname.to_str()?.strip_suffix(".ready")?;
+            let name = WalFileName::parse(stem).ok()?;
+            (name != *current && matches!(name, WalFileName::Segment(_)))
+                .then(|| (wal_dir.join(stem), name))
+        })
+        .collect();
+    out.sort_by_key(|(_, name)| name.segment());
+    out
+}
+
+/// Pushes up to `limit` files of the archiver's backlog and records each one that became
+/// durable. Failures are logged and left for PostgreSQL's own call to retry.
+pub async fn push_ahead(
+    pusher: &Pusher,
+    spool: &PushSpool,
+    backlog: Vec<(PathBuf, WalFileName)>,
+    limit: usize,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (path, name) in backlog
+        .into_iter()
+        .filter(|(_, n)| !spool.has(n))
+        .take(limit)
+    {
+        let pusher = pusher.clone();
+        tasks.spawn(async move {
+            let res = pusher.push_one(&path, &name).await;
+            (name, res)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((name, res)) = joined else { continue };
+        match res {
+            Ok(report) => {
+                let rec = PushRecord {
+                    name: name.to_string(),
+                    sha256: report.sha256,
+                    size: report.raw_bytes,
+                    key: report.key.clone(),
+                };
+                match spool.write(&rec) {
+                    Ok(()) => report.log(true),
+                    Err(e) => {
+                        tracing::warn!(wal = %name, "pushed ahead but cannot record it: {e:#}")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(wal = %name, "push-ahead failed (PostgreSQL will retry it): {e:#}")
+            }
+        }
+    }
+}
+
+/// Checks a push-ahead record against the local file. `Some` only when the file's current
+/// hash and size match what was stored; a stale or mismatching record is removed.
+pub fn verify_pushed_ahead(
+    spool: &PushSpool,
+    path: &Path,
+    name: &WalFileName,
+) -> Option<PushReport> {
+    let rec = spool.read(name)?;
+    let started = Instant::now();
+    let verified = match crate::codec::sha256_file(path) {
+        Ok((sha, size)) if sha == rec.sha256 && size == rec.size => true,
+        Ok(_) => {
+            tracing::warn!(wal = %name, "local file differs from what push-ahead stored; pushing it normally");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(wal = %name, "cannot re-hash local file: {e}");
+            false
+        }
+    };
+    spool.remove(name);
+    verified.then(|| PushReport {
+        name: name.clone(),
+        outcome: PushOutcome::PushedAhead,
+        sha256: rec.sha256,
+        raw_bytes: rec.size,
+        stored_bytes: 0,
+        elapsed: started.elapsed(),
+        key: rec.key,
+    })
+}

@@ -1,0 +1,437 @@
+//! `wal-push`, `wal-fetch`, `init` and configuration loading, given bad input, through the built
+//! binary as PostgreSQL runs it (as postgres, cwd = the data directory, relative `%p`).
+//!
+//! The contract under test (DESIGN.md, "WAL" and principle 1/2/5): an ordinary failure exits 1,
+//! never above 125; a refused push leaves the repository untouched; a failed fetch leaves no file
+//! at the destination. Each scenario gets its own initdb'd cluster (about a second, never
+//! started: the segment initdb leaves in pg_wal is real WAL with this cluster's identity).
+
+mod common;
+
+use common::pg::*;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The segment initdb writes; it carries the cluster's system identifier in its page header.
+const SEG1: &str = "000000010000000000000001";
+const SEG_SIZE: usize = 16 * 1024 * 1024;
+
+/// A cluster (never started) with an initialised local repository.
+struct Setup {
+    pg: PgCluster,
+    repo: PathBuf,
+    cfg: PathBuf,
+    dir: TestDir,
+}
+
+impl Setup {
+    fn new(tag: &str) -> Setup {
+        let dir = TestDir::new(tag);
+        let pg = PgCluster::init(&dir, "pg", InitOpts::default());
+        let repo = dir.path().join("repo");
+        let cfg = write_config(&dir, &pg.datadir, RepoSpec::Local(repo.clone()));
+        let setup = Setup { pg, repo, cfg, dir };
+        pgward_ok(setup.dir.path(), &["--config", setup.cfg_arg(), "init"]);
+        setup
+    }
+
+    fn cfg_arg(&self) -> &str {
+        self.cfg.to_str().unwrap()
+    }
+
+    /// `wal-push <rel>` exactly as `archive_command` runs it: cwd = pgdata, path relative.
+    fn push(&self, rel: &str) -> RunOutput {
+        pgward(
+            &self.pg.datadir,
+            &["--config", self.cfg_arg(), "wal-push", rel],
+        )
+    }
+
+    /// `wal-fetch <name> pg_wal/RECOVERYXLOG` as `restore_command` runs it.
+    fn fetch(&self, name: &str) -> RunOutput {
+        pgward(
+            &self.pg.datadir,
+            &[
+                "--config",
+                self.cfg_arg(),
+                "wal-fetch",
+                name,
+                "pg_wal/RECOVERYXLOG",
+            ],
+        )
+    }
+
+    fn pg_wal(&self, name: &str) -> PathBuf {
+        self.pg.datadir.join("pg_wal").join(name)
+    }
+
+    /// Every stored WAL object file under `wal/`.
+    fn wal_objects(&self) -> Vec<String> {
+        snapshot_tree(&self.repo)
+            .into_keys()
+            .filter(|k| k.starts_with("wal/"))
+            .collect()
+    }
+}
+
+fn assert_exit_1(out: &RunOutput, what: &str) {
+    assert_eq!(
+        out.code(),
+        Some(1),
+        "{what}: expected exit 1\n{}",
+        out.describe()
+    );
+}
+
+/// stdout + stderr, lowercased, for message checks.
+fn messages(out: &RunOutput) -> String {
+    format!("{}\n{}", out.stdout, out.stderr).to_lowercase()
+}
+
+fn assert_mentions(out: &RunOutput, needles: &[&str], what: &str) {
+    let text = messages(out);
+    assert!(
+        needles.iter().any(|n| text.contains(n)),
+        "{what}: output should mention one of {needles:?}\n{}",
+        out.describe()
+    );
+}
+
+fn flip_bytes(path: &Path, offset: usize, len: usize) {
+    let mut bytes = fs::read(path).unwrap();
+    for b in &mut bytes[offset..offset + len] {
+        *b ^= 0x5a;
+    }
+    fs::write(path, bytes).unwrap();
+}
+
+/// No file named like `RECOVERYXLOG` (or a temp file of it) was left in pg_wal.
+fn assert_no_recoveryxlog(s: &Setup) {
+    let left: Vec<String> = fs::read_dir(s.pg.datadir.join("pg_wal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("RECOVERYXLOG"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "failed fetch left files in pg_wal: {left:?}"
+    );
+}
+
+#[test]
+fn duplicate_push_with_same_content_succeeds() {
+    let s = Setup::new("dup-same");
+    let first = s.push(&format!("pg_wal/{SEG1}"));
+    assert_eq!(first.code(), Some(0), "first push\n{}", first.describe());
+    assert_eq!(s.wal_objects().len(), 1, "{:?}", s.wal_objects());
+    let before = snapshot_tree(&s.repo);
+
+    let again = s.push(&format!("pg_wal/{SEG1}"));
+    assert_eq!(again.code(), Some(0), "second push\n{}", again.describe());
+    assert_mentions(&again, &["already archived"], "same-content duplicate");
+    assert!(snapshot_tree(&s.repo) == before, "repository changed");
+}
+
+#[test]
+fn duplicate_push_with_different_content_is_refused() {
+    let s = Setup::new("dup-diff");
+    let first = s.push(&format!("pg_wal/{SEG1}"));
+    assert_eq!(first.code(), Some(0), "first push\n{}", first.describe());
+    let before = snapshot_tree(&s.repo);
+
+    // Same name, same valid first page (identity and address), other bytes further in.
+    flip_bytes(&s.pg_wal(SEG1), 3 * 8192 + 100, 16);
+    let out = s.push(&format!("pg_wal/{SEG1}"));
+    assert_exit_1(&out, "different-content duplicate");
+    assert_mentions(&out, &["different"], "different-content duplicate");
+    assert!(
+        snapshot_tree(&s.repo) == before,
+        "the archived object must stay as it was"
+    );
+}
+
+#[test]
+fn push_of_wal_from_another_cluster_is_refused() {
+    let s = Setup::new("foreign-wal");
+    let other = PgCluster::init(&s.dir, "other", InitOpts::default());
+    // The other cluster's first segment has the very same name: only its page header tells.
+    fs::copy(other.datadir.join("pg_wal").join(SEG1), s.pg_wal(SEG1)).unwrap();
+    let before = snapshot_tree(&s.repo);
+
+    let out = s.push(&format!("pg_wal/{SEG1}"));
+    assert_exit_1(&out, "foreign WAL");
+    assert_mentions(&out, &["system identifier"], "foreign WAL");
+    assert!(snapshot_tree(&s.repo) == before, "repository changed");
+    assert!(s.wal_objects().is_empty());
+}
+
+#[test]
+fn push_of_random_bytes_named_like_a_segment_is_refused() {
+    let s = Setup::new("random");
+    let name = "000000010000000000000002";
+    write_postgres_file(&s.pg_wal(name), &pseudo_random_bytes(SEG_SIZE, 0x9e37_79b9));
+    let before = snapshot_tree(&s.repo);
+
+    let out = s.push(&format!("pg_wal/{name}"));
+    assert_exit_1(&out, "random bytes");
+    assert!(snapshot_tree(&s.repo) == before, "repository changed");
+    assert!(s.wal_objects().is_empty());
+}
+
+#[test]
+fn push_of_badly_named_file_is_refused() {
+    let s = Setup::new("badname");
+    write_postgres_file(&s.pg_wal("notwal"), b"not a WAL file\n");
+    let before = snapshot_tree(&s.repo);
+
+    let out = s.push("pg_wal/notwal");
+    assert_exit_1(&out, "bad name");
+    assert_mentions(&out, &["notwal"], "bad name");
+    assert!(snapshot_tree(&s.repo) == before, "repository changed");
+}
+
+#[test]
+fn push_of_missing_file_fails() {
+    let s = Setup::new("missing");
+    let name = "000000010000000000000007";
+    let out = s.push(&format!("pg_wal/{name}"));
+    assert_exit_1(&out, "missing file");
+    assert_mentions(&out, &[name], "missing file");
+    assert!(s.wal_objects().is_empty());
+}
+
+#[test]
+fn fetch_of_never_archived_names_fails_fast() {
+    let s = Setup::new("fetch-missing");
+    // Something is archived, just not what is asked for.
+    let push = s.push(&format!("pg_wal/{SEG1}"));
+    assert_eq!(push.code(), Some(0), "push\n{}", push.describe());
+
+    for name in ["000000010000000000000003", "00000009.history"] {
+        let out = s.fetch(name);
+        assert_exit_1(&out, &format!("wal-fetch {name}"));
+        assert!(
+            out.elapsed < Duration::from_secs(2),
+            "wal-fetch {name} of a missing file took {:?}; recovery asks for these all the time",
+            out.elapsed
+        );
+        assert!(out.code().is_some_and(|c| c <= 125), "{}", out.describe());
+        assert_no_recoveryxlog(&s);
+    }
+}
+
+#[test]
+fn fetch_of_corrupt_object_fails_loudly() {
+    let s = Setup::new("corrupt");
+    let push = s.push(&format!("pg_wal/{SEG1}"));
+    assert_eq!(push.code(), Some(0), "push\n{}", push.describe());
+    let objects = s.wal_objects();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let object = s.repo.join(&objects[0]);
+    let len = fs::metadata(&object).unwrap().len() as usize;
+    assert!(len > 64, "object too small to corrupt: {len}");
+    flip_bytes(&object, len / 2, 1);
+
+    let out = s.fetch(SEG1);
+    assert!(
+        matches!(out.code(), Some(1..=125)),
+        "wal-fetch of a corrupt object must fail with an ordinary exit code\n{}",
+        out.describe()
+    );
+    assert_mentions(&out, &["corrupt", "checksum"], "corrupt object");
+    assert_no_recoveryxlog(&s);
+}
+
+#[test]
+fn init_against_another_clusters_repository_is_refused() {
+    let s = Setup::new("init-foreign");
+    let repo_json = fs::read(s.repo.join("repo.json")).unwrap();
+    let other = PgCluster::init(&s.dir, "other", InitOpts::default());
+    let other_cfg = write_config(&s.dir, &other.datadir, RepoSpec::Local(s.repo.clone()));
+
+    let out = pgward(
+        s.dir.path(),
+        &["--config", other_cfg.to_str().unwrap(), "init"],
+    );
+    assert_exit_1(&out, "init against another cluster's repository");
+    assert_mentions(&out, &["system identifier"], "init against another cluster");
+    assert!(
+        fs::read(s.repo.join("repo.json")).unwrap() == repo_json,
+        "repo.json changed"
+    );
+}
+
+#[test]
+fn malformed_config_names_key_and_line() {
+    let dir = TestDir::new("badcfg");
+    let repo = dir.subdir("repo");
+    let spool = dir.subdir("spool");
+    let text = format!(
+        "[postgres]\n\
+         pgdata = {}\n\
+         \n\
+         [repo]\n\
+         url = {}\n\
+         \n\
+         [wal]\n\
+         spool_dir = {}\n\
+         push_ahaed = 4\n",
+        toml_str(&dir.path().join("data").to_string_lossy()),
+        toml_str(&format!("file://{}", repo.display())),
+        toml_str(&spool.to_string_lossy()),
+    );
+    let cfg = dir.write_file("bad.toml", text);
+    let cfg = cfg.to_str().unwrap();
+
+    for args in [
+        vec!["--config", cfg, "info"],
+        vec![
+            "--config",
+            cfg,
+            "wal-push",
+            "pg_wal/000000010000000000000001",
+        ],
+    ] {
+        let out = pgward(dir.path(), &args);
+        assert!(
+            matches!(out.code(), Some(1 | 2)),
+            "pgward {args:?} with a bad config\n{}",
+            out.describe()
+        );
+        assert_mentions(&out, &["push_ahaed"], "unknown key");
+        assert_mentions(&out, &["line 9"], "line of the unknown key");
+    }
+}
+
+#[test]
+fn wal_push_times_out_against_a_silent_store() {
+    let dir = TestDir::new("timeout");
+    let pg = PgCluster::init(&dir, "pg", InitOpts::default());
+    let silent = SilentServer::start();
+    let cfg = write_config_with(
+        &dir,
+        &pg.datadir,
+        RepoSpec::S3 {
+            endpoint: format!("http://127.0.0.1:{}", silent.port),
+            bucket: "pgward-silent".into(),
+            prefix: "repo".into(),
+            access_key: "test-access-key".into(),
+            secret_key: "test-secret-key".into(),
+        },
+        &WalOpts {
+            timeout: "2s".into(),
+            ..WalOpts::default()
+        },
+    );
+
+    let out = pgward_timeout(
+        &pg.datadir,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "wal-push",
+            &format!("pg_wal/{SEG1}"),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_exit_1(&out, "wal-push against a store that never answers");
+    assert!(
+        out.elapsed < Duration::from_secs(6),
+        "wal.timeout = 2s, yet wal-push took {:?}\n{}",
+        out.elapsed,
+        out.describe()
+    );
+    assert!(silent.accepted() > 0, "pgward never connected to the store");
+
+    // Recovery must not hang on a stuck store either, nor leave a file behind.
+    let out = pgward_timeout(
+        &pg.datadir,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "wal-fetch",
+            SEG1,
+            "pg_wal/RECOVERYXLOG",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_exit_1(&out, "wal-fetch against a store that never answers");
+    assert!(
+        out.elapsed < Duration::from_secs(6),
+        "wal.timeout = 2s, yet wal-fetch took {:?}\n{}",
+        out.elapsed,
+        out.describe()
+    );
+    assert!(!pg.datadir.join("pg_wal/RECOVERYXLOG").exists());
+}
+
+/// A TCP server that accepts connections and never answers (until dropped).
+struct SilentServer {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SilentServer {
+    fn start() -> SilentServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (stop2, accepted2) = (stop.clone(), accepted.clone());
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((sock, _)) => {
+                        accepted2.fetch_add(1, Ordering::Relaxed);
+                        held.push(sock);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => panic!("silent server accept: {e}"),
+                }
+            }
+        });
+        SilentServer {
+            port,
+            stop,
+            accepted,
+            thread: Some(thread),
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Deterministic noise (xorshift64*), so a failure reproduces.
+fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

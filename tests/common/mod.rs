@@ -1,0 +1,4 @@
+//! Shared helpers for the integration tests.
+
+pub mod pg;
+pub mod s3_server;

@@ -1,0 +1,125 @@
+//! An S3 server inside the test process: `s3s-fs` (objects as files in a temp directory) behind
+//! `s3s`'s S3 protocol layer, on `127.0.0.1:<free port>`.
+//!
+//! It speaks real HTTP, so both the in-process [`S3Storage`] and a `pgward` child process can
+//! use it. Requests must be signed with [`S3Server::access_key`] / [`S3Server::secret_key`]
+//! (without an auth provider s3s answers every signed request with 501). It is a test double:
+//! its `If-None-Match` is check-then-write, so do not race conditional writes against it.
+//! Dropping the server stops accepting and closes open connections; the directory goes with it.
+#![allow(dead_code)]
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use pgward::config::{S3Config, Secret};
+use pgward::storage::s3::S3Storage;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use std::path::Path;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+pub struct S3Server {
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    root: tempfile::TempDir,
+    task: JoinHandle<()>,
+}
+
+impl S3Server {
+    /// Starts serving on a free local port. Must be called inside a tokio runtime, which then
+    /// runs the server; use a multi-threaded runtime when the test also blocks.
+    pub async fn start() -> S3Server {
+        let root = tempfile::Builder::new()
+            .prefix("pgward-s3-")
+            .tempdir()
+            .expect("cannot create a temp directory for the test S3 server");
+        let fs = s3s_fs::FileSystem::new(root.path())
+            .unwrap_or_else(|e| panic!("cannot serve {} over S3: {e:?}", root.path().display()));
+        let access_key = "pgward-test-access-key".to_string();
+        let secret_key = format!("pgward-test-secret-{:016x}", rand::random::<u64>());
+        let service = {
+            let mut b = S3ServiceBuilder::new(fs);
+            b.set_auth(SimpleAuth::from_single(
+                access_key.clone(),
+                secret_key.clone(),
+            ));
+            b.build()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("cannot bind the test S3 server to 127.0.0.1");
+        let addr = listener
+            .local_addr()
+            .expect("bound listener has an address");
+        let task = tokio::spawn(async move {
+            // Connections live in the set, so aborting this task (on drop) closes them too.
+            let mut connections = JoinSet::new();
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        // Out of file descriptors or similar: back off instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let service = service.clone();
+                connections.spawn(async move {
+                    // A client hanging up mid-request is not the server's problem.
+                    let _ = ConnBuilder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                // Reap finished connections so the set does not grow with every request.
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        S3Server {
+            endpoint: format!("http://{addr}"),
+            access_key,
+            secret_key,
+            root,
+            task,
+        }
+    }
+
+    /// Where the objects are kept (`<root>/<bucket>/<key>`).
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The `[repo.s3]` section that reaches this server.
+    pub fn s3_config(&self) -> S3Config {
+        S3Config {
+            endpoint: Some(self.endpoint.clone()),
+            region: "us-east-1".to_string(),
+            force_path_style: true,
+            access_key_id: Some(self.access_key.clone()),
+            secret_access_key: Some(Secret::new(self.secret_key.clone())),
+        }
+    }
+
+    /// A storage for `s3://bucket/prefix` on this server, creating the bucket if needed.
+    pub async fn storage(&self, bucket: &str, prefix: &str) -> S3Storage {
+        let s = S3Storage::connect(
+            bucket.to_string(),
+            prefix.to_string(),
+            Some(&self.s3_config()),
+        )
+        .await
+        .expect("cannot configure the S3 client");
+        s.create_bucket_if_missing()
+            .await
+            .unwrap_or_else(|e| panic!("cannot create bucket {bucket}: {e:#}"));
+        s
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
