@@ -4,6 +4,10 @@
 //! repo.json
 //! wal/<TLI>/<segment name>-<sha256>.zst       also <name>.partial-… and <name>.<off>.backup-…
 //! wal/<TLI>.history-<sha256>.zst
+//! blocks/<2 hex>/<block id>.zst                content-addressed base-backup blocks
+//! backups/<label>/manifest.json.zst            a complete base backup (written last)
+//! backups/<label>/in-progress.json             marker while a backup runs
+//! locks/<name>.json                            leases (one backup at a time, …)
 //! ```
 //! The sha256 is of the original bytes, so two different files pushed under one WAL name can
 //! never overwrite each other: they get different keys, and the conflict is detected by listing.
@@ -14,6 +18,11 @@ use crate::pg::{Timeline, WalFileName};
 pub const FORMAT_VERSION: u32 = 1;
 pub const REPO_JSON: &str = "repo.json";
 pub const WAL_PREFIX: &str = "wal/";
+pub const BLOCKS_PREFIX: &str = "blocks/";
+pub const BACKUPS_PREFIX: &str = "backups/";
+pub const LOCKS_PREFIX: &str = "locks/";
+const MANIFEST_FILE: &str = "manifest.json.zst";
+const IN_PROGRESS_FILE: &str = "in-progress.json";
 const ZST: &str = ".zst";
 
 /// Everything under `wal/` of one timeline's segments (not its history file).
@@ -50,6 +59,52 @@ pub fn parse_wal_key(key: &str) -> Option<(WalFileName, Sha256Digest)> {
     };
     let (name, sha) = split_name_sha(file)?;
     matches!(name, WalFileName::History(_)).then_some((name, sha))
+}
+
+/// The key of a base-backup block (its id is the sha256 of its bytes).
+pub fn block_key(id: &Sha256Digest) -> String {
+    let hex = id.to_hex();
+    format!("{BLOCKS_PREFIX}{}/{hex}{ZST}", &hex[..2])
+}
+
+/// Parses a block key back into the block id.
+pub fn parse_block_key(key: &str) -> Option<Sha256Digest> {
+    let rest = key.strip_prefix(BLOCKS_PREFIX)?.strip_suffix(ZST)?;
+    let (dir, id) = rest.split_once('/')?;
+    let id = Sha256Digest::parse_hex(id)?;
+    (id.to_hex().get(..2) == Some(dir)).then_some(id)
+}
+
+pub fn manifest_key(label: &str) -> String {
+    format!("{BACKUPS_PREFIX}{label}/{MANIFEST_FILE}")
+}
+
+pub fn in_progress_key(label: &str) -> String {
+    format!("{BACKUPS_PREFIX}{label}/{IN_PROGRESS_FILE}")
+}
+
+/// What a key under `backups/` is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupKey {
+    Manifest(String),
+    InProgress(String),
+}
+
+pub fn parse_backup_key(key: &str) -> Option<BackupKey> {
+    let rest = key.strip_prefix(BACKUPS_PREFIX)?;
+    let (label, file) = rest.split_once('/')?;
+    if label.is_empty() || file.contains('/') {
+        return None;
+    }
+    match file {
+        MANIFEST_FILE => Some(BackupKey::Manifest(label.to_string())),
+        IN_PROGRESS_FILE => Some(BackupKey::InProgress(label.to_string())),
+        _ => None,
+    }
+}
+
+pub fn lock_key(name: &str) -> String {
+    format!("{LOCKS_PREFIX}{name}.json")
 }
 
 fn split_name_sha(file: &str) -> Option<(WalFileName, Sha256Digest)> {
@@ -98,6 +153,24 @@ mod tests {
         let seg = WalFileName::parse("000000010000000000000003").unwrap();
         let partial = WalFileName::parse("000000010000000000000003.partial").unwrap();
         assert!(!wal_key(&partial, &sha()).starts_with(&wal_name_prefix(&seg)));
+    }
+
+    #[test]
+    fn block_and_backup_keys_round_trip() {
+        let id = sha();
+        let key = block_key(&id);
+        assert!(key.starts_with(&format!("blocks/{}/", &id.to_hex()[..2])));
+        assert_eq!(parse_block_key(&key), Some(id));
+        assert_eq!(parse_block_key("blocks/zz/abc.zst"), None);
+        assert_eq!(
+            parse_backup_key(&manifest_key("20261122T013000Z")),
+            Some(BackupKey::Manifest("20261122T013000Z".into()))
+        );
+        assert_eq!(
+            parse_backup_key(&in_progress_key("20261122T013000Z")),
+            Some(BackupKey::InProgress("20261122T013000Z".into()))
+        );
+        assert_eq!(parse_backup_key("backups/x/other.json"), None);
     }
 
     #[test]
