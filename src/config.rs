@@ -82,14 +82,23 @@ impl Default for WalConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackupConfig {
+    /// Parallel workers for reading/hashing/compressing (backup) and writing (restore).
     #[serde(default = "default_jobs", deserialize_with = "de_jobs")]
     pub jobs: usize,
+    /// How long `pg_backup_stop()` and the check that the backup's WAL reached the repository
+    /// may wait for archiving before the backup fails.
+    #[serde(
+        default = "default_wal_wait_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub wal_wait_timeout: Duration,
 }
 
 impl Default for BackupConfig {
     fn default() -> Self {
         BackupConfig {
             jobs: default_jobs(),
+            wal_wait_timeout: default_wal_wait_timeout(),
         }
     }
 }
@@ -209,6 +218,9 @@ fn default_spool_dir() -> PathBuf {
 }
 fn default_wal_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn default_wal_wait_timeout() -> Duration {
+    Duration::from_secs(600)
 }
 fn default_jobs() -> usize {
     std::thread::available_parallelism()
