@@ -4,6 +4,7 @@
 
 use crate::context::Context;
 use crate::pg::Timeline;
+use crate::repo::catalog::{BackupCatalog, BackupSummary};
 use crate::repo::identity::RepoIdentity;
 use crate::repo::layout;
 use crate::repo::wal_catalog::{SegmentRange, WalCatalog};
@@ -29,6 +30,10 @@ pub struct InfoReport {
     pub timelines: Vec<TimelineReport>,
     /// WAL names archived more than once with different content.
     pub conflicts: Vec<String>,
+    /// Complete base backups, oldest first.
+    pub backups: Vec<BackupSummary>,
+    /// Backups that are running, or died before writing their manifest.
+    pub backups_in_progress: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +57,7 @@ pub async fn report(ctx: &Context) -> Result<InfoReport> {
         .await
         .with_context(|| format!("cannot list WAL in {}", ctx.storage.describe()))?;
     let catalog = WalCatalog::from_listing(&listing, id.wal_segment_size);
+    let backups = BackupCatalog::load(ctx.storage.as_ref()).await?;
     let timelines = catalog
         .timelines
         .iter()
@@ -85,6 +91,8 @@ pub async fn report(ctx: &Context) -> Result<InfoReport> {
         created_at: id.created_at,
         timelines,
         conflicts,
+        backups: backups.backups,
+        backups_in_progress: backups.in_progress,
     })
 }
 
@@ -153,6 +161,35 @@ pub fn render_text(r: &InfoReport) -> String {
         for p in &t.partial_files {
             let _ = writeln!(s, "    partial {p}");
         }
+    }
+    let _ = writeln!(s, "\nBase backups");
+    if r.backups.is_empty() {
+        let _ = writeln!(s, "  (none)");
+    }
+    for b in &r.backups {
+        let _ = writeln!(
+            s,
+            "  {}  timeline {}  {} .. {}  lsn {} .. {}  size {}  stored {}{}",
+            b.label,
+            b.timeline.0,
+            b.start_time,
+            b.stop_time,
+            b.start_lsn,
+            b.stop_lsn,
+            mib(b.total_bytes),
+            mib(b.stored_bytes),
+            if b.bad_pages > 0 {
+                format!("  BAD PAGES: {}", b.bad_pages)
+            } else {
+                String::new()
+            }
+        );
+    }
+    for l in &r.backups_in_progress {
+        let _ = writeln!(
+            s,
+            "  {l}  (in progress, or died before completing: not restorable)"
+        );
     }
     for c in &r.conflicts {
         let _ = writeln!(s, "  CONFLICT: {c} is archived with two different contents");

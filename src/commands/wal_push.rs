@@ -48,6 +48,16 @@ pub fn wal_name_of(path: &Path) -> Result<WalFileName> {
     WalFileName::parse(file).with_context(|| format!("refusing to archive {}", path.display()))
 }
 
+/// Aborts the push-ahead task when the call ends for any reason, including the caller dropping
+/// this future at `wal.timeout`: nothing may keep pushing after the command has answered.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn push(ctx: &Context, path: &Path, ahead_deadline: Instant) -> Result<()> {
     let name = wal_name_of(path)?;
     if !path.is_file() {
@@ -60,7 +70,9 @@ async fn push(ctx: &Context, path: &Path, ahead_deadline: Instant) -> Result<()>
         );
     }
     let spool = PushSpool::new(&ctx.spool_dir());
-    if let Some(report) = push::verify_pushed_ahead(&spool, path, &name) {
+    if let Some(report) =
+        push::verify_pushed_ahead(ctx.storage.as_ref(), &spool, path, &name).await
+    {
         report.log(false);
         return Ok(());
     }
@@ -76,16 +88,16 @@ async fn push(ctx: &Context, path: &Path, ahead_deadline: Instant) -> Result<()>
     let ahead = (ahead_limit > 0 && name.segment().is_some()).then(|| {
         let backlog = push::ready_backlog(path, &name);
         let (pusher, spool) = (pusher.clone(), PushSpool::new(&ctx.spool_dir()));
-        tokio::spawn(async move { push::push_ahead(&pusher, &spool, backlog, ahead_limit).await })
+        AbortOnDrop(tokio::spawn(async move {
+            push::push_ahead(&pusher, &spool, backlog, ahead_limit).await
+        }))
     });
 
     let result = pusher.push_one(path, &name).await;
-    if let Some(handle) = ahead {
+    if let Some(mut ahead) = ahead {
         // The main push decides the exit code; push-ahead gets whatever time is left and is
         // abandoned at the deadline (its records are written only after durable stores).
-        let abort = handle.abort_handle();
-        if timeout_at(ahead_deadline, handle).await.is_err() {
-            abort.abort();
+        if timeout_at(ahead_deadline, &mut ahead.0).await.is_err() {
             tracing::warn!("push-ahead abandoned at wal.timeout");
         }
     }

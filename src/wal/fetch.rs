@@ -109,12 +109,13 @@ pub fn write_verified(compressed: &[u8], sha: &Sha256Digest, dest: &Path) -> Res
         .prefix(".pgward-tmp-")
         .tempfile_in(&dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    let len = codec::decode_into(
-        compressed,
-        Some(sha),
-        std::io::BufWriter::new(tmp.as_file_mut()),
-    )?;
-    tmp.as_file_mut().flush()?;
+    let mut out = std::io::BufWriter::new(tmp.as_file_mut());
+    let len = codec::decode_into(compressed, Some(sha), &mut out)?;
+    // Flush explicitly: an error in BufWriter's implicit flush on drop would be lost, and a
+    // short file would be renamed into place (seen with small history files on a full disk).
+    out.flush()
+        .with_context(|| format!("cannot write {}", dest.display()))?;
+    drop(out);
     tmp.as_file().sync_all()?;
     tmp.persist(dest)
         .map_err(|e| e.error)

@@ -8,7 +8,7 @@ use crate::codec::Sha256Digest;
 use crate::pg::WalFileName;
 use crate::repo::identity::RepoIdentity;
 use crate::repo::layout;
-use crate::storage::{DynStorage, PutOutcome};
+use crate::storage::{DynStorage, PutOutcome, Storage};
 use crate::wal::spool::{PushRecord, PushSpool};
 use crate::wal::validate;
 use anyhow::{Context, Result, bail};
@@ -235,28 +235,48 @@ pub async fn push_ahead(
     }
 }
 
-/// Checks a push-ahead record against the local file. `Some` only when the file's current
-/// hash and size match what was stored; a stale or mismatching record is removed.
-pub fn verify_pushed_ahead(
+/// Checks a push-ahead record against the local file and the repository. `Some` only when
+/// the file's current hash and size match what was stored and the object the record names is
+/// still in the repository; a stale or mismatching record is removed, and the caller pushes
+/// normally.
+pub async fn verify_pushed_ahead(
+    storage: &dyn Storage,
     spool: &PushSpool,
     path: &Path,
     name: &WalFileName,
 ) -> Option<PushReport> {
     let rec = spool.read(name)?;
+    spool.remove(name);
     let started = Instant::now();
-    let verified = match crate::codec::sha256_file(path) {
-        Ok((sha, size)) if sha == rec.sha256 && size == rec.size => true,
+    match crate::codec::sha256_file(path) {
+        Ok((sha, size)) if sha == rec.sha256 && size == rec.size => {}
         Ok(_) => {
             tracing::warn!(wal = %name, "local file differs from what push-ahead stored; pushing it normally");
-            false
+            return None;
         }
         Err(e) => {
             tracing::warn!(wal = %name, "cannot re-hash local file: {e}");
-            false
+            return None;
         }
-    };
-    spool.remove(name);
-    verified.then(|| PushReport {
+    }
+    // The record is only a hint: the object it names must be the one this name and hash map
+    // to, and it must still exist (the repository may have been recreated or pruned).
+    if rec.key != layout::wal_key(name, &rec.sha256) {
+        tracing::warn!(wal = %name, "push-ahead record names an unexpected key; pushing normally");
+        return None;
+    }
+    match storage.head(&rec.key).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            tracing::warn!(wal = %name, key = %rec.key, "push-ahead record's object is missing; pushing normally");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(wal = %name, "cannot check push-ahead object: {e}; pushing normally");
+            return None;
+        }
+    }
+    Some(PushReport {
         name: name.clone(),
         outcome: PushOutcome::PushedAhead,
         sha256: rec.sha256,
