@@ -38,8 +38,14 @@ pub enum Command {
     WalPush(commands::wal_push::Args),
     /// Restore one WAL file (restore_command = 'pgward wal-fetch %f %p').
     WalFetch(commands::wal_fetch::Args),
+    /// Take a base backup of the running cluster.
+    Backup(commands::backup::Args),
+    /// Restore a base backup into a data directory, to any point in time.
+    Restore(commands::restore::Args),
     /// Show the repository's identity and archived WAL.
     Info(commands::info::Args),
+    /// Run the whole loop on a throwaway cluster: archive, backup, PITR restore, check.
+    Demo(commands::demo::Args),
     /// Internal: the detached prefetcher started by wal-fetch.
     #[command(hide = true)]
     WalPrefetch(commands::wal_prefetch::Args),

@@ -87,10 +87,7 @@ pub struct BackupConfig {
     pub jobs: usize,
     /// How long `pg_backup_stop()` and the check that the backup's WAL reached the repository
     /// may wait for archiving before the backup fails.
-    #[serde(
-        default = "default_wal_wait_timeout",
-        deserialize_with = "de_duration"
-    )]
+    #[serde(default = "default_wal_wait_timeout", deserialize_with = "de_duration")]
     pub wal_wait_timeout: Duration,
 }
 

@@ -3,6 +3,7 @@
 //! The binary in `main.rs` is a thin shell around this library so that integration tests can
 //! drive commands in-process with any [`storage::Storage`] (including the fault-injecting one).
 
+pub mod backup;
 pub mod cli;
 pub mod codec;
 pub mod commands;
@@ -12,5 +13,6 @@ pub mod fsutil;
 pub mod logging;
 pub mod pg;
 pub mod repo;
+pub mod restore;
 pub mod storage;
 pub mod wal;

@@ -38,6 +38,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The demo writes its own configuration in its own directory: it must not need one.
+    if let Command::Demo(a) = &cli.command {
+        return commands::demo::run(a).await;
+    }
     let (config, path) = Config::load(cli.config.as_deref())?;
     let path = std::path::absolute(&path)?;
     let create = match cli.command {
@@ -52,7 +56,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let exe = std::env::current_exe().ok();
             commands::wal_fetch::run(&ctx, a, exe.as_deref()).await
         }
+        Command::Backup(a) => commands::backup::run(&ctx, a).await,
+        Command::Restore(a) => commands::restore::run(&ctx, a).await,
         Command::Info(a) => commands::info::run(&ctx, a).await,
         Command::WalPrefetch(a) => commands::wal_prefetch::run(&ctx, a).await,
+        Command::Demo(_) => unreachable!("the demo runs before the configuration is loaded"),
     }
 }

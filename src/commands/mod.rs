@@ -1,7 +1,10 @@
 //! One file per command: its clap `Args` and an `async fn run(ctx, args)`.
 
+pub mod backup;
+pub mod demo;
 pub mod info;
 pub mod init;
+pub mod restore;
 pub mod wal_fetch;
 pub mod wal_prefetch;
 pub mod wal_push;

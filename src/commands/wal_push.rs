@@ -70,8 +70,7 @@ async fn push(ctx: &Context, path: &Path, ahead_deadline: Instant) -> Result<()>
         );
     }
     let spool = PushSpool::new(&ctx.spool_dir());
-    if let Some(report) =
-        push::verify_pushed_ahead(ctx.storage.as_ref(), &spool, path, &name).await
+    if let Some(report) = push::verify_pushed_ahead(ctx.storage.as_ref(), &spool, path, &name).await
     {
         report.log(false);
         return Ok(());

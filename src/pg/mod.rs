@@ -11,9 +11,13 @@
 //! `src/include/catalog/pg_control.h` (control file) and
 //! `src/backend/access/transam/timeline.c` (history files).
 
+pub mod backup_label;
+pub mod binaries;
+pub mod conn;
 pub mod control;
 pub mod history;
 pub mod lsn;
+pub mod page_checksum;
 pub mod version;
 pub mod wal_page;
 pub mod walname;

@@ -1,4 +1,5 @@
 //! Shared helpers for the integration tests.
 
+pub mod backup_scenarios;
 pub mod pg;
 pub mod s3_server;

@@ -1,0 +1,468 @@
+//! Base backups: every backup is full, stored incrementally (DESIGN.md, "Base backups").
+//!
+//! [`run_backup`] takes a non-exclusive backup of the running cluster: it checks that the
+//! repository, the data directory and the server are one cluster, takes the `backup` lease,
+//! marks the label in progress, calls `pg_backup_start` on a session it keeps open, copies the
+//! data directory and its tablespaces itself through the block [`pipeline`] (blocks already in
+//! the repository are not uploaded again), calls `pg_backup_stop`, waits until the backup's WAL
+//! is in the repository, and only then writes the manifest.
+//!
+//! The invariant: **a manifest exists only for a backup that can be restored.** Blocks go
+//! first, the WAL is checked, the manifest is written last. On every error path the
+//! in-progress marker is removed and the lease released; a backup that fails leaves at most
+//! unreferenced blocks, which garbage collection removes.
+//!
+//! Submodules: [`exclude`] (what is not copied), [`walk`] (what is), [`pipeline`] (reading,
+//! checking, hashing, compressing, uploading), [`session`] (the server calls), [`wal`] (the
+//! WAL check), [`progress`] (the terminal display).
+
+pub mod exclude;
+pub mod pipeline;
+pub mod progress;
+pub mod session;
+pub mod wal;
+pub mod walk;
+
+use crate::context::Context;
+use crate::pg::backup_label::BackupLabel;
+use crate::pg::control::ControlFile;
+use crate::pg::version::read_major_version;
+use crate::pg::{Lsn, Timeline, WalSegmentName, conn};
+use crate::repo::identity::RepoIdentity;
+use crate::repo::layout::{self, BackupKey};
+use crate::repo::lock::{self, Lease};
+use crate::repo::manifest::{BackupStats, BadPage, MANIFEST_VERSION, Manifest};
+use crate::storage::{DynStorage, PutOutcome};
+use anyhow::{Context as _, Result, anyhow, bail};
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use pipeline::{KnownBlocks, PipelineConfig, Progress};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// How long connecting to the server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The lease that keeps backups (and, later, garbage collection) from running at once.
+pub const LEASE_NAME: &str = "backup";
+
+/// Choices of the caller (the command line, or a test).
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// Draw a progress line on standard error (only sensible when it is a terminal).
+    pub progress: bool,
+}
+
+/// What a finished backup is, for the command's output and for tests.
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    pub label: String,
+    pub timeline: Timeline,
+    pub start_lsn: Lsn,
+    pub stop_lsn: Lsn,
+    pub start_wal: String,
+    pub stop_wal: String,
+    pub start_time: String,
+    pub stop_time: String,
+    pub data_checksums: bool,
+    pub stats: BackupStats,
+    pub bad_pages: Vec<BadPage>,
+}
+
+/// `backups/<label>/in-progress.json`: who is writing this label, so an operator (and garbage
+/// collection) can tell a running backup from a dead one.
+#[derive(Debug, Serialize)]
+struct InProgress<'a> {
+    label: &'a str,
+    host: String,
+    pid: u32,
+    start_time: &'a str,
+    pgward: &'static str,
+}
+
+/// Facts about the server gathered before the backup starts.
+struct Server {
+    version_num: u32,
+    system_identifier: u64,
+    data_checksums: bool,
+    data_directory: Option<PathBuf>,
+}
+
+/// Takes a base backup of the cluster at `[postgres] pgdata` through `[postgres] conninfo`
+/// into the repository; see the module documentation.
+pub async fn run_backup(ctx: &Context, opts: BackupOptions) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let storage = ctx.storage.clone();
+    let identity = RepoIdentity::require(storage.as_ref()).await?;
+    let pgdata = ctx.config.pgdata()?.to_path_buf();
+    let control = ControlFile::read(&pgdata)?;
+    let major = read_major_version(&pgdata)?;
+    identity.check_cluster(&control, major).with_context(|| {
+        format!(
+            "refusing to back up {} into {}",
+            pgdata.display(),
+            storage.describe()
+        )
+    })?;
+    if identity.block_size == 0
+        || !identity.block_size.is_multiple_of(page_size())
+        || identity.block_size > 64 << 20
+    {
+        bail!(
+            "repo.json gives a block size of {} bytes; it must be a multiple of 8 KiB up to 64 MiB",
+            identity.block_size
+        );
+    }
+
+    let conninfo = ctx.config.postgres.conninfo.as_deref().context(
+        "[postgres] conninfo is not set in the configuration\n\
+         hint: add e.g. conninfo = \"host=/var/run/postgresql port=5432 user=postgres dbname=postgres\"",
+    )?;
+    let client = conn::connect(conninfo, CONNECT_TIMEOUT).await?;
+    let server = probe(&client).await?;
+    check_same_cluster(&identity, &control, &pgdata, &server)?;
+
+    let lease = Lease::acquire(storage.clone(), LEASE_NAME, "backup").await?;
+    let result = with_lease(
+        ctx, &storage, &client, &server, &identity, &control, &pgdata, &opts, started,
+    )
+    .await;
+    if let Err(e) = lease.release().await {
+        // The backup's own result matters more; a lease left behind names this host and pid,
+        // and the next run here takes it over once this process is gone.
+        tracing::warn!("{e:#}");
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn with_lease(
+    ctx: &Context,
+    storage: &DynStorage,
+    client: &Client,
+    server: &Server,
+    identity: &RepoIdentity,
+    control: &ControlFile,
+    pgdata: &Path,
+    opts: &BackupOptions,
+    started: Instant,
+) -> Result<BackupOutcome> {
+    let start_time = Utc::now();
+    let start_time_text = start_time.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let label = claim_label(storage, start_time, &start_time_text).await?;
+    let marker = layout::in_progress_key(&label);
+    let result = take(
+        ctx,
+        storage,
+        client,
+        server,
+        identity,
+        control,
+        pgdata,
+        opts,
+        started,
+        &label,
+        &start_time_text,
+    )
+    .await;
+    // Removed on success too: once the manifest exists, the marker has done its job.
+    if let Err(e) = storage.delete(&marker).await {
+        tracing::warn!("cannot remove {marker}: {e}");
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn take(
+    ctx: &Context,
+    storage: &DynStorage,
+    client: &Client,
+    server: &Server,
+    identity: &RepoIdentity,
+    control: &ControlFile,
+    pgdata: &Path,
+    opts: &BackupOptions,
+    started: Instant,
+    label: &str,
+    start_time: &str,
+) -> Result<BackupOutcome> {
+    let level = ctx.config.repo.compression_level.0;
+    let wait = ctx.config.backup.wal_wait_timeout;
+    let seg_size = identity.wal_segment_size;
+
+    // Listed before the backup starts: the server need not sit in backup mode meanwhile.
+    let known = Arc::new(KnownBlocks::load(storage).await?);
+    let tablespaces = walk::tablespaces(pgdata)?;
+    let version_dir = walk::tablespace_version_dir(identity.pg_major, control.catalog_version);
+
+    let start_lsn = session::start(client, server.version_num, label).await?;
+    tracing::info!(label, start_lsn = %start_lsn, known_blocks = known.len(), "backup started");
+
+    let progress = Arc::new(Progress::default());
+    let display = if opts.progress {
+        let (dir, vdir, p) = (pgdata.to_path_buf(), version_dir.clone(), progress.clone());
+        // A size estimate for the percentage: one cheap walk (metadata only).
+        tokio::task::spawn_blocking(move || {
+            let total: u64 = walk::Walk::new(&dir, &vdir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| match e {
+                    Ok(walk::Entry::File { size, .. }) => Some(size),
+                    _ => None,
+                })
+                .sum();
+            p.bytes_total.store(total, Ordering::Relaxed);
+        });
+        Some(progress::Display::start(progress.clone()))
+    } else {
+        None
+    };
+    let entries = walk::Walk::new(pgdata, &version_dir)?;
+    let config = PipelineConfig {
+        block_size: identity.block_size,
+        jobs: ctx.config.backup.jobs,
+        level,
+        verify_from: server.data_checksums.then_some(start_lsn),
+    };
+    let copied = pipeline::run(storage.clone(), entries, known, config, progress.clone()).await;
+    drop(display);
+    let copied = copied?;
+    tracing::info!(
+        files = copied.stats.files,
+        bytes = copied.stats.total_bytes,
+        new_bytes = copied.stats.new_bytes,
+        "data copied; stopping the backup"
+    );
+
+    let stop = session::stop(client, server.version_num, wait).await?;
+    let stop_time = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    let backup_label = BackupLabel::parse(&stop.backup_label)
+        .context("cannot read the backup_label returned by the server")?;
+    if backup_label.start_lsn != start_lsn {
+        bail!(
+            "the backup_label returned by the server starts at {}, but the backup started at \
+             {start_lsn}; was another backup started on this session?",
+            backup_label.start_lsn
+        );
+    }
+    let timeline = backup_label.timeline();
+    let needed = wal::required_segments(timeline, start_lsn, stop.stop_lsn, seg_size);
+    tracing::info!(
+        stop_lsn = %stop.stop_lsn,
+        segments = needed.len(),
+        "waiting for the backup's WAL to be in the repository"
+    );
+    wal::wait_for_segments(storage, &needed, seg_size, wait).await?;
+    let (start_wal, stop_wal) = segment_names(&needed, timeline, start_lsn, seg_size);
+
+    let mut stats = copied.stats;
+    stats.duration_ms = started.elapsed().as_millis() as u64;
+    let manifest = Manifest {
+        format_version: MANIFEST_VERSION,
+        label: label.to_string(),
+        system_identifier: identity.system_identifier,
+        pg_major: identity.pg_major,
+        block_size: identity.block_size,
+        timeline,
+        start_lsn,
+        stop_lsn: stop.stop_lsn,
+        start_wal,
+        stop_wal,
+        start_time: start_time.to_string(),
+        stop_time,
+        backup_label: stop.backup_label,
+        tablespace_map: Some(stop.tablespace_map).filter(|m| !m.trim().is_empty()),
+        data_checksums: server.data_checksums,
+        tablespaces,
+        files: copied.files,
+        bad_pages: copied.bad_pages,
+        stats,
+    };
+    manifest.store(storage.as_ref(), level).await?;
+    report_bad_pages(&manifest.bad_pages);
+    tracing::info!(label, "backup complete");
+    Ok(BackupOutcome {
+        label: manifest.label,
+        timeline,
+        start_lsn,
+        stop_lsn: manifest.stop_lsn,
+        start_wal: manifest.start_wal,
+        stop_wal: manifest.stop_wal,
+        start_time: manifest.start_time,
+        stop_time: manifest.stop_time,
+        data_checksums: manifest.data_checksums,
+        stats: manifest.stats,
+        bad_pages: manifest.bad_pages,
+    })
+}
+
+fn page_size() -> u64 {
+    crate::pg::page_checksum::BLCKSZ as u64
+}
+
+fn segment_names(
+    needed: &[WalSegmentName],
+    tli: Timeline,
+    start: Lsn,
+    seg_size: u64,
+) -> (String, String) {
+    let first = WalSegmentName::from_segno(tli, start.segment_no(seg_size), seg_size);
+    let first = needed.first().copied().unwrap_or(first);
+    let last = needed.last().copied().unwrap_or(first);
+    (first.to_string(), last.to_string())
+}
+
+async fn probe(client: &Client) -> Result<Server> {
+    let version_num = conn::server_version_num(client).await?;
+    session::check_version(version_num)?;
+    let system_identifier = conn::system_identifier(client).await?;
+    let data_checksums = conn::show(client, "data_checksums").await? == "on";
+    let in_recovery: bool = client
+        .query_one("select pg_is_in_recovery()", &[])
+        .await
+        .context("cannot ask the server whether it is in recovery")?
+        .get(0);
+    if in_recovery {
+        bail!(
+            "the server is a standby; pgward takes backups from the primary\n\
+             hint: point [postgres] conninfo and pgdata at the primary"
+        );
+    }
+    Ok(Server {
+        version_num,
+        system_identifier,
+        data_checksums,
+        data_directory: conn::data_directory(client).await,
+    })
+}
+
+/// The repository, the data directory and the server must be one cluster.
+fn check_same_cluster(
+    identity: &RepoIdentity,
+    control: &ControlFile,
+    pgdata: &Path,
+    server: &Server,
+) -> Result<()> {
+    if server.system_identifier != identity.system_identifier {
+        bail!(
+            "this repository belongs to database system identifier {}, but the server reached \
+             through [postgres] conninfo has {}\n\
+             hint: one repository holds one cluster; check [postgres] conninfo and [repo] url",
+            identity.system_identifier,
+            server.system_identifier
+        );
+    }
+    if server.system_identifier != control.system_identifier {
+        bail!(
+            "the server reached through [postgres] conninfo has system identifier {}, but \
+             [postgres] pgdata ({}) belongs to {}\n\
+             hint: both must name the same cluster",
+            server.system_identifier,
+            pgdata.display(),
+            control.system_identifier
+        );
+    }
+    // A standby's data directory has the primary's identifier: only the path tells them apart.
+    if let Some(dir) = &server.data_directory {
+        let same = match (dir.canonicalize(), pgdata.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => dir == pgdata,
+        };
+        if !same {
+            bail!(
+                "the server reached through [postgres] conninfo runs on data directory {}, but \
+                 [postgres] pgdata is {}\nhint: pgward copies the files itself, so both must be \
+                 the same directory on this host",
+                dir.display(),
+                pgdata.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Picks the label (the start time, suffixed `-2`, `-3`, … if taken) and writes its
+/// in-progress marker with put-if-absent, so two processes can never share a label.
+async fn claim_label(
+    storage: &DynStorage,
+    start: DateTime<Utc>,
+    start_text: &str,
+) -> Result<String> {
+    let base = start.format("%Y%m%dT%H%M%SZ").to_string();
+    let listing = storage
+        .list(layout::BACKUPS_PREFIX)
+        .await
+        .with_context(|| format!("cannot list backups in {}", storage.describe()))?;
+    let taken: HashSet<String> = listing
+        .iter()
+        .filter_map(|o| match layout::parse_backup_key(&o.key)? {
+            BackupKey::Manifest(l) | BackupKey::InProgress(l) => Some(l),
+        })
+        .collect();
+    for n in 1..=1000u32 {
+        let label = if n == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        if taken.contains(&label) {
+            continue;
+        }
+        let marker = InProgress {
+            label: &label,
+            host: lock::hostname(),
+            pid: std::process::id(),
+            start_time: start_text,
+            pgward: env!("CARGO_PKG_VERSION"),
+        };
+        let key = layout::in_progress_key(&label);
+        let body = Bytes::from(serde_json::to_vec_pretty(&marker)?);
+        match storage
+            .put_if_absent(&key, body)
+            .await
+            .with_context(|| format!("cannot write {key}"))?
+        {
+            PutOutcome::Written => return Ok(label),
+            PutOutcome::AlreadyExists => continue,
+        }
+    }
+    Err(anyhow!(
+        "cannot find a free backup label for {base}: 1000 backups started in the same second?"
+    ))
+}
+
+/// One warning naming the files with bad pages (a few pages each), after the backup.
+fn report_bad_pages(bad: &[BadPage]) {
+    if bad.is_empty() {
+        return;
+    }
+    let mut by_file: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for b in bad {
+        by_file.entry(&b.path).or_default().push(b.page);
+    }
+    let files: Vec<String> = by_file
+        .iter()
+        .map(|(path, pages)| {
+            let shown: Vec<String> = pages.iter().take(5).map(|p| p.to_string()).collect();
+            let more = if pages.len() > 5 {
+                format!(", … {} in all", pages.len())
+            } else {
+                String::new()
+            };
+            format!("{path} (page {}{more})", shown.join(", "))
+        })
+        .collect();
+    tracing::warn!(
+        "{} page(s) failed checksum verification in {} file(s): {}; the backup completed and \
+         records them in its manifest\nhint: this is corruption in the cluster itself; check \
+         the storage, and restore those relations from an older backup or rebuild them",
+        bad.len(),
+        by_file.len(),
+        files.join("; ")
+    );
+}

@@ -1,0 +1,182 @@
+//! Connections to the running server (`[postgres] conninfo`), over tokio-postgres without TLS.
+//!
+//! The conninfo string is libpq's `key=value` or `postgresql://` form; `host=/a/dir` names the
+//! directory of a Unix socket, as in libpq. Where libpq would fill in a default (socket
+//! directory, user), the same default is applied here so a conninfo that works with `psql`
+//! works with pgward. Every connection attempt has a deadline: an unreachable server must fail
+//! the command, not hang it.
+
+use anyhow::{Context, Result, anyhow};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, Config, NoTls};
+
+/// Debian's (and PostgreSQL's common packaged) default socket directory, libpq's default when
+/// no host is given.
+const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
+
+/// Parses a conninfo string and applies libpq's defaults for what it leaves out.
+pub fn parse_conninfo(conninfo: &str) -> Result<Config> {
+    let mut config = Config::from_str(conninfo).map_err(|e| {
+        anyhow!(
+            "[postgres] conninfo is not a valid connection string: {e}\n\
+             hint: write it as for psql, e.g. \"host=/var/run/postgresql port=5432 user=postgres dbname=postgres\""
+        )
+    })?;
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+        config.host_path(DEFAULT_SOCKET_DIR);
+    }
+    if config.get_user().is_none() {
+        let user = std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "postgres".to_string());
+        config.user(user);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("pgward");
+    }
+    Ok(config)
+}
+
+/// Where a configuration connects, for messages (never includes the password).
+pub fn describe(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(dir) => dir.display().to_string(),
+        })
+        .chain(config.get_hostaddrs().iter().map(|a| a.to_string()))
+        .collect();
+    let port = config
+        .get_ports()
+        .first()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "5432".to_string());
+    format!(
+        "host={} port={port} user={} dbname={}",
+        hosts.join(","),
+        config.get_user().unwrap_or("?"),
+        config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or("postgres"),
+    )
+}
+
+/// Connects within `timeout` and spawns the connection task on the current runtime. The
+/// session lives as long as the returned client (and the task ends when it is dropped).
+pub async fn connect(conninfo: &str, timeout: Duration) -> Result<Client> {
+    let mut config = parse_conninfo(conninfo)?;
+    config.connect_timeout(timeout);
+    let target = describe(&config);
+    let hint = "hint: check that the server is running and that [postgres] conninfo names it \
+                (host is the socket directory or host name, port, user, dbname)";
+    let (client, connection) = match tokio::time::timeout(timeout, config.connect(NoTls)).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => {
+            return Err(anyhow!(
+                "cannot connect to PostgreSQL ({target}): {e}\n{hint}"
+            ));
+        }
+        Err(_) => {
+            return Err(anyhow!(
+                "cannot connect to PostgreSQL ({target}): no answer within {}\n{hint}",
+                humantime::format_duration(timeout)
+            ));
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// `server_version_num`, e.g. 150004.
+pub async fn server_version_num(client: &Client) -> Result<u32> {
+    let row = client
+        .query_one("select current_setting('server_version_num')", &[])
+        .await
+        .context("cannot read server_version_num")?;
+    let text: String = row.get(0);
+    text.trim()
+        .parse()
+        .with_context(|| format!("server_version_num `{text}` is not a number"))
+}
+
+/// The server's database system identifier (`pg_control_system()`).
+pub async fn system_identifier(client: &Client) -> Result<u64> {
+    let row = client
+        .query_one(
+            "select system_identifier::text from pg_control_system()",
+            &[],
+        )
+        .await
+        .context("cannot read the system identifier (pg_control_system())")?;
+    let text: String = row.get(0);
+    text.parse()
+        .with_context(|| format!("system identifier `{text}` is not a number"))
+}
+
+/// The value of a setting as `show` prints it.
+pub async fn show(client: &Client, name: &str) -> Result<String> {
+    let row = client
+        .query_one("select current_setting($1)", &[&name])
+        .await
+        .with_context(|| format!("cannot read setting {name}"))?;
+    Ok(row.get(0))
+}
+
+/// The server's data directory, when this role may see it (superuser or
+/// `pg_read_all_settings`); `None` otherwise.
+pub async fn data_directory(client: &Client) -> Option<PathBuf> {
+    show(client, "data_directory").await.ok().map(PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_libpq() {
+        let c = parse_conninfo("port=5433").unwrap();
+        assert_eq!(c.get_hosts(), &[Host::Unix(DEFAULT_SOCKET_DIR.into())]);
+        assert!(c.get_user().is_some());
+        assert_eq!(c.get_application_name(), Some("pgward"));
+
+        let c =
+            parse_conninfo("host=/tmp/s port=6000 user=alice dbname=x password=secret").unwrap();
+        let d = describe(&c);
+        assert_eq!(d, "host=/tmp/s port=6000 user=alice dbname=x");
+        assert!(!d.contains("secret"));
+    }
+
+    #[test]
+    fn bad_conninfo_names_the_setting() {
+        let err = format!("{:#}", parse_conninfo("host='unterminated").unwrap_err());
+        assert!(err.contains("[postgres] conninfo"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_fails_fast_with_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let conninfo = format!("host={} port=1 user=x dbname=x", dir.path().display());
+        let start = std::time::Instant::now();
+        let err = format!(
+            "{:#}",
+            connect(&conninfo, Duration::from_secs(5))
+                .await
+                .unwrap_err()
+        );
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+        assert!(err.contains("[postgres] conninfo"), "{err}");
+    }
+}

@@ -1,0 +1,547 @@
+//! Restore a base backup into a data directory, to any point in time.
+//!
+//! Plan, then execute (DESIGN.md, "Restore and PITR"): [`plan`] decides which backup, which
+//! timeline and which WAL from what the repository holds, without IO; [`run_restore`] loads
+//! that view, builds the plan, and unless it is a dry run carries it out:
+//!
+//! 1. checks the target (no running server; empty, or `--delta` over the same cluster);
+//! 2. creates directories, tablespace links and files, and in delta mode removes what the
+//!    backup does not have (`prepare`);
+//! 3. writes every block in parallel, verifying its sha256 (`write`);
+//! 4. writes `backup_label`, `tablespace_map`, `recovery.signal` and the recovery settings
+//!    (`recovery_conf`);
+//! 5. writes `global/pg_control` last and makes everything durable.
+//!
+//! Until step 5 the directory holds a marker and no `pg_control`: an interrupted restore cannot
+//! be started by mistake, and `--delta` resumes it.
+
+pub mod archive;
+pub mod delta;
+pub mod dest;
+pub mod plan;
+pub mod prepare;
+pub mod recovery_conf;
+pub mod report;
+pub mod target;
+pub mod write;
+
+use crate::context::Context;
+use crate::pg::Lsn;
+use crate::repo::identity::RepoIdentity;
+use crate::repo::manifest::Manifest;
+use crate::restore::delta::Marker;
+use crate::restore::dest::Destination;
+use crate::restore::plan::{ArchiveView, PlanRequest, RestorePlan};
+use crate::restore::prepare::Layout;
+use crate::restore::recovery_conf::RecoverySettings;
+use crate::restore::target::{RecoveryTarget, TargetAction, TimelineChoice};
+use crate::restore::write::{Progress, WritePlan};
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Everything a restore is asked to do.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    pub pgdata: PathBuf,
+    /// A backup label; `None` picks the newest that fits the target.
+    pub backup: Option<String>,
+    pub target: RecoveryTarget,
+    pub action: TargetAction,
+    pub timeline: TimelineChoice,
+    /// `recovery_target_inclusive = off`.
+    pub exclusive: bool,
+    /// Tablespace OID → new location.
+    pub tablespace_map: BTreeMap<u32, PathBuf>,
+    pub delta: bool,
+    pub dry_run: bool,
+    /// The pgward binary `restore_command` runs; `None` for this process's own executable.
+    pub exe: Option<PathBuf>,
+}
+
+impl RestoreRequest {
+    /// Restore the newest backup to the end of the archive on the latest timeline.
+    pub fn new(pgdata: impl Into<PathBuf>) -> RestoreRequest {
+        RestoreRequest {
+            pgdata: pgdata.into(),
+            backup: None,
+            target: RecoveryTarget::EndOfArchive,
+            action: TargetAction::Promote,
+            timeline: TimelineChoice::Latest,
+            exclusive: false,
+            tablespace_map: BTreeMap::new(),
+            delta: false,
+            dry_run: false,
+            exe: None,
+        }
+    }
+}
+
+/// What a restore did (or, for a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreOutcome {
+    pub plan: RestorePlan,
+    pub pgdata: PathBuf,
+    pub dry_run: bool,
+    /// `None` for a dry run.
+    pub result: Option<RestoreStats>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreStats {
+    pub files: u64,
+    pub directories: u64,
+    /// Bytes of all restored files.
+    pub bytes: u64,
+    /// Block placements fetched from the repository (a block used in several places is
+    /// fetched once).
+    pub blocks_fetched: u64,
+    /// Delta: block placements already right on disk, neither fetched nor written.
+    pub blocks_reused: u64,
+    /// Compressed bytes downloaded.
+    pub bytes_fetched: u64,
+    pub bytes_written: u64,
+    /// Delta: files and directories removed because the backup does not have them.
+    pub removed: u64,
+    pub duration_ms: u64,
+    /// `bytes` in MB (10^6) per second.
+    pub mb_per_s: f64,
+    /// The block appended to postgresql.auto.conf.
+    pub recovery_settings: String,
+    /// Things the operator should know that are not about the plan.
+    pub notes: Vec<String>,
+}
+
+/// Plans and (unless `dry_run`) runs a restore.
+pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOutcome> {
+    if req.exclusive && !req.target.has_inclusive() {
+        bail!(
+            "--target-exclusive applies to time, LSN and xid targets only, not to {}",
+            req.target
+        );
+    }
+    let storage = ctx.storage.as_ref();
+    let id = RepoIdentity::require(storage).await?;
+    let loaded = archive::load(storage, &id).await?;
+    let view = ArchiveView {
+        backups: &loaded.catalog.backups,
+        in_progress: &loaded.catalog.in_progress,
+        histories: &loaded.histories,
+        wal: &loaded.wal,
+    };
+    let preq = PlanRequest {
+        backup: req.backup.clone(),
+        target: req.target.clone(),
+        timeline: req.timeline,
+    };
+    let mut plan = plan::plan(&view, &preq)?;
+    tracing::debug!(backup = %plan.backup.label, "planned");
+    plan.warnings.extend(loaded.warnings.iter().cloned());
+    let pgdata = std::path::absolute(&req.pgdata)
+        .with_context(|| format!("cannot resolve {}", req.pgdata.display()))?;
+    if req.dry_run {
+        return Ok(RestoreOutcome {
+            plan,
+            pgdata,
+            dry_run: true,
+            result: None,
+        });
+    }
+    let manifest = Manifest::load(storage, &plan.backup.label).await?;
+    tracing::debug!(files = manifest.files.len(), "manifest loaded");
+    if manifest.system_identifier != id.system_identifier {
+        bail!(
+            "backup {} is of database system {}, but this repository belongs to {}",
+            manifest.label,
+            manifest.system_identifier,
+            id.system_identifier
+        );
+    }
+    // For --delta: the backups a stale copy's backup_label may come from.
+    let known: Vec<(String, Lsn)> = (loaded.catalog.backups.iter())
+        .map(|b| (b.label.clone(), b.start_lsn))
+        .collect();
+    let stats = execute(ctx, &req, &pgdata, &plan, &manifest, &known)
+        .await
+        .map_err(|e| {
+            e.context(format!(
+                "restore of backup {} into {} failed",
+                manifest.label,
+                pgdata.display()
+            ))
+        })?;
+    Ok(RestoreOutcome {
+        plan,
+        pgdata,
+        dry_run: false,
+        result: Some(stats),
+    })
+}
+
+async fn execute(
+    ctx: &Context,
+    req: &RestoreRequest,
+    pgdata: &Path,
+    plan: &RestorePlan,
+    m: &Manifest,
+    known_backups: &[(String, Lsn)],
+) -> Result<RestoreStats> {
+    let started = Instant::now();
+    let dest = Destination::new(pgdata, m, &req.tablespace_map)?;
+    let layout = Layout::of(&dest, m)?;
+    check_destination(&dest, m, req.delta, known_backups)?;
+    let exe = exe_path(req)?;
+    // Nothing has been written so far; from here on a failure leaves a directory that
+    // cannot be started, and says so.
+    let mut stats = write_all(ctx, req, &dest, &layout, plan, m, &exe)
+        .await
+        .map_err(|e| incomplete(e, pgdata))?;
+    let duration = started.elapsed();
+    stats.duration_ms = duration.as_millis() as u64;
+    stats.mb_per_s = round2(stats.bytes as f64 / 1e6 / duration.as_secs_f64().max(0.001));
+    if let Some(n) = exe_note(&exe, &dest.pgdata) {
+        stats.notes.push(n);
+    }
+    stats.notes.push(
+        "the restored cluster keeps the source's settings, archive_command included: a scratch \
+         copy should run with archive_mode = off (and its own port), or once promoted it \
+         archives a new timeline into this repository"
+            .to_string(),
+    );
+    Ok(stats)
+}
+
+async fn write_all(
+    ctx: &Context,
+    req: &RestoreRequest,
+    dest: &Destination,
+    layout: &Layout,
+    plan: &RestorePlan,
+    m: &Manifest,
+    exe: &Path,
+) -> Result<RestoreStats> {
+    // Restores are normally run as postgres; run as root, everything created is handed to
+    // the owner of the target (or of its parent) as it is created, so even a failed restore
+    // leaves no root-owned files behind.
+    let owner = dest::owner_for(&dest.pgdata);
+    let jobs = ctx.config.backup.jobs.max(1);
+    // Creating and fsyncing files wait on the disk, not the CPU: more threads than jobs keep
+    // it busy.
+    let sync_threads = (jobs * 4).min(32);
+    let marker = Marker {
+        system_identifier: m.system_identifier,
+        backup: m.label.clone(),
+        started_at: now_rfc3339(),
+    };
+    let prepared = {
+        let (dest, m, layout, delta) = (dest.clone(), m.clone(), layout.clone(), req.delta);
+        tokio::task::spawn_blocking(move || {
+            prepare::prepare(&dest, &m, &layout, delta, &marker, owner)
+        })
+        .await
+        .map_err(|e| anyhow!("restore preparation failed: {e}"))??
+    };
+    prepare::create_files(&prepared.plan, req.delta, owner, sync_threads).await?;
+    tracing::debug!(removed = prepared.removed, "directories and files prepared");
+    let sync = prepare::dirs_to_sync(&prepared);
+    let total_bytes: u64 =
+        layout.files.iter().map(|(f, _)| f.size).sum::<u64>() + layout.control.0.size;
+
+    let progress = Arc::new(Progress::default());
+    let reporter = spawn_progress(progress.clone(), total_bytes);
+    let written = write::write_blocks(
+        ctx.storage.clone(),
+        prepared.plan,
+        jobs,
+        req.delta,
+        progress.clone(),
+    )
+    .await;
+    reporter.abort();
+    let written = written?;
+    tracing::debug!("blocks written");
+    let files = written.files.len() as u64 + 1;
+    write::finish_files(written.files, sync_threads).await?;
+    tracing::debug!("files durable");
+
+    // The recovery configuration, then pg_control: from then on the directory is startable.
+    let settings = RecoverySettings {
+        restore_command: recovery_conf::restore_command(exe, &ctx.config_path),
+        target: req.target.clone(),
+        inclusive: !req.exclusive,
+        timeline: plan.timeline.setting.clone(),
+        action: req.action,
+    };
+    let block = recovery_conf::render(&settings, &m.label, &now_rfc3339());
+    {
+        let (dest, m, block) = (dest.clone(), m.clone(), block.clone());
+        tokio::task::spawn_blocking(move || write_config_files(&dest, &m, &block, owner))
+            .await
+            .map_err(|e| anyhow!("writing the recovery configuration failed: {e}"))??;
+    }
+    let (control, control_index) = layout.control.clone();
+    prepare::create_file(&control, req.delta, owner)?;
+    let mut control_plan = WritePlan::new(m.block_size);
+    control_plan.add(
+        control,
+        &m.files[control_index].blocks,
+        &mut Default::default(),
+    )?;
+    let control_plan = write::write_blocks(
+        ctx.storage.clone(),
+        control_plan,
+        1,
+        false,
+        progress.clone(),
+    )
+    .await?;
+    write::finish_files(control_plan.files, 1).await?;
+
+    set_dir_modes(prepared.dirs.clone()).await?;
+    write::sync_dirs(sync, sync_threads).await?;
+    let marker_path = dest.pgdata.join(dest::MARKER);
+    fs::remove_file(&marker_path)
+        .with_context(|| format!("cannot remove {}", marker_path.display()))?;
+    crate::fsutil::fsync_dir(&dest.pgdata)
+        .with_context(|| format!("cannot fsync {}", dest.pgdata.display()))?;
+
+    Ok(RestoreStats {
+        files,
+        directories: prepared.dirs.len() as u64,
+        bytes: total_bytes,
+        blocks_fetched: progress.blocks_fetched.load(Ordering::Relaxed),
+        blocks_reused: progress.blocks_reused.load(Ordering::Relaxed),
+        bytes_fetched: progress.bytes_fetched.load(Ordering::Relaxed),
+        bytes_written: progress.bytes_written.load(Ordering::Relaxed),
+        removed: prepared.removed,
+        duration_ms: 0,
+        mb_per_s: 0.0,
+        recovery_settings: block,
+        notes: Vec::new(),
+    })
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A failure after the data directory was touched: the cause first (with its own hint), then
+/// what state the directory is in and how to resume.
+fn incomplete(cause: anyhow::Error, pgdata: &Path) -> anyhow::Error {
+    anyhow!(
+        "{cause:#}\nnote: {} is incomplete and cannot be started (it has no global/pg_control \
+         yet); once the cause is fixed, run the same restore with --delta to resume, or remove \
+         the directory",
+        pgdata.display()
+    )
+}
+
+fn exe_path(req: &RestoreRequest) -> Result<PathBuf> {
+    match &req.exe {
+        Some(p) => Ok(p.clone()),
+        None => std::env::current_exe()
+            .context("cannot find the path of the pgward executable for restore_command"),
+    }
+}
+
+/// A note when the data directory's owner may not be able to run `exe` (a build under /root,
+/// say): recovery would then fail on its first restore_command.
+fn exe_note(exe: &Path, pgdata: &Path) -> Option<String> {
+    let owner = fs::metadata(pgdata).ok()?.uid();
+    let exe_meta = fs::metadata(exe).ok()?;
+    if owner == 0 || exe_meta.uid() == owner {
+        return None;
+    }
+    let reachable = exe_meta.mode() & 0o005 == 0o005
+        && exe
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .all(|a| fs::metadata(a).is_ok_and(|m| m.mode() & 0o001 != 0));
+    (!reachable).then(|| {
+        format!(
+            "restore_command runs {}, which the owner of {} may not be able to execute (a \
+             directory on the way lacks o+x, or the file lacks o+rx); install pgward where \
+             PostgreSQL can run it, or edit restore_command in postgresql.auto.conf",
+            exe.display(),
+            pgdata.display()
+        )
+    })
+}
+
+/// The checks made before anything is written.
+fn check_destination(
+    dest: &Destination,
+    m: &Manifest,
+    delta: bool,
+    known_backups: &[(String, Lsn)],
+) -> Result<()> {
+    if let Some(pid) = dest::running_postmaster(&dest.pgdata) {
+        bail!(
+            "a PostgreSQL server (pid {pid}) is running on {}\nhint: stop it first (pg_ctl stop \
+             -D {}); a restore never writes under a running server",
+            dest.pgdata.display(),
+            dest.pgdata.display()
+        );
+    }
+    let empty = dest::is_empty_or_absent(&dest.pgdata)?;
+    if !empty {
+        if !delta {
+            let resumable = delta::read_marker(&dest.pgdata).is_some();
+            bail!(
+                "{} is not empty\nhint: {}",
+                dest.pgdata.display(),
+                if resumable {
+                    "it holds an interrupted restore: run the same restore with --delta to \
+                     resume it, or remove the directory"
+                } else {
+                    "restore into an empty directory, or add --delta to bring this data \
+                     directory (of the same cluster) to the backup's state"
+                }
+            );
+        }
+        delta::check_same_cluster(&dest.pgdata, m.system_identifier, known_backups)?;
+    }
+    if !delta {
+        for (oid, loc) in &dest.tablespaces {
+            if !dest::is_empty_or_absent(loc)? {
+                bail!(
+                    "the location of tablespace {oid}, {}, is not empty\nhint: map it to an \
+                     empty directory with --tablespace-map {oid}=/new/location, or add --delta",
+                    loc.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `backup_label`, `tablespace_map`, `recovery.signal`, and the settings appended to
+/// `postgresql.auto.conf`, each made durable.
+fn write_config_files(
+    dest: &Destination,
+    m: &Manifest,
+    block: &str,
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
+    let pgdata = &dest.pgdata;
+    write_small_file(
+        &pgdata.join(dest::BACKUP_LABEL),
+        m.backup_label.as_bytes(),
+        owner,
+    )?;
+    let map = dest
+        .tablespace_map()
+        .or_else(|| m.tablespace_map.clone().filter(|t| !t.trim().is_empty()));
+    match map {
+        Some(map) => write_small_file(&pgdata.join(dest::TABLESPACE_MAP), map.as_bytes(), owner)?,
+        None => remove_if_present(&pgdata.join(dest::TABLESPACE_MAP))?,
+    }
+    write_small_file(&pgdata.join(dest::RECOVERY_SIGNAL), b"", owner)?;
+    append_auto_conf(&pgdata.join(dest::AUTO_CONF), block, owner)
+}
+
+fn write_small_file(path: &Path, data: &[u8], owner: Option<(u32, u32)>) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(data)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+            .with_context(|| format!("cannot change the owner of {}", path.display()))?;
+    }
+    f.sync_all()
+        .with_context(|| format!("cannot fsync {}", path.display()))
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
+}
+
+fn append_auto_conf(path: &Path, block: &str, owner: Option<(u32, u32)>) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // Start on a line of our own even if the file does not end with a newline.
+    let len = f.metadata()?.len();
+    let mut last = [0u8; 1];
+    if len > 0 {
+        f.seek(SeekFrom::Start(len - 1))?;
+        f.read_exact(&mut last)?;
+    }
+    let sep = if len > 0 && last[0] != b'\n' {
+        "\n"
+    } else {
+        ""
+    };
+    f.write_all(format!("{sep}{block}").as_bytes())
+        .with_context(|| format!("cannot append to {}", path.display()))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+    }
+    f.sync_all()
+        .with_context(|| format!("cannot fsync {}", path.display()))
+}
+
+/// Final directory modes, deepest first, once everything inside was written (a manifest
+/// mode without owner write permission must not block the restore itself).
+async fn set_dir_modes(dirs: Vec<(PathBuf, u32)>) -> Result<()> {
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        for (d, mode) in dirs.iter().rev() {
+            fs::set_permissions(d, fs::Permissions::from_mode(*mode))
+                .with_context(|| format!("cannot set the mode of {}", d.display()))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| anyhow!("setting directory modes failed: {e}"))?
+}
+
+/// Logs progress every 10 seconds until aborted.
+fn spawn_progress(p: Arc<Progress>, total: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let done = p.bytes_done.load(Ordering::Relaxed);
+            let secs = start.elapsed().as_secs_f64().max(0.001);
+            tracing::info!(
+                done = %report::human_bytes(done),
+                total = %report::human_bytes(total),
+                percent = format_args!("{:.0}", done as f64 * 100.0 / total.max(1) as f64),
+                mb_per_s = format_args!("{:.0}", done as f64 / 1e6 / secs),
+                "restoring"
+            );
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;
