@@ -3,11 +3,15 @@
 //! The JSON form is a stable interface (documented in README.md): additions only.
 
 use crate::context::Context;
+use crate::pg::Lsn;
 use crate::pg::Timeline;
-use crate::repo::catalog::{BackupCatalog, BackupSummary};
+use crate::repo::catalog::BackupSummary;
 use crate::repo::identity::RepoIdentity;
 use crate::repo::layout;
 use crate::repo::wal_catalog::{SegmentRange, WalCatalog};
+use crate::restore::archive;
+use crate::restore::plan::{self, ArchiveView, PlanRequest};
+use crate::restore::target::{RecoveryTarget, TimelineChoice};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
@@ -34,6 +38,20 @@ pub struct InfoReport {
     pub backups: Vec<BackupSummary>,
     /// Backups that are running, or died before writing their manifest.
     pub backups_in_progress: Vec<String>,
+    /// Per timeline, the span a restore can reach: from the stop of the oldest backup that
+    /// leads to the timeline to the end of the WAL archived contiguously from it.
+    pub recoverable: Vec<RecoverableWindow>,
+    /// Problems found while reading the archive (e.g. unusable history files).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RecoverableWindow {
+    pub timeline: u32,
+    pub from_backup: String,
+    pub from_lsn: Lsn,
+    pub from_time: String,
+    pub to_lsn: Lsn,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,7 +75,9 @@ pub async fn report(ctx: &Context) -> Result<InfoReport> {
         .await
         .with_context(|| format!("cannot list WAL in {}", ctx.storage.describe()))?;
     let catalog = WalCatalog::from_listing(&listing, id.wal_segment_size);
-    let backups = BackupCatalog::load(ctx.storage.as_ref()).await?;
+    let loaded = archive::load(ctx.storage.as_ref(), &id).await?;
+    let recoverable = recoverable_windows(&loaded);
+    let backups = loaded.catalog;
     let timelines = catalog
         .timelines
         .iter()
@@ -93,7 +113,42 @@ pub async fn report(ctx: &Context) -> Result<InfoReport> {
         conflicts,
         backups: backups.backups,
         backups_in_progress: backups.in_progress,
+        recoverable,
+        warnings: loaded.warnings,
     })
+}
+
+/// Asks the restore planner, for each timeline, which is the oldest backup it would accept for
+/// an end-of-archive restore onto that timeline and how far recovery could go: `info` and
+/// `restore` can then never disagree about what is recoverable.
+fn recoverable_windows(a: &archive::LoadedArchive) -> Vec<RecoverableWindow> {
+    let view = ArchiveView {
+        backups: &a.catalog.backups,
+        in_progress: &a.catalog.in_progress,
+        histories: &a.histories,
+        wal: &a.wal,
+    };
+    a.wal
+        .timelines
+        .keys()
+        .filter_map(|tli| {
+            a.catalog.backups.iter().find_map(|b| {
+                let req = PlanRequest {
+                    backup: Some(b.label.clone()),
+                    target: RecoveryTarget::EndOfArchive,
+                    timeline: TimelineChoice::Number(*tli),
+                };
+                let p = plan::plan(&view, &req).ok()?;
+                Some(RecoverableWindow {
+                    timeline: tli.0,
+                    from_backup: b.label.clone(),
+                    from_lsn: b.stop_lsn,
+                    from_time: b.stop_time.clone(),
+                    to_lsn: p.wal_available_until,
+                })
+            })
+        })
+        .collect()
 }
 
 pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
@@ -190,6 +245,20 @@ pub fn render_text(r: &InfoReport) -> String {
             s,
             "  {l}  (in progress, or died before completing: not restorable)"
         );
+    }
+    let _ = writeln!(s, "\nRecoverable window");
+    if r.recoverable.is_empty() {
+        let _ = writeln!(s, "  (none: take a backup with `pgward backup`)");
+    }
+    for w in &r.recoverable {
+        let _ = writeln!(
+            s,
+            "  timeline {}: from {} ({}, backup {}) to {} (end of contiguous WAL)",
+            w.timeline, w.from_lsn, w.from_time, w.from_backup, w.to_lsn
+        );
+    }
+    for w in &r.warnings {
+        let _ = writeln!(s, "  warning: {w}");
     }
     for c in &r.conflicts {
         let _ = writeln!(s, "  CONFLICT: {c} is archived with two different contents");

@@ -363,12 +363,20 @@ fn exe_note(exe: &Path, pgdata: &Path) -> Option<String> {
     if owner == 0 || exe_meta.uid() == owner {
         return None;
     }
+    // The owner can pass a directory it owns through the user bits, others through o+x.
+    let can_enter = |m: &fs::Metadata| {
+        if m.uid() == owner {
+            m.mode() & 0o100 != 0
+        } else {
+            m.mode() & 0o001 != 0
+        }
+    };
     let reachable = exe_meta.mode() & 0o005 == 0o005
         && exe
             .ancestors()
             .skip(1)
             .filter(|a| !a.as_os_str().is_empty())
-            .all(|a| fs::metadata(a).is_ok_and(|m| m.mode() & 0o001 != 0));
+            .all(|a| fs::metadata(a).is_ok_and(|m| can_enter(&m)));
     (!reachable).then(|| {
         format!(
             "restore_command runs {}, which the owner of {} may not be able to execute (a \

@@ -520,6 +520,29 @@ pub fn timelines(dir: &TestDir, repo: RepoSpec) {
         .filter_map(|x| x["timeline"].as_u64())
         .collect();
     assert!(tlis.contains(&1) && tlis.contains(&2), "{info:#}");
+    // The recoverable window: both timelines are reachable from the one backup, and timeline
+    // 2's window runs past the fork point.
+    let label = info["backups"][0]["label"]
+        .as_str()
+        .expect("one backup")
+        .to_string();
+    let windows = info["recoverable"].as_array().expect("recoverable");
+    let window = |tli: u64| {
+        windows
+            .iter()
+            .find(|w| w["timeline"].as_u64() == Some(tli))
+            .unwrap_or_else(|| panic!("no recoverable window for timeline {tli}: {info:#}"))
+    };
+    let lsn = |v: &Value| -> pgward::pg::Lsn { v.as_str().expect("lsn").parse().expect("lsn") };
+    for tli in [1, 2] {
+        assert_eq!(window(tli)["from_backup"], label.as_str(), "{info:#}");
+    }
+    let fork: pgward::pg::Lsn = fork_lsn.parse().expect("fork lsn");
+    assert!(lsn(&window(2)["to_lsn"]) > fork, "{info:#}");
+    assert!(
+        lsn(&window(1)["to_lsn"]) > lsn(&window(1)["from_lsn"]),
+        "{info:#}"
+    );
 
     let mut c = restore_and_check(
         &src,
