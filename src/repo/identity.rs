@@ -16,24 +16,13 @@ pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
 pub struct RepoIdentity {
     pub format_version: u32,
     /// Kept as a string in JSON: it does not fit a JavaScript number.
-    #[serde(with = "u64_string")]
+    #[serde(with = "crate::repo::u64_string")]
     pub system_identifier: u64,
     pub pg_major: u32,
     pub wal_segment_size: u64,
     pub block_size: u64,
     pub created_at: String,
     pub created_by: String,
-}
-
-mod u64_string {
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&v.to_string())
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 impl RepoIdentity {

@@ -20,7 +20,7 @@ pub const MANIFEST_VERSION: u32 = 1;
 pub struct Manifest {
     pub format_version: u32,
     pub label: String,
-    #[serde(with = "u64_string")]
+    #[serde(with = "crate::repo::u64_string")]
     pub system_identifier: u64,
     pub pg_major: u32,
     pub block_size: u64,
@@ -126,17 +126,6 @@ pub struct BackupStats {
     /// Compressed bytes this backup added to the repository.
     pub stored_bytes: u64,
     pub duration_ms: u64,
-}
-
-mod u64_string {
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&v.to_string())
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 impl Manifest {

@@ -7,3 +7,16 @@ pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod wal_catalog;
+
+/// Serde for u64 values kept as JSON strings (system identifiers do not fit a JavaScript
+/// number, and JSON readers in other languages would round them).
+pub(crate) mod u64_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}

@@ -16,18 +16,14 @@ use std::path::{Component, Path, PathBuf};
 /// Directories that must exist for PostgreSQL to start although a base backup may not list
 /// them: those whose contents are left out (as `pg_basebackup` does), and `pg_tblspc`, which
 /// holds the tablespace links. They are created with mode 0700 whatever the manifest says.
-pub const REQUIRED_DIRS: &[&str] = &[
-    "pg_wal",
-    "pg_wal/archive_status",
-    "pg_replslot",
-    "pg_stat_tmp",
-    "pg_dynshmem",
-    "pg_notify",
-    "pg_serial",
-    "pg_snapshots",
-    "pg_subtrans",
-    "pg_tblspc",
-];
+///
+/// Derived from the backup's exclusion list, so the two can never drift apart.
+pub fn required_dirs() -> impl Iterator<Item = &'static str> {
+    crate::backup::exclude::EXCLUDE_DIR_CONTENTS
+        .iter()
+        .copied()
+        .chain(["pg_wal/archive_status", "pg_tblspc"])
+}
 
 /// Files restore writes itself, never from the manifest.
 pub const BACKUP_LABEL: &str = "backup_label";

@@ -44,7 +44,7 @@ impl Layout {
         for loc in dest.tablespaces.values() {
             dirs.insert(loc.clone(), 0o700);
         }
-        for d in dest::REQUIRED_DIRS {
+        for d in dest::required_dirs() {
             dirs.insert(dest.pgdata.join(d), 0o700);
         }
         for (i, e) in m.files.iter().enumerate() {
