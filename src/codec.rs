@@ -84,32 +84,49 @@ impl Encoded {
     }
 }
 
+/// Input per zstd worker job when compressing on several threads.
+const ZSTD_JOB: u32 = 2 << 20;
+
+/// Inputs at least this large are hashed on a second thread while they are compressed.
+const PARALLEL_MIN: u64 = 4 * CHUNK as u64;
+
 /// Compresses and hashes everything `reader` yields. `size_hint` (when known) is recorded in the
 /// frame header and sizes the output buffer.
 pub fn encode_reader<R: Read>(
-    mut reader: R,
+    reader: R,
     level: i32,
     size_hint: Option<u64>,
 ) -> io::Result<Encoded> {
-    let mut hasher = Sha256::new();
+    encode_reader_mt(reader, level, size_hint, 0)
+}
+
+/// Like [`encode_reader`], but large inputs (or inputs of unknown size) are hashed on a thread of
+/// their own while they are compressed, and `zstd_workers > 0` lets zstd compress on that many
+/// threads of its own. The output is still one plain zstd frame with content checksum (and
+/// content size when `size_hint` is given), whatever the number of threads.
+pub fn encode_reader_mt<R: Read>(
+    reader: R,
+    level: i32,
+    size_hint: Option<u64>,
+    zstd_workers: u32,
+) -> io::Result<Encoded> {
     let cap = size_hint.map(|s| (s / 4) as usize).unwrap_or(64 * 1024);
     let mut encoder = zstd::stream::Encoder::new(Vec::with_capacity(cap), level)?;
     encoder.include_checksum(true)?;
     encoder.include_contentsize(size_hint.is_some())?;
     encoder.set_pledged_src_size(size_hint)?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut raw_len = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        encoder.write_all(&buf[..n])?;
-        raw_len += n as u64;
+    let parallel = size_hint.is_none_or(|s| s >= PARALLEL_MIN);
+    if parallel && zstd_workers > 0 {
+        encoder.multithread(zstd_workers)?;
+        // zstd's default job for level 3 is 8 MiB, and every worker holds a job's input and
+        // output: smaller jobs keep a 16 MiB segment's push well under 32 MiB resident.
+        encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB))?;
     }
+    let (raw_len, sha256) = if parallel {
+        feed_hashing_aside(reader, &mut encoder)?
+    } else {
+        feed_inline(reader, &mut encoder)?
+    };
     if let Some(hint) = size_hint
         && hint != raw_len
     {
@@ -121,8 +138,102 @@ pub fn encode_reader<R: Read>(
     let data = encoder.finish()?;
     Ok(Encoded {
         data,
-        sha256: Sha256Digest(hasher.finalize().into()),
+        sha256,
         raw_len,
+    })
+}
+
+/// Reads `reader` into `out`, hashing on the same thread.
+fn feed_inline<R: Read, W: Write>(mut reader: R, out: &mut W) -> io::Result<(u64, Sha256Digest)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut raw_len = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+        raw_len += n as u64;
+    }
+    Ok((raw_len, Sha256Digest(hasher.finalize().into())))
+}
+
+/// Chunks in flight between the reader and the hashing thread (bounds memory to
+/// `POOL * CHUNK`).
+const POOL: usize = 3;
+
+/// Reads `reader` into `out` while a scoped thread hashes the same chunks. Each chunk is shared
+/// (not copied) with the hasher and comes back to a small pool once both sides are done.
+fn feed_hashing_aside<R: Read, W: Write>(
+    mut reader: R,
+    out: &mut W,
+) -> io::Result<(u64, Sha256Digest)> {
+    use std::sync::{Arc, mpsc};
+    std::thread::scope(|scope| {
+        let (to_hash, hash_rx) = mpsc::sync_channel::<Arc<Vec<u8>>>(POOL - 1);
+        let (back_tx, back_rx) = mpsc::channel::<Arc<Vec<u8>>>();
+        let hasher = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            for chunk in hash_rx {
+                hasher.update(&chunk[..]);
+                // The reader may have finished; then the buffer is simply dropped.
+                let _ = back_tx.send(chunk);
+            }
+            Sha256Digest(hasher.finalize().into())
+        });
+        let fed = (|| -> io::Result<u64> {
+            let mut pool: Vec<Vec<u8>> = Vec::with_capacity(POOL);
+            let mut allocated = 0usize;
+            let mut raw_len = 0u64;
+            loop {
+                // A buffer the hasher has finished with, or a new one while the pool is small.
+                while let Ok(done) = back_rx.try_recv() {
+                    pool.extend(Arc::try_unwrap(done).ok());
+                }
+                let mut buf = match pool.pop() {
+                    Some(b) => b,
+                    None if allocated < POOL => {
+                        allocated += 1;
+                        Vec::with_capacity(CHUNK)
+                    }
+                    None => match back_rx.recv() {
+                        Ok(done) => {
+                            Arc::try_unwrap(done).unwrap_or_else(|_| Vec::with_capacity(CHUNK))
+                        }
+                        Err(_) => return Err(io::Error::other("sha256 thread stopped")),
+                    },
+                };
+                buf.resize(CHUNK, 0);
+                let mut filled = 0;
+                while filled < CHUNK {
+                    match reader.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                if filled == 0 {
+                    return Ok(raw_len);
+                }
+                buf.truncate(filled);
+                let chunk = Arc::new(buf);
+                to_hash
+                    .send(chunk.clone())
+                    .map_err(|_| io::Error::other("sha256 thread stopped"))?;
+                out.write_all(&chunk)?;
+                raw_len += filled as u64;
+            }
+        })();
+        drop(to_hash);
+        let digest = hasher
+            .join()
+            .map_err(|_| io::Error::other("sha256 thread panicked"))?;
+        Ok((fed?, digest))
     })
 }
 
@@ -251,6 +362,27 @@ mod tests {
             }
             r => panic!("unexpected {r:?}"),
         }
+    }
+
+    #[test]
+    fn threaded_encode_is_one_plain_frame() {
+        // Large enough to hash on a second thread; odd length to end on a partial chunk.
+        let data: Vec<u8> = (0..(5 * CHUNK + 12345) as u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 & 0x3f)
+            .collect();
+        for workers in [0, 1, 2] {
+            for hint in [Some(data.len() as u64), None] {
+                let enc = encode_reader_mt(&data[..], 3, hint, workers).unwrap();
+                assert_eq!(enc.sha256, Sha256Digest::of(&data), "workers {workers}");
+                assert_eq!(enc.raw_len, data.len() as u64);
+                assert_eq!(zstd::decode_all(&enc.data[..]).unwrap(), data);
+                assert_eq!(decode_to_vec(&enc.data, Some(&enc.sha256)).unwrap(), data);
+                // Exactly one frame, nothing after it.
+                let frame = zstd::zstd_safe::find_frame_compressed_size(&enc.data).unwrap();
+                assert_eq!(frame, enc.data.len());
+            }
+        }
+        assert!(encode_reader_mt(&data[..], 3, Some(data.len() as u64 + 1), 2).is_err());
     }
 
     #[test]

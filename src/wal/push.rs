@@ -70,6 +70,9 @@ impl PushReport {
     }
 }
 
+/// zstd threads for a push that has the machine to itself.
+const MAX_ZSTD_WORKERS: u32 = 2;
+
 /// Everything a push needs besides the file.
 #[derive(Clone)]
 pub struct Pusher {
@@ -78,6 +81,8 @@ pub struct Pusher {
     pub level: i32,
     /// Bounds CPU-heavy work (hashing + compressing) to the number of cores.
     pub cpu: Arc<Semaphore>,
+    /// Permits in `cpu`.
+    pub cores: u32,
 }
 
 impl Pusher {
@@ -90,6 +95,7 @@ impl Pusher {
             identity: Arc::new(identity),
             level,
             cpu: Arc::new(Semaphore::new(cores)),
+            cores: cores as u32,
         }
     }
 
@@ -106,11 +112,17 @@ impl Pusher {
                 self.identity.clone(),
                 self.level,
             );
-            let cpu = self.cpu.clone();
+            let (cpu, cores) = (self.cpu.clone(), self.cores);
             async move {
-                let _permit = cpu.acquire_owned().await?;
+                // A push that finds every core free takes them all and lets zstd compress on
+                // up to two threads; pushes that run beside others (push-ahead) compress on one
+                // thread each, so the cores are not oversubscribed.
+                let (_permit, workers) = match cpu.clone().try_acquire_many_owned(cores) {
+                    Ok(all) => (all, cores.min(MAX_ZSTD_WORKERS)),
+                    Err(_) => (cpu.acquire_owned().await?, 0),
+                };
                 tokio::task::spawn_blocking(move || {
-                    validate::check_and_encode(&path, &name, &id, level)
+                    validate::check_and_encode(&path, &name, &id, level, workers)
                 })
                 .await?
             }

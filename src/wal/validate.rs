@@ -20,11 +20,13 @@ const MAX_TEXT_FILE: u64 = 1 << 20;
 const FIRST_PAGE: usize = 8192;
 
 /// Validates `path` as the WAL file `name` of the repository's cluster and encodes it.
+/// `zstd_workers` threads of zstd's own compress a segment (0: compress on the calling thread).
 pub fn check_and_encode(
     path: &Path,
     name: &WalFileName,
     id: &RepoIdentity,
     level: i32,
+    zstd_workers: u32,
 ) -> Result<Encoded> {
     let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let len = file
@@ -67,7 +69,7 @@ pub fn check_and_encode(
             return encode_text(text, level);
         }
     }
-    codec::encode_reader(file, level, Some(len))
+    codec::encode_reader_mt(file, level, Some(len), zstd_workers)
         .with_context(|| format!("cannot read and compress {}", path.display()))
 }
 
