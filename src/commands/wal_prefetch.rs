@@ -1,7 +1,8 @@
 //! `pgward wal-prefetch <name>` (hidden): the detached prefetcher that `wal-fetch` starts.
 //!
-//! Downloads the `wal.prefetch` segments after `name` on the same timeline into the fetch spool,
-//! verified, then exits. At most one runs per spool (an exclusive lock on `prefetch.lock`).
+//! Keeps the `wal.prefetch` segments after the newest one recovery has taken (on the same
+//! timeline) in the fetch spool, verified, and exits at the end of the archive or when recovery
+//! stops asking. At most one runs per spool (an exclusive lock on `prefetch.lock`).
 
 use crate::commands::NotArchived;
 use crate::context::Context;
@@ -10,7 +11,9 @@ use crate::repo::identity::RepoIdentity;
 use crate::wal::fetch;
 use crate::wal::spool::FetchSpool;
 use anyhow::{Context as _, Result};
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,9 +21,16 @@ pub struct Args {
     pub after: String,
 }
 
-/// Parallel downloads; WAL replay is single-threaded, so a few keep well ahead of it.
-const PARALLEL: usize = 4;
+/// Downloads in flight at once; WAL replay is single-threaded, so a few keep well ahead of it.
+const PARALLEL: usize = 3;
+/// The prefetcher exits after this long without a finished download or a consumed segment.
+const IDLE_EXIT: Duration = Duration::from_secs(2);
+/// How often the spool is re-read to see what recovery has consumed.
+const POLL: Duration = Duration::from_millis(20);
 
+/// Keeps a sliding window of `wal.prefetch` segments spooled ahead of the newest segment that
+/// recovery has taken: as soon as a download finishes (or recovery consumes a spooled segment),
+/// the next one starts. Exits at the end of the archive or after [`IDLE_EXIT`] without progress.
 pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
     let after = WalSegmentName::parse(&args.after)?;
     let spool = FetchSpool::new(&ctx.spool_dir());
@@ -32,41 +42,78 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
     }
     let id = RepoIdentity::require(ctx.storage.as_ref()).await?;
     let seg_size = id.wal_segment_size;
-    let mut wanted = Vec::new();
-    let mut next = after;
-    for _ in 0..ctx.config.wal.prefetch {
-        next = next.next(seg_size);
-        let name = WalFileName::Segment(next);
-        if spool.find(&name).is_none() {
-            wanted.push(name);
-        }
-    }
+    let window = ctx.config.wal.prefetch;
     let storage = ctx.storage.clone();
-    for chunk in wanted.chunks(PARALLEL) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for name in chunk {
-            let name = name.clone();
+    let pos = |s: &WalSegmentName| (s.log, s.seg);
+
+    // Segments after recovery's position that were scheduled (spooled, in flight or failed),
+    // in WAL order; recovery's position is the newest segment known to be consumed.
+    let mut scheduled: VecDeque<WalSegmentName> = VecDeque::new();
+    // Scheduled segments known to be in the spool (downloaded by us or found there).
+    let mut spooled: HashSet<(u32, u32)> = HashSet::new();
+    let mut position = after;
+    let mut last = after;
+    let mut reached_end = false;
+    let mut last_progress = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        // What recovery took since the last look: a segment we saw in the spool is gone.
+        let present: HashSet<(u32, u32)> = spool.segments().iter().map(pos).collect();
+        let consumed: Vec<(u32, u32)> = spooled.difference(&present).copied().collect();
+        for c in consumed {
+            spooled.remove(&c);
+            if c > pos(&position) {
+                position = WalSegmentName {
+                    tli: position.tli,
+                    log: c.0,
+                    seg: c.1,
+                };
+            }
+            last_progress = Instant::now();
+        }
+        while scheduled.front().is_some_and(|s| pos(s) <= pos(&position)) {
+            scheduled.pop_front();
+        }
+        // Fill the window.
+        while !reached_end && tasks.len() < PARALLEL && scheduled.len() < window {
+            last = last.next(seg_size);
+            scheduled.push_back(last);
+            if present.contains(&pos(&last)) {
+                spooled.insert(pos(&last));
+                continue;
+            }
+            let name = WalFileName::Segment(last);
             let storage = storage.clone();
             let dir = spool.dir().to_path_buf();
             tasks.spawn(async move {
-                let (key, sha, _) = fetch::locate(storage.as_ref(), &name).await?;
-                let data = storage.get(&key).await?;
-                let dest = dir.join(format!("{name}-{sha}"));
-                tokio::task::spawn_blocking(move || fetch::write_verified(&data, &sha, &dest))
-                    .await??;
-                Ok::<_, anyhow::Error>(())
+                let res = async {
+                    let (key, sha, _) = fetch::locate(storage.as_ref(), &name).await?;
+                    let data = storage.get(&key).await?;
+                    let dest = dir.join(format!("{name}-{sha}"));
+                    tokio::task::spawn_blocking(move || fetch::write_verified(&data, &sha, &dest))
+                        .await??;
+                    Ok::<_, anyhow::Error>(())
+                }
+                .await;
+                (last, res)
             });
         }
-        let mut reached_end = false;
-        while let Some(res) = tasks.join_next().await {
-            match res? {
-                Ok(()) => {}
-                Err(e) if e.is::<NotArchived>() => reached_end = true,
-                Err(e) => tracing::warn!("prefetch failed: {e:#}"),
-            }
-        }
-        if reached_end {
+        if tasks.is_empty() && (reached_end || last_progress.elapsed() >= IDLE_EXIT) {
             break;
+        }
+        tokio::select! {
+            Some(joined) = tasks.join_next() => {
+                let (seg, res) = joined?;
+                match res {
+                    Ok(()) => {
+                        spooled.insert(pos(&seg));
+                        last_progress = Instant::now();
+                    }
+                    Err(e) if e.is::<NotArchived>() => reached_end = true,
+                    Err(e) => tracing::warn!("prefetch failed: {e:#}"),
+                }
+            }
+            _ = tokio::time::sleep(POLL) => {}
         }
     }
     drop(lock);
