@@ -163,8 +163,10 @@ fn feed_inline<R: Read, W: Write>(mut reader: R, out: &mut W) -> io::Result<(u64
 }
 
 /// Chunks in flight between the reader and the hashing thread (bounds memory to
-/// `POOL * CHUNK`).
+/// `POOL * PIPE_CHUNK`).
 const POOL: usize = 3;
+/// Chunk size when hashing on a second thread: small enough that the pool stays small.
+const PIPE_CHUNK: usize = 512 * 1024;
 
 /// Reads `reader` into `out` while a scoped thread hashes the same chunks. Each chunk is shared
 /// (not copied) with the hasher and comes back to a small pool once both sides are done.
@@ -198,18 +200,18 @@ fn feed_hashing_aside<R: Read, W: Write>(
                     Some(b) => b,
                     None if allocated < POOL => {
                         allocated += 1;
-                        Vec::with_capacity(CHUNK)
+                        Vec::with_capacity(PIPE_CHUNK)
                     }
                     None => match back_rx.recv() {
                         Ok(done) => {
-                            Arc::try_unwrap(done).unwrap_or_else(|_| Vec::with_capacity(CHUNK))
+                            Arc::try_unwrap(done).unwrap_or_else(|_| Vec::with_capacity(PIPE_CHUNK))
                         }
                         Err(_) => return Err(io::Error::other("sha256 thread stopped")),
                     },
                 };
-                buf.resize(CHUNK, 0);
+                buf.resize(PIPE_CHUNK, 0);
                 let mut filled = 0;
-                while filled < CHUNK {
+                while filled < PIPE_CHUNK {
                     match reader.read(&mut buf[filled..]) {
                         Ok(0) => break,
                         Ok(n) => filled += n,

@@ -76,7 +76,7 @@ async fn push(ctx: &Context, path: &Path, ahead_deadline: Instant) -> Result<()>
         return Ok(());
     }
     let identity = RepoIdentity::require(ctx.storage.as_ref()).await?;
-    let pusher = Pusher::new(
+    let mut pusher = Pusher::new(
         ctx.storage.clone(),
         identity,
         ctx.config.repo.compression_level.0,
@@ -84,8 +84,14 @@ async fn push(ctx: &Context, path: &Path, ahead_deadline: Instant) -> Result<()>
     spool.cleanup_before(&name);
 
     let ahead_limit = ctx.config.wal.push_ahead;
-    let ahead = (ahead_limit > 0 && name.segment().is_some()).then(|| {
-        let backlog = push::ready_backlog(path, &name);
+    let backlog = if ahead_limit > 0 && name.segment().is_some() {
+        push::ready_backlog(path, &name)
+    } else {
+        Vec::new()
+    };
+    // zstd threads only when this call's segment is the only one being compressed.
+    pusher.multithread = backlog.is_empty();
+    let ahead = (!backlog.is_empty()).then(|| {
         let (pusher, spool) = (pusher.clone(), PushSpool::new(&ctx.spool_dir()));
         AbortOnDrop(tokio::spawn(async move {
             push::push_ahead(&pusher, &spool, backlog, ahead_limit).await

@@ -83,6 +83,10 @@ pub struct Pusher {
     pub cpu: Arc<Semaphore>,
     /// Permits in `cpu`.
     pub cores: u32,
+    /// Whether a push that finds every core free may compress on several zstd threads. Off
+    /// while push-ahead runs beside it: concurrent encodes already use the cores, and zstd's
+    /// per-worker buffers on top of them would raise peak memory.
+    pub multithread: bool,
 }
 
 impl Pusher {
@@ -96,6 +100,7 @@ impl Pusher {
             level,
             cpu: Arc::new(Semaphore::new(cores)),
             cores: cores as u32,
+            multithread: true,
         }
     }
 
@@ -112,14 +117,19 @@ impl Pusher {
                 self.identity.clone(),
                 self.level,
             );
-            let (cpu, cores) = (self.cpu.clone(), self.cores);
+            let (cpu, cores, mt) = (self.cpu.clone(), self.cores, self.multithread);
             async move {
                 // A push that finds every core free takes them all and lets zstd compress on
                 // up to two threads; pushes that run beside others (push-ahead) compress on one
                 // thread each, so the cores are not oversubscribed.
-                let (_permit, workers) = match cpu.clone().try_acquire_many_owned(cores) {
-                    Ok(all) => (all, cores.min(MAX_ZSTD_WORKERS)),
-                    Err(_) => (cpu.acquire_owned().await?, 0),
+                let exclusive = if mt {
+                    cpu.clone().try_acquire_many_owned(cores).ok()
+                } else {
+                    None
+                };
+                let (_permit, workers) = match exclusive {
+                    Some(all) => (all, cores.min(MAX_ZSTD_WORKERS)),
+                    None => (cpu.acquire_owned().await?, 0),
                 };
                 tokio::task::spawn_blocking(move || {
                     validate::check_and_encode(&path, &name, &id, level, workers)
