@@ -248,7 +248,7 @@ pub fn prepare(
     })
 }
 
-/// Creates every file of `plan` at its final length, on `threads` threads: creating a file
+/// Creates every file of `plan` (see [`create_file`]), on `threads` threads: creating a file
 /// costs a few hundred microseconds on a virtual disk, which adds up over thousands of files.
 pub async fn create_files(
     plan: &WritePlan,
@@ -262,7 +262,7 @@ pub async fn create_files(
     .await
 }
 
-/// The file at its final length: new (sparse), or in delta mode the existing one resized.
+/// The file to write: new and empty, or in delta mode the existing one at its final length.
 pub fn create_file(job: &FileJob, delta: bool, owner: Option<(u32, u32)>) -> Result<()> {
     let path = &job.path;
     let existing = if delta {
@@ -291,7 +291,9 @@ pub fn create_file(job: &FileJob, delta: bool, owner: Option<(u32, u32)>) -> Res
             .open(path),
     }
     .with_context(|| format!("cannot create {}", path.display()))?;
-    if f.metadata().map(|m| m.len()).ok() != Some(job.size) {
+    // New files stay empty and grow as their blocks are appended in order (cheaper for the
+    // file system than filling a sparse file); write_file sets the final length.
+    if delta && f.metadata().map(|m| m.len()).ok() != Some(job.size) {
         f.set_len(job.size)
             .with_context(|| format!("cannot set the length of {}", path.display()))?;
     }

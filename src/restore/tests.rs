@@ -300,11 +300,13 @@ async fn full_restore_lays_down_every_file() {
         "the original tablespace location is untouched"
     );
 
-    // base/4/1259 reuses base/1/1259's blocks: 4 placements, fetched once.
+    // Every placement is fetched by the worker writing its file (base/4/1259 shares
+    // base/1/1259's blocks but is written separately; only runs of one block inside a file are
+    // fetched once, and this tree has none).
     assert_eq!(r.files, 8);
     assert_eq!(r.blocks_reused, 0);
     let placements: u64 = 1 + 1 + 4 + 4 + 1 + 1 + 2;
-    assert_eq!(r.blocks_fetched, placements - 4);
+    assert_eq!(r.blocks_fetched, placements);
     assert_eq!(
         r.bytes,
         source_tree()
@@ -545,11 +547,12 @@ async fn delta_brings_a_changed_directory_back() {
     req.delta = true;
     let o = run_restore(&ctx, req).await.unwrap();
     let r = o.result.unwrap();
-    // Fetched: the 4 stored blocks base/1/1259 shares with the deleted base/4/1259, and
-    // pg_control (always rewritten, last). Reused: the untouched blocks of base/1/1259 (0, 2),
+    // Fetched: the 4 blocks of the deleted base/4/1259, the 2 changed blocks of base/1/1259
+    // (the same stored blocks, fetched again by that file's worker), and pg_control (always
+    // rewritten, last). Reused: the untouched blocks of base/1/1259 (0, 2),
     // global/1262 and postgresql.auto.conf (grown, then cut back to their length), PG_VERSION
     // (only its mode changed), the tablespace file's 2.
-    assert_eq!(r.blocks_fetched, 4 + 1, "{r:?}");
+    assert_eq!(r.blocks_fetched, 4 + 2 + 1, "{r:?}");
     assert_eq!(r.blocks_reused, 2 + 1 + 1 + 1 + 2, "{r:?}");
     // base/4/16999, the WAL file and its status file, base/77, the tablespace's new file, and
     // standby.signal (backup_label and tablespace_map are written again, not removed).

@@ -1,11 +1,11 @@
 //! Writes files from stored blocks, in parallel, verifying every block.
 //!
-//! Each block recipe is laid down with positional writes into a file that already has its
-//! final length, so blocks can land in any order from any worker. Work is grouped by stored
-//! block: a block used in several places (identical catalog files of template databases, say)
-//! is fetched and checked once. At most `2 × jobs` groups are in flight (fetching), and at
-//! most `jobs` decode and write at once, so memory stays around a few blocks per job whatever
-//! the size of the backup.
+//! Each file is written by one worker, front to back through one open handle, with a reused
+//! decompression context and buffer; up to `2 × jobs` files are in progress (fetching is I/O)
+//! and at most `jobs` blocks decode at once, so memory stays around a few blocks per job
+//! whatever the size of the backup. Measured on a 1.6 GB restore, this replaced per-block
+//! tasks that interleaved one file's blocks across threads, reopened the file per block and
+//! allocated per block: 3.2 s → 2.15 s, most of the gain in kernel time.
 //!
 //! A block whose content does not hash to its id, or an object that is missing or not a valid
 //! zstd frame, aborts the restore with the file, the block number and the object key. In delta
@@ -63,6 +63,8 @@ pub struct WritePlan {
     groups: Vec<(Sha256Digest, Vec<Loc>)>,
     /// Recipes of several pieces: applied in order, one task each.
     composite: Vec<(usize, u64, Recipe)>,
+    /// Every file's recipes, in block order: what the writers walk.
+    recipes: Vec<Vec<Recipe>>,
 }
 
 /// Counters, shared with the progress reporter.
@@ -134,6 +136,7 @@ impl WritePlan {
             }
         }
         self.files.push(job);
+        self.recipes.push(recipes.to_vec());
         Ok(())
     }
 
@@ -151,8 +154,14 @@ struct Shared {
     progress: Arc<Progress>,
 }
 
-/// Fetches, verifies and writes every block of `plan`. Files must exist with their final
-/// length already.
+/// Fetches, verifies and writes every block of `plan` into files that exist (see
+/// `prepare::create_file`); each file ends at its manifest length.
+///
+/// Each file is written by one worker, front to back through one open handle: interleaving a
+/// file's blocks across threads and reopening it per block cost twice the kernel time and
+/// much slower fsyncs (bench/RESULTS.md). Workers take the largest files first so the last
+/// ones to finish are small. Fetches are I/O, so twice as many writers as `jobs` run, with
+/// decoding still bounded by `jobs`.
 pub async fn write_blocks(
     storage: DynStorage,
     plan: WritePlan,
@@ -168,17 +177,12 @@ pub async fn write_blocks(
         cpu: Semaphore::new(jobs),
         progress,
     });
-    let groups = (0..shared.plan.groups.len()).map(Task::Group);
-    let composite = (0..shared.plan.composite.len()).map(Task::Composite);
-    futures::stream::iter(groups.chain(composite))
-        .map(|t| {
+    let mut order: Vec<usize> = (0..shared.plan.files.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(shared.plan.files[i].size));
+    futures::stream::iter(order)
+        .map(|i| {
             let shared = shared.clone();
-            async move {
-                match t {
-                    Task::Group(i) => group(&shared, i).await,
-                    Task::Composite(i) => composite_recipe(&shared, i).await,
-                }
-            }
+            blocking(move || write_file(&shared, i))
         })
         .buffer_unordered(jobs * 2)
         .try_collect::<()>()
@@ -188,75 +192,46 @@ pub async fn write_blocks(
     Ok(shared.plan)
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Task {
-    Group(usize),
-    Composite(usize),
-}
-
-/// Runs blocking file work on the blocking pool, propagating panics as errors.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| anyhow!("a restore worker failed: {e}"))?
-}
-
-async fn group(shared: &Arc<Shared>, i: usize) -> Result<()> {
-    let (id, locs) = &shared.plan.groups[i];
-    let id = *id;
-    let todo: Vec<Loc> = if shared.delta {
-        let s = shared.clone();
-        let locs = locs.clone();
-        blocking(move || {
-            let mut todo = Vec::new();
-            for loc in locs {
-                if already_there(&s, &id, &loc)? {
-                    s.progress.blocks_reused.fetch_add(1, Ordering::Relaxed);
-                    s.progress.bytes_done.fetch_add(loc.len, Ordering::Relaxed);
-                } else {
-                    todo.push(loc);
-                }
+/// Writes one file's blocks in order (on a blocking thread).
+fn write_file(s: &Arc<Shared>, file: usize) -> Result<()> {
+    let rt = tokio::runtime::Handle::current();
+    let job = &s.plan.files[file];
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&job.path)
+        .with_context(|| format!("cannot open {} for writing", job.path.display()))?;
+    // The last decoded block: runs of identical blocks (zeroed space) are fetched once. The
+    // buffer is reused: a fresh 1 MiB allocation per block is a fresh mmap, and faulting its
+    // pages in cost as much kernel time as writing the data.
+    let mut last: Option<Sha256Digest> = None;
+    let mut raw: Vec<u8> = Vec::with_capacity(s.plan.block_size as usize);
+    let mut dctx =
+        zstd::bulk::Decompressor::new().context("cannot create a zstd decompression context")?;
+    for (block, recipe) in s.plan.recipes[file].iter().enumerate() {
+        let block = block as u64;
+        if s.delta
+            && let [p] = recipe.pieces.as_slice()
+        {
+            let loc = Loc {
+                file,
+                block,
+                at: p.at,
+                from: p.from,
+                len: p.len,
+            };
+            if already_there_in(s, &f, &p.id, &loc)? {
+                s.progress.blocks_reused.fetch_add(1, Ordering::Relaxed);
+                s.progress.bytes_done.fetch_add(loc.len, Ordering::Relaxed);
+                continue;
             }
-            Ok(todo)
-        })
-        .await?
-    } else {
-        locs.clone()
-    };
-    let Some(first) = todo.first().copied() else {
-        return Ok(());
-    };
-    let others = todo.len() - 1;
-    let data = fetch(shared, &id, first.file, first.block, others).await?;
-    let _permit = shared.cpu.acquire().await?;
-    let s = shared.clone();
-    blocking(move || {
-        let raw = decode(&s, &id, &data, first.file, first.block, others)?;
-        for loc in &todo {
-            write_piece(&s, &raw, loc)?;
         }
-        Ok(())
-    })
-    .await
-}
-
-async fn composite_recipe(shared: &Arc<Shared>, i: usize) -> Result<()> {
-    let (file, block, recipe) = &shared.plan.composite[i];
-    let (file, block) = (*file, *block);
-    let mut fetched: HashMap<Sha256Digest, bytes::Bytes> = HashMap::new();
-    for p in &recipe.pieces {
-        if let std::collections::hash_map::Entry::Vacant(slot) = fetched.entry(p.id) {
-            slot.insert(fetch(shared, &p.id, file, block, 0).await?);
-        }
-    }
-    let _permit = shared.cpu.acquire().await?;
-    let s = shared.clone();
-    let recipe = recipe.clone();
-    blocking(move || {
-        let mut raw: HashMap<Sha256Digest, Vec<u8>> = HashMap::new();
         for p in &recipe.pieces {
-            if let std::collections::hash_map::Entry::Vacant(slot) = raw.entry(p.id) {
-                slot.insert(decode(&s, &p.id, &fetched[&p.id], file, block, 0)?);
+            if last != Some(p.id) {
+                let data = rt.block_on(fetch(s, &p.id, file, block, 0))?;
+                let _permit = rt.block_on(s.cpu.acquire())?;
+                decode_into_buf(s, &mut dctx, &p.id, &data, file, block, &mut raw)?;
+                last = Some(p.id);
             }
             let loc = Loc {
                 file,
@@ -265,11 +240,21 @@ async fn composite_recipe(shared: &Arc<Shared>, i: usize) -> Result<()> {
                 from: p.from,
                 len: p.len,
             };
-            write_piece(&s, &raw[&p.id], &loc)?;
+            write_piece_to(s, &f, &raw, &loc)?;
         }
-        Ok(())
-    })
-    .await
+    }
+    if f.metadata().map(|m| m.len()).ok() != Some(job.size) {
+        f.set_len(job.size)
+            .with_context(|| format!("cannot set the length of {}", job.path.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs blocking file work on the blocking pool, propagating panics as errors.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow!("a restore worker failed: {e}"))?
 }
 
 /// Where a block is used, for messages: "block 3 of base/5/16384 (and 2 other places)".
@@ -310,28 +295,54 @@ async fn fetch(
     }
 }
 
-fn decode(
+/// [`decode`] into a reused buffer.
+/// Decompresses with a reused context straight into the buffer (blocks are at most one block
+/// size), then checks the sha256: the same verification as [`decode`] without a decoder and
+/// buffers allocated per block.
+fn decode_into_buf(
     s: &Shared,
+    dctx: &mut zstd::bulk::Decompressor<'static>,
     id: &Sha256Digest,
     data: &[u8],
     file: usize,
     block: u64,
-    others: usize,
-) -> Result<Vec<u8>> {
-    let mut raw = Vec::with_capacity(s.plan.block_size as usize);
-    codec::decode_into(data, Some(id), &mut raw).map_err(|e| {
-        anyhow!(
-            "cannot restore {} from {}: {e}\nhint: the repository copy of \
-             this block is damaged, and every backup that uses it is affected; check the \
-             storage, and restore an older backup that does not share the block with --backup",
-            place(s, file, block, others),
-            layout::block_key(id)
-        )
-    })?;
-    Ok(raw)
+    raw: &mut Vec<u8>,
+) -> Result<()> {
+    raw.clear();
+    if raw.capacity() < s.plan.block_size as usize {
+        raw.reserve(s.plan.block_size as usize);
+    }
+    let err = |e: codec::DecodeError| decode_error(s, id, e, file, block, 0);
+    dctx.decompress_to_buffer(data, raw)
+        .map_err(|e| err(codec::DecodeError::Corrupt(e.to_string())))?;
+    let actual = Sha256Digest(Sha256::digest(&raw[..]).into());
+    if actual != *id {
+        return Err(err(codec::DecodeError::HashMismatch {
+            expected: *id,
+            actual,
+        }));
+    }
+    Ok(())
 }
 
-fn write_piece(s: &Shared, raw: &[u8], loc: &Loc) -> Result<()> {
+fn decode_error(
+    s: &Shared,
+    id: &Sha256Digest,
+    e: codec::DecodeError,
+    file: usize,
+    block: u64,
+    others: usize,
+) -> anyhow::Error {
+    anyhow!(
+        "cannot restore {} from {}: {e}\nhint: the repository copy of \
+         this block is damaged, and every backup that uses it is affected; check the \
+         storage, and restore an older backup that does not share the block with --backup",
+        place(s, file, block, others),
+        layout::block_key(id)
+    )
+}
+
+fn write_piece_to(s: &Shared, f: &File, raw: &[u8], loc: &Loc) -> Result<()> {
     let job = &s.plan.files[loc.file];
     let piece = usize::try_from(loc.from)
         .ok()
@@ -349,10 +360,6 @@ fn write_piece(s: &Shared, raw: &[u8], loc: &Loc) -> Result<()> {
         );
     };
     let offset = loc.block * s.plan.block_size + loc.at;
-    let f = OpenOptions::new()
-        .write(true)
-        .open(&job.path)
-        .with_context(|| format!("cannot open {} for writing", job.path.display()))?;
     f.write_all_at(piece, offset)
         .with_context(|| format!("cannot write {} at offset {offset}", job.path.display()))?;
     s.progress
@@ -365,12 +372,11 @@ fn write_piece(s: &Shared, raw: &[u8], loc: &Loc) -> Result<()> {
 /// Delta: do the bytes on disk already hash to the stored block's id? Only pieces taken from
 /// the start of their block can be checked this way, which is every single-piece recipe pgward
 /// writes today.
-fn already_there(s: &Shared, id: &Sha256Digest, loc: &Loc) -> Result<bool> {
+fn already_there_in(s: &Shared, f: &File, id: &Sha256Digest, loc: &Loc) -> Result<bool> {
     if loc.from != 0 {
         return Ok(false);
     }
     let job = &s.plan.files[loc.file];
-    let f = File::open(&job.path).with_context(|| format!("cannot open {}", job.path.display()))?;
     let mut buf = vec![0u8; loc.len as usize];
     let offset = loc.block * s.plan.block_size + loc.at;
     f.read_exact_at(&mut buf, offset)
