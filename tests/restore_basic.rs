@@ -148,26 +148,11 @@ fn restore_basic() {
         },
     );
     let cfg = write_config(&dir, &cluster.datadir, RepoSpec::Local(repo.clone()));
-    let conninfo = format!(
-        "host={} port={} user=postgres dbname=postgres",
-        cluster.socket_dir.display(),
-        cluster.port
+    configure_backup_source(
+        &cluster,
+        &cfg,
+        "\n[backup]\njobs = 2\nwal_wait_timeout = \"60s\"\n",
     );
-    let text = fs::read_to_string(&cfg).unwrap().replacen(
-        "[postgres]\n",
-        &format!(
-            "[postgres]\nconninfo = {}\nbindir = {}\n",
-            toml_str(&conninfo),
-            toml_str(&pg_bindir().to_string_lossy())
-        ),
-        1,
-    ) + "\n[backup]\njobs = 2\nwal_wait_timeout = \"60s\"\n";
-    write_postgres_file(&cfg, text.as_bytes());
-    cluster.append_conf(&[format!(
-        "archive_command = '{} --config {} wal-push %p'",
-        reachable_binary().display(),
-        cfg.display()
-    )]);
     let src = Source { cluster, cfg };
     src.pgward_ok(&dir, &["init"]);
     let mut src = src;

@@ -77,28 +77,7 @@ impl Source {
             },
         );
         let cfg = write_config(dir, &cluster.datadir, repo);
-        // The harness writes [postgres] pgdata only; backup connects through conninfo.
-        let text = fs::read_to_string(&cfg).unwrap();
-        let conninfo = format!(
-            "host={} port={} user=postgres dbname=postgres",
-            cluster.socket_dir.display(),
-            cluster.port
-        );
-        let text = text.replacen(
-            "[postgres]\n",
-            &format!(
-                "[postgres]\nconninfo = {}\nbindir = {}\n",
-                toml_str(&conninfo),
-                toml_str(&pg_bindir().to_string_lossy())
-            ),
-            1,
-        ) + "\n[backup]\nwal_wait_timeout = \"90s\"\n";
-        write_postgres_file(&cfg, text.as_bytes());
-        cluster.append_conf(&[format!(
-            "archive_command = '{} --config {} wal-push %p'",
-            reachable_binary().display(),
-            cfg.display()
-        )]);
+        configure_backup_source(&cluster, &cfg, "\n[backup]\nwal_wait_timeout = \"90s\"\n");
         let mut src = Source {
             cluster,
             cfg,

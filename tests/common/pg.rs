@@ -937,3 +937,30 @@ impl Drop for PgCluster {
         }
     }
 }
+
+/// Makes the pgward config `cfg` usable by `pgward backup` against `cluster` (the harness
+/// writes only pgdata and the repository): adds `[postgres] conninfo` and `bindir`, appends
+/// `extra_toml`, and points the cluster's archive_command at pgward with this config.
+#[allow(dead_code)]
+pub fn configure_backup_source(cluster: &PgCluster, cfg: &Path, extra_toml: &str) {
+    let conninfo = format!(
+        "host={} port={} user=postgres dbname=postgres",
+        cluster.socket_dir.display(),
+        cluster.port
+    );
+    let text = fs::read_to_string(cfg).unwrap().replacen(
+        "[postgres]\n",
+        &format!(
+            "[postgres]\nconninfo = {}\nbindir = {}\n",
+            toml_str(&conninfo),
+            toml_str(&pg_bindir().to_string_lossy())
+        ),
+        1,
+    ) + extra_toml;
+    write_postgres_file(cfg, text.as_bytes());
+    cluster.append_conf(&[format!(
+        "archive_command = '{} --config {} wal-push %p'",
+        reachable_binary().display(),
+        cfg.display()
+    )]);
+}
