@@ -13,7 +13,7 @@
 use crate::repo::manifest::{FileKind, Manifest};
 use crate::restore::delta::{self, Expect, Marker};
 use crate::restore::dest::{self, Destination, Resolved};
-use crate::restore::write::{FileJob, WritePlan};
+use crate::restore::write::{Creator, FileJob, WritePlan};
 use anyhow::{Context as _, Result, bail};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
@@ -236,6 +236,9 @@ pub fn prepare(
     }
 
     let mut plan = WritePlan::new(m.block_size);
+    // In a full restore, a file written by a single worker is created by that worker (see
+    // create_files).
+    plan.creator = (!delta).then_some(Creator { owner });
     let mut index = HashMap::new();
     for (job, i) in &layout.files {
         plan.add(job.clone(), &m.files[*i].blocks, &mut index)?;
@@ -248,8 +251,12 @@ pub fn prepare(
     })
 }
 
-/// Creates every file of `plan` (see [`create_file`]), on `threads` threads: creating a file
-/// costs a few hundred microseconds on a virtual disk, which adds up over thousands of files.
+/// Creates the files of `plan` that must exist before the writers start (see
+/// [`create_file`]), on `threads` threads: creating a file costs a few hundred microseconds on
+/// a virtual disk, which adds up over thousands of files. When the plan has a creator (a
+/// full restore), only files written in several chunks at once are created here, preallocated;
+/// each other file is created by the worker that writes it, overlapping the creation of
+/// thousands of small files with the CPU work of the large ones.
 pub async fn create_files(
     plan: &WritePlan,
     delta: bool,
@@ -257,7 +264,16 @@ pub async fn create_files(
     threads: usize,
 ) -> Result<()> {
     let chunk = plan.chunk_bytes;
-    crate::restore::write::parallel(plan.files.clone(), threads, move |job| {
+    let files: Vec<FileJob> = match plan.creator {
+        Some(_) => plan
+            .files
+            .iter()
+            .filter(|j| j.size > chunk)
+            .cloned()
+            .collect(),
+        None => plan.files.clone(),
+    };
+    crate::restore::write::parallel(files, threads, move |job| {
         create_file(job, delta, owner, job.size > chunk)
     })
     .await

@@ -65,6 +65,9 @@ pub struct WritePlan {
     block_size: u64,
     /// Files are written in chunks of this many bytes ([`CHUNK_BYTES`]; smaller in tests).
     pub chunk_bytes: u64,
+    /// Set when the writers create the files they alone write (a full restore); otherwise
+    /// every file exists before writing starts (`prepare::create_files`).
+    pub creator: Option<Creator>,
     /// Single-piece recipes by stored block, in the order blocks are first used (so writes
     /// go roughly sequentially through the files).
     groups: Vec<(Sha256Digest, Vec<Loc>)>,
@@ -72,6 +75,12 @@ pub struct WritePlan {
     composite: Vec<(usize, u64, Recipe)>,
     /// Every file's recipes, in block order: what the writers walk.
     recipes: Vec<Vec<Recipe>>,
+}
+
+/// How writers create files: with this owner (when restoring as root).
+#[derive(Debug, Clone, Copy)]
+pub struct Creator {
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Counters, shared with the progress reporter.
@@ -160,6 +169,36 @@ struct Shared {
     delta: bool,
     cpu: Semaphore,
     progress: Arc<Progress>,
+    /// Decode buffers and contexts, reused across chunks: most chunks are small files, and a
+    /// fresh 1 MiB buffer and zstd context per file cost an mmap, page faults and an munmap
+    /// (a TLB shootdown across threads) each.
+    scratch: std::sync::Mutex<Vec<Scratch>>,
+}
+
+/// One worker's decode state.
+struct Scratch {
+    raw: AlignedBuf,
+    dctx: zstd::bulk::Decompressor<'static>,
+}
+
+impl Shared {
+    fn take_scratch(&self) -> Result<Scratch> {
+        let pooled = self.scratch.lock().ok().and_then(|mut p| p.pop());
+        match pooled {
+            Some(s) => Ok(s),
+            None => Ok(Scratch {
+                raw: AlignedBuf::new(self.plan.block_size as usize),
+                dctx: zstd::bulk::Decompressor::new()
+                    .context("cannot create a zstd decompression context")?,
+            }),
+        }
+    }
+
+    fn put_scratch(&self, s: Scratch) {
+        if let Ok(mut p) = self.scratch.lock() {
+            p.push(s);
+        }
+    }
 }
 
 /// Files are written in pieces of at most this many bytes, each piece by one worker front
@@ -198,6 +237,7 @@ pub async fn write_blocks(
         delta,
         cpu: Semaphore::new(jobs),
         progress,
+        scratch: Default::default(),
     });
     let blocks_per_chunk =
         (shared.plan.chunk_bytes / shared.plan.block_size.max(1)).max(1) as usize;
@@ -216,7 +256,12 @@ pub async fn write_blocks(
     futures::stream::iter(chunks)
         .map(|(file, blocks)| {
             let shared = shared.clone();
-            blocking(move || write_chunk(&shared, file, blocks))
+            blocking(move || {
+                let mut scratch = shared.take_scratch()?;
+                let r = write_chunk(&shared, file, blocks, &mut scratch);
+                shared.put_scratch(scratch);
+                r
+            })
         })
         .buffer_unordered(jobs * WRITERS_PER_JOB)
         .try_collect::<()>()
@@ -227,9 +272,19 @@ pub async fn write_blocks(
 }
 
 /// Writes blocks `blocks` of one file in order (on a blocking thread).
-fn write_chunk(s: &Arc<Shared>, file: usize, blocks: Range<usize>) -> Result<()> {
+fn write_chunk(
+    s: &Arc<Shared>,
+    file: usize,
+    blocks: Range<usize>,
+    scratch: &mut Scratch,
+) -> Result<()> {
     let rt = tokio::runtime::Handle::current();
     let job = &s.plan.files[file];
+    if let Some(c) = s.plan.creator
+        && job.size <= s.plan.chunk_bytes
+    {
+        crate::restore::prepare::create_file(job, false, c.owner, false)?;
+    }
     // Delta mode reads what is on disk, so it stays in the page cache; a full restore writes
     // around it (see direct.rs).
     let mut sink = FileSink::open(&job.path, job.size, !s.delta)?;
@@ -237,10 +292,8 @@ fn write_chunk(s: &Arc<Shared>, file: usize, blocks: Range<usize>) -> Result<()>
     // buffer is reused: a fresh 1 MiB allocation per block is a fresh mmap, and faulting its
     // pages in cost as much kernel time as writing the data.
     let mut last: Option<Sha256Digest> = None;
-    let mut raw = AlignedBuf::new(s.plan.block_size as usize);
+    let Scratch { raw, dctx } = scratch;
     let mut raw_len = 0;
-    let mut dctx =
-        zstd::bulk::Decompressor::new().context("cannot create a zstd decompression context")?;
     // A full restore needs every object of the chunk, in a known order, so the next few are
     // read ahead; delta mode decides block by block whether to fetch at all.
     let mut ahead = (!s.delta).then(|| {
@@ -285,7 +338,7 @@ fn write_chunk(s: &Arc<Shared>, file: usize, blocks: Range<usize>) -> Result<()>
                     None => rt.block_on(fetch(s, &p.id, file, block, 0))?,
                 };
                 let _permit = rt.block_on(s.cpu.acquire())?;
-                raw_len = decode_into_buf(s, &mut dctx, &p.id, &data, file, block, &mut raw)?;
+                raw_len = decode_into_buf(s, dctx, &p.id, &data, file, block, raw)?;
                 last = Some(p.id);
             }
             let loc = Loc {
@@ -295,7 +348,7 @@ fn write_chunk(s: &Arc<Shared>, file: usize, blocks: Range<usize>) -> Result<()>
                 from: p.from,
                 len: p.len,
             };
-            write_piece_to(s, &mut sink, &raw, raw_len, &loc)?;
+            write_piece_to(s, &mut sink, raw, raw_len, &loc)?;
         }
     }
     Ok(())
