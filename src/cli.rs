@@ -49,4 +49,7 @@ pub enum Command {
     /// Internal: the detached prefetcher started by wal-fetch.
     #[command(hide = true)]
     WalPrefetch(commands::wal_prefetch::Args),
+    /// Internal: the detached background pusher started by wal-push.
+    #[command(hide = true)]
+    WalPushAhead(commands::wal_push_ahead::Args),
 }

@@ -51,7 +51,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Context::open(config, path, create).await?;
     match &cli.command {
         Command::Init(a) => commands::init::run(&ctx, a).await,
-        Command::WalPush(a) => commands::wal_push::run(&ctx, a).await,
+        Command::WalPush(a) => {
+            let exe = std::env::current_exe().ok();
+            commands::wal_push::run(&ctx, a, exe.as_deref()).await
+        }
         Command::WalFetch(a) => {
             let exe = std::env::current_exe().ok();
             commands::wal_fetch::run(&ctx, a, exe.as_deref()).await
@@ -60,6 +63,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(a) => commands::restore::run(&ctx, a).await,
         Command::Info(a) => commands::info::run(&ctx, a).await,
         Command::WalPrefetch(a) => commands::wal_prefetch::run(&ctx, a).await,
+        Command::WalPushAhead(a) => commands::wal_push_ahead::run(&ctx, a).await,
         Command::Demo(_) => unreachable!("the demo runs before the configuration is loaded"),
     }
 }

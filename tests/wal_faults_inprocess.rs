@@ -204,6 +204,8 @@ impl Env {
             &wal_push::Args {
                 path: path.to_path_buf(),
             },
+            // No binary: push-ahead runs inside the call.
+            None,
         )
         .await
     }
@@ -740,6 +742,7 @@ async fn record_not_matching_the_local_file_is_ignored() {
             sha256: other,
             size: seg_size(),
             key: layout::wal_key(&wal_name(SEG1), &other),
+            crc32c: None,
         })
         .unwrap();
 
@@ -766,6 +769,7 @@ async fn record_for_content_missing_from_the_repository_is_not_trusted() {
             sha256: sha,
             size: seg_size(),
             key: layout::wal_key(&wal_name(SEG1), &sha),
+            crc32c: Some(crc32c::crc32c(&fixture().seg1)),
         })
         .unwrap();
     assert!(env.wal_objects().is_empty());
@@ -780,6 +784,100 @@ async fn record_for_content_missing_from_the_repository_is_not_trusted() {
     );
     r.unwrap();
     assert!(!env.spool().has(&wal_name(SEG1)));
+}
+
+/// PostgreSQL's call for a file that another process is pushing right now (the background
+/// pusher holds the file's claim) waits for it and then takes its record, instead of
+/// compressing and storing the file a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_waits_for_the_claim_holder_and_takes_its_record() {
+    const HOLD: Duration = Duration::from_millis(400);
+    let env = Env::new(Opts {
+        push_ahead: 2,
+        ..Opts::default()
+    })
+    .await;
+    let path = env.add_segment(1, true);
+    let name = wal_name(SEG1);
+    let spool = env.spool();
+    let mut claim = spool.try_claim(&name).expect("nobody holds the claim yet");
+    assert!(
+        spool.try_claim(&name).is_none(),
+        "a held claim must not be granted twice"
+    );
+
+    let other_pusher = async {
+        let pusher = Pusher::new(env.ctx.storage.clone(), fixture().identity.clone(), 3);
+        let report = pusher.push_one(&path, &name).await.unwrap();
+        tokio::time::sleep(HOLD).await;
+        assert!(pgward::wal::push::record_pushed(&spool, &report));
+        claim.mark_done();
+        drop(claim);
+    };
+    let started = Instant::now();
+    let (pushed, ()) = tokio::join!(env.push(&path), other_pusher);
+    pushed.unwrap();
+    assert!(
+        started.elapsed() >= HOLD,
+        "wal-push returned after {:?}, while another pusher still held the file's claim",
+        started.elapsed()
+    );
+    assert!(
+        !spool.has(&name),
+        "the call must have used (and removed) the other pusher's record"
+    );
+    assert_eq!(env.wal_objects().len(), 1, "{:?}", env.wal_objects());
+    assert!(env.stored_content(SEG1).await.unwrap() == fixture().seg1);
+    // Whoever claims it later is told it is archived: a background pusher leaves it alone.
+    assert!(spool.try_claim(&name).unwrap().already_done());
+}
+
+/// The background pusher run in process: it stores a window of the backlog, records it, skips
+/// a file whose claim says it is archived, and exits once the archiver takes no records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_pusher_fills_its_window_and_exits() {
+    use pgward::wal::background::{self, IDLE_EXIT, Limits};
+    let env = Env::new(Opts {
+        push_ahead: 3,
+        ..Opts::default()
+    })
+    .await;
+    let paths: Vec<PathBuf> = (1..=6).map(|n| env.add_segment(n, true)).collect();
+    let spool = env.spool();
+    // Segment 1 was archived by PostgreSQL's own call, which is not done with it yet.
+    spool.try_claim(&wal_name(SEG1)).expect("claim").mark_done();
+    let mut pusher = Pusher::new(env.ctx.storage.clone(), fixture().identity.clone(), 3);
+    pusher.multithread = false;
+    let limits = Limits {
+        window: 3,
+        parallel: 2,
+        per_push: Duration::from_secs(10),
+    };
+    let wal_dir = paths[0].parent().unwrap().to_path_buf();
+    let started = Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        background::run(&pusher, &spool, &wal_dir, &limits),
+    )
+    .await
+    .expect("the background pusher must exit on its own");
+    assert!(started.elapsed() >= IDLE_EXIT);
+    let recorded: Vec<u64> = (1..=6)
+        .filter(|&n| spool.has(&wal_name(&seg_name(n))))
+        .collect();
+    assert_eq!(
+        recorded,
+        vec![2, 3, 4],
+        "a window of 3 after the archived segment 1"
+    );
+    assert_eq!(env.wal_objects().len(), 3, "{:?}", env.wal_objects());
+    env.assert_records_backed("after the background pusher")
+        .await;
+    for n in 2..=4 {
+        let rec = spool.read(&wal_name(&seg_name(n))).unwrap();
+        assert_eq!(rec.crc32c, Some(crc32c::crc32c(&segment_bytes(n))));
+        assert!(env.stored_content(&seg_name(n)).await.unwrap() == segment_bytes(n));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,9 +5,11 @@
 //! switches WAL, so `.ready` files pile up; then it is stopped and the test plays the archiver,
 //! calling `wal-push` oldest first and renaming `.ready` to `.done` after each success.
 //!
-//! Checked: one `wal-push` stores its file and the next `push_ahead` files of the backlog and
-//! records them; the next call for one of those only re-hashes the local file; every segment is
-//! stored exactly once and `info` shows one contiguous range. One `wal-fetch` starts a detached
+//! Checked: one `wal-push` stores its file and starts the detached background pusher, which
+//! stores a window of the next `push_ahead` files of the backlog and records them, and keeps
+//! that window filled as later calls take records; such a call only recognises the local file
+//! (crc32c against the record); every segment is stored exactly once and `info` shows one
+//! contiguous range. One `wal-fetch` starts a detached
 //! prefetcher that spools the next `prefetch` segments; a fetch served from the spool is
 //! byte-identical, a tampered spool file is never handed out, and the prefetcher exits.
 
@@ -171,6 +173,50 @@ impl Backlog {
         self.spool.join("push").join(format!("{name}.json"))
     }
 
+    /// Waits until no background pusher holds the spool's lock (it exits 2 s after its work
+    /// runs out).
+    fn wait_pusher_exit(&self) {
+        let lock = self.spool.join("push/pusher.lock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let free = match fs::File::open(&lock) {
+                Ok(f) => f.try_lock().is_ok(),
+                Err(_) => false,
+            };
+            if free {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the background pusher did not exit within 30 s\n{}",
+                fs::read_to_string(self.spool.join("push/pusher.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until push-ahead records exist for all of `names`.
+    fn wait_records(&self, names: &[String]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !names.iter().all(|n| self.push_record(n).exists()) {
+            assert!(
+                Instant::now() < deadline,
+                "no push-ahead records for {names:?} after 30 s\n{}",
+                fs::read_to_string(self.spool.join("push/pusher.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The background pusher's JSON log events so far.
+    fn pusher_events(&self) -> Vec<Value> {
+        fs::read_to_string(self.spool.join("push/pusher.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect()
+    }
+
     fn fetch_spool(&self) -> PathBuf {
         self.spool.join("fetch")
     }
@@ -216,49 +262,59 @@ fn push_ahead_archives_the_backlog_once() {
     let ready = b.ready.clone();
     let mut all_events: Vec<Value> = Vec::new();
 
-    // --- the oldest: pushed, and the next PUSH_AHEAD pushed ahead ------------------------------
+    // --- the oldest: pushed by the call, which starts the background pusher -------------------
     let first = b.push_ok(&ready[0]);
     let evs = events(&first);
-    assert_eq!(
-        events_for(&evs, &ready[0], PUSHED).len(),
-        1,
+    let own = events_for(&evs, &ready[0], PUSHED);
+    assert!(
+        own.len() == 1 && own[0]["ahead"] == Value::Bool(false),
         "{}",
         first.describe()
     );
+    all_events.extend(evs);
+
+    // The background pusher stores the next PUSH_AHEAD files and records them, then stops at
+    // its window and exits once nobody takes records.
     let ahead = &ready[1..=PUSH_AHEAD];
+    b.wait_records(ahead);
+    b.wait_pusher_exit();
+    let bg = b.pusher_events();
     for name in ahead {
-        let pushed = events_for(&evs, name, PUSHED);
+        let pushed = events_for(&bg, name, PUSHED);
         assert!(
             pushed.len() == 1 && pushed[0]["ahead"] == Value::Bool(true),
-            "{name} should be pushed ahead\n{}",
-            first.describe()
+            "{name} should be pushed ahead by the background pusher\n{bg:#?}"
         );
     }
-    all_events.extend(evs);
-    let mut expected: Vec<&String> = ready[..=PUSH_AHEAD].iter().collect();
-    expected.sort();
     let stored: Vec<String> = b.wal_objects();
     assert_eq!(
         stored.len(),
         PUSH_AHEAD + 1,
-        "the oldest + {PUSH_AHEAD} ahead: {stored:?}"
+        "the oldest + a window of {PUSH_AHEAD} ahead: {stored:?}"
     );
-    for name in &expected {
-        assert_eq!(b.objects_of(name).len(), 1, "{name}: {stored:?}");
-    }
     assert!(
         !b.push_record(&ready[0]).exists(),
         "a record for the pushed file itself"
     );
     for name in ahead {
+        assert_eq!(b.objects_of(name).len(), 1, "{name}: {stored:?}");
         let rec: Value = serde_json::from_slice(
             &fs::read(b.push_record(name))
                 .unwrap_or_else(|e| panic!("no push-ahead record for {name}: {e}")),
         )
         .unwrap();
-        let local = sha256_hex(&fs::read(b.pg_wal(name)).unwrap());
+        let local = fs::read(b.pg_wal(name)).unwrap();
         assert_eq!(rec["name"].as_str(), Some(name.as_str()));
-        assert_eq!(rec["sha256"].as_str(), Some(local.as_str()), "{rec}");
+        assert_eq!(
+            rec["sha256"].as_str(),
+            Some(sha256_hex(&local).as_str()),
+            "{rec}"
+        );
+        assert_eq!(
+            rec["crc32c"].as_u64(),
+            Some(u64::from(crc32c::crc32c(&local))),
+            "{rec}"
+        );
         assert!(
             rec["key"]
                 .as_str()
@@ -268,11 +324,11 @@ fn push_ahead_archives_the_backlog_once() {
         );
     }
 
-    // --- the second oldest: only verified -------------------------------------------------------
-    let before = snapshot_tree(&b.repo);
+    // --- the second oldest: only recognised ----------------------------------------------------
+    let objects_before = b.objects_of(&ready[1]);
     let second = b.push_ok(&ready[1]);
     eprintln!(
-        "wal-push with push-ahead: {:.2?}; wal-push of a pushed-ahead file: {:.2?}",
+        "wal-push that pushed: {:.2?}; wal-push of a pushed-ahead file: {:.2?}",
         first.elapsed, second.elapsed
     );
     assert!(
@@ -290,21 +346,23 @@ fn push_ahead_archives_the_backlog_once() {
     );
     assert!(
         evs.iter().all(|e| message(e) != PUSHED),
-        "nothing should be pushed now\n{}",
+        "the call itself should push nothing\n{}",
         second.describe()
     );
     assert!(
         !b.push_record(&ready[1]).exists(),
         "the used record must be gone"
     );
-    assert!(snapshot_tree(&b.repo) == before, "the repository changed");
+    assert_eq!(b.objects_of(&ready[1]), objects_before);
     all_events.extend(evs);
 
-    // --- the rest, as the archiver would ---------------------------------------------------------
+    // --- the rest, as the archiver would, while the background pusher keeps ahead ------------
     for name in &ready[2..] {
         let out = b.push_ok(name);
         all_events.extend(events(&out));
     }
+    b.wait_pusher_exit();
+    all_events.extend(b.pusher_events());
 
     for name in &ready {
         let objects = b.objects_of(name);
@@ -318,13 +376,19 @@ fn push_ahead_archives_the_backlog_once() {
         let pushed = events_for(&all_events, name, PUSHED).len();
         let verified = events_for(&all_events, name, VERIFIED).len();
         assert_eq!(pushed, 1, "{name} pushed {pushed} times");
-        // Every file pushed ahead is verified by its own call later, exactly once.
+        // Every file pushed ahead is recognised by its own call later, exactly once.
         assert_eq!(
             verified,
             usize::from(was_pushed_ahead(&all_events, name)),
             "{name}: verified {verified} times"
         );
     }
+    assert!(
+        ready[PUSH_AHEAD + 1..]
+            .iter()
+            .any(|n| was_pushed_ahead(&all_events, n)),
+        "the background pusher should have kept pushing ahead as records were taken"
+    );
     assert_eq!(b.wal_objects().len(), ready.len(), "{:?}", b.wal_objects());
     assert!(
         all_events
@@ -333,7 +397,12 @@ fn push_ahead_archives_the_backlog_once() {
         "something was pushed twice"
     );
     let left: Vec<_> = fs::read_dir(b.spool.join("push"))
-        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|f| f.ends_with(".json"))
+                .collect()
+        })
         .unwrap_or_default();
     assert!(left.is_empty(), "push records left: {left:?}");
 
@@ -357,7 +426,7 @@ fn was_pushed_ahead(evs: &[Value], name: &str) -> bool {
         .any(|e| e["ahead"] == Value::Bool(true))
 }
 
-/// Spooled files for `name` in the fetch spool: `(path, sha in the file name)`.
+/// Spooled files for `name` in the fetch spool: `(path, "<sha256>-<crc32c>" from the file name)`.
 fn spooled(spool: &Path, name: &str) -> Vec<(PathBuf, String)> {
     let Ok(rd) = fs::read_dir(spool) else {
         return Vec::new();
@@ -434,9 +503,14 @@ fn prefetch_spools_the_next_segments_and_never_hands_out_a_bad_copy() {
         std::thread::sleep(Duration::from_millis(50));
     }
     for name in next {
-        let (path, sha) = spooled(&spool, name).remove(0);
+        let (path, digests) = spooled(&spool, name).remove(0);
         let local = fs::read(b.pg_wal(name)).unwrap();
-        assert_eq!(sha, sha256_hex(&local), "{}", path.display());
+        assert_eq!(
+            digests,
+            format!("{}-{:08x}", sha256_hex(&local), crc32c::crc32c(&local)),
+            "{}",
+            path.display()
+        );
         assert!(
             fs::read(&path).unwrap() == local,
             "{} differs",
@@ -503,4 +577,56 @@ fn prefetch_spools_the_next_segments_and_never_hands_out_a_bad_copy() {
         !log.contains("ERROR") && !log.contains("failed"),
         "prefetch.log:\n{log}"
     );
+}
+
+/// A call whose file is claimed by a pusher that never finishes (here: the test holds the
+/// claim) still ends at `wal.timeout` with an error, so PostgreSQL retries; once the claim is
+/// free the call archives the file itself.
+#[test]
+fn a_call_waiting_for_a_stuck_claim_ends_at_wal_timeout() {
+    let b = Backlog::new("stuckclaim");
+    let text = fs::read_to_string(&b.cfg).unwrap();
+    assert!(text.contains("timeout = \"30s\""), "{text}");
+    write_postgres_file(
+        &b.cfg,
+        text.replace("timeout = \"30s\"", "timeout = \"2s\"")
+            .as_bytes(),
+    );
+    let ready = b.ready.clone();
+    // The first call creates the spool; its background pusher fills its window and exits.
+    b.push_ok(&ready[0]);
+    b.wait_records(&ready[1..=PUSH_AHEAD]);
+    b.wait_pusher_exit();
+
+    let stuck = &ready[PUSH_AHEAD + 1];
+    let claim_path = b.spool.join("push").join(format!("{stuck}.claim"));
+    write_postgres_file(&claim_path, b"");
+    let claim = fs::File::open(&claim_path).unwrap();
+    claim.lock().unwrap();
+    let out = b.push(stuck);
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(
+        out.elapsed < Duration::from_secs(5),
+        "a call waiting on a claim must end at wal.timeout (2 s), took {:?}\n{}",
+        out.elapsed,
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("did not finish within wal.timeout"),
+        "{}",
+        out.describe()
+    );
+    assert!(b.objects_of(stuck).is_empty(), "{:?}", b.objects_of(stuck));
+
+    drop(claim);
+    let out = b.push_ok(stuck);
+    let evs = events(&out);
+    assert_eq!(
+        events_for(&evs, stuck, PUSHED).len(),
+        1,
+        "{}",
+        out.describe()
+    );
+    assert_eq!(b.objects_of(stuck).len(), 1);
+    b.wait_pusher_exit();
 }

@@ -230,14 +230,15 @@ pair fetch c0 "$RUNS" "${PGWARD_SYNC[@]}" wal-fetch %f %p -- "${PGBR_SYNC[@]}" a
 # --- (d) peak RSS of one call --------------------------------------------------------------------
 # rss TAG TOOL CMD...: median over RUNS of /usr/bin/time -v's "Maximum resident set size" (KiB)
 # for one archive_command call on the oldest .ready segment, everything else still .ready.
+# RSS_ARG replaces that last argument (the background pusher takes the pg_wal directory).
 FIRST=$(head -1 "$SEGLIST")
 rss() {
-    local tag=$1 tool=$2 i
+    local tag=$1 tool=$2 i arg=${RSS_ARG:-pg_wal/$FIRST}
     shift 2
     for i in $(seq 1 "$RUNS"); do
         fresh_push "$tool"
         quiet_gate >&2
-        as_pg_nice bash -c 'cd "$1" && shift && exec /usr/bin/time -v "$@"' _ "$PGDATA" "$@" "pg_wal/$FIRST" \
+        as_pg_nice bash -c 'cd "$1" && shift && exec /usr/bin/time -v "$@"' _ "$PGDATA" "$@" "$arg" \
             >"$RES/$tag.$i.rss" 2>&1 || die "$tag failed: $(tail -5 "$RES/$tag.$i.rss")"
         sed -n 's/.*Maximum resident set size (kbytes): //p' "$RES/$tag.$i.rss"
     done | median
@@ -245,6 +246,9 @@ rss() {
 log "(d) peak RSS of one call"
 RSS_PW0=$(rss d-pgward-ahead0 pgward "${PGWARD_SYNC[@]}" wal-push)
 RSS_PW4=$(rss d-pgward-ahead4 pgward "${PGWARD_AHEAD[@]}" wal-push)
+# The background pusher on its own: it stores a window of push_ahead segments with one encode
+# per core, then exits 2 s after nobody takes its records.
+RSS_BG=$(RSS_ARG="$PGDATA/pg_wal" rss d-pgward-pusher pgward "${PGWARD_AHEAD[@]}" wal-push-ahead)
 RSS_BR=$(rss d-pgbackrest-sync pgbackrest "${PGBR_SYNC[@]}" archive-push)
 wait_background
 
@@ -318,7 +322,8 @@ echo "| (c) latency per call, median / p90, ms | $CL_PW | $CL_BR | | | |"
 r=$(ratio "$C0_PW" "$C0_BR"); echo "| (c0) fetch without look-ahead, segments/s (prefetch=0 / sync get), reference | $C0_PW | $C0_BR | ${r}× | | |"
 echo "| (c0) latency per call, median / p90, ms | $C0L_PW | $C0L_BR | | | |"
 echo "| (d) peak RSS of one push, push_ahead=0 / sync, MiB | $(mib "$RSS_PW0") | $(mib "$RSS_BR") | | ≤ 32 MiB | $(awk -v k="$RSS_PW0" 'BEGIN { print (k <= 32768) ? "yes" : "no" }') |"
-echo "| (d) peak RSS of one push, push_ahead=4 (5 segments), MiB | $(mib "$RSS_PW4") | | | ≤ 32 MiB | $(awk -v k="$RSS_PW4" 'BEGIN { print (k <= 32768) ? "yes" : "no" }') |"
+echo "| (d) peak RSS of one push, push_ahead=4 (the call itself), MiB | $(mib "$RSS_PW4") | | | ≤ 32 MiB | $(awk -v k="$RSS_PW4" 'BEGIN { print (k <= 32768) ? "yes" : "no" }') |"
+echo "| (d) peak RSS of the background pusher it starts (window 4, 2 encodes), MiB | $(mib "$RSS_BG") | | | ≤ 32 MiB | $(awk -v k="$RSS_BG" 'BEGIN { print (k <= 32768) ? "yes" : "no" }') |"
 echo
 echo "Machine limits (8 pgbench segments, one process per segment, best of 3):"
 echo "zstd -3 CLI one core $ZSTD3 MB/s (ratio $SAMPLE_RATIO), zstd -3 -T2 $ZSTD3_T2 MB/s; zstd -b3 in memory: $ZSTD3_MEM;"

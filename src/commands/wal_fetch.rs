@@ -6,14 +6,14 @@
 //! segments into the spool.
 //! See <https://www.postgresql.org/docs/15/runtime-config-wal.html#GUC-RESTORE-COMMAND>.
 
+use crate::commands::detached::{self, Log};
 use crate::context::Context;
 use crate::pg::WalFileName;
 use crate::wal::fetch;
 use crate::wal::spool::FetchSpool;
 use anyhow::{Context as _, Result, anyhow};
-use std::fs::File;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -67,30 +67,11 @@ fn maybe_start_prefetcher(ctx: &Context, spool: &FetchSpool, name: &WalFileName,
     if ahead * 2 >= ctx.config.wal.prefetch.max(1) {
         return;
     }
-    if std::fs::create_dir_all(spool.dir()).is_err() {
+    if !detached::lock_is_free(&spool.lock_path()) {
         return;
     }
-    // A held lock means a prefetcher is already running. Taking and dropping it here is only a
-    // cheap pre-check: the child takes the lock itself and exits if it lost a race.
-    match File::create(spool.lock_path()).map(|f| f.try_lock()) {
-        Ok(Ok(())) => {}
-        _ => return,
-    }
-    let log = File::create(spool.dir().join("prefetch.log"))
-        .map(Stdio::from)
-        .unwrap_or_else(|_| Stdio::null());
-    let mut cmd = Command::new(exe);
-    cmd.arg("--config")
-        .arg(&ctx.config_path)
-        .arg("wal-prefetch")
-        .arg(name.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    // Its own process group: a signal aimed at the startup process's group must not kill a
-    // prefetcher that only fills a spool, and it must not hold up PostgreSQL's wait.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    if let Err(e) = cmd.spawn() {
-        tracing::debug!("cannot start prefetcher: {e}");
-    }
+    let name = name.to_string();
+    let args = [OsStr::new("wal-prefetch"), OsStr::new(&name)];
+    let log = spool.dir().join("prefetch.log");
+    detached::spawn(exe, &ctx.config_path, &args, Log::Truncate(&log));
 }

@@ -5,14 +5,14 @@
 //! stops asking. At most one runs per spool (an exclusive lock on `prefetch.lock`).
 
 use crate::commands::NotArchived;
+use crate::commands::detached;
 use crate::context::Context;
 use crate::pg::{WalFileName, WalSegmentName};
 use crate::repo::identity::RepoIdentity;
 use crate::wal::fetch;
 use crate::wal::spool::FetchSpool;
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use std::collections::{HashSet, VecDeque};
-use std::fs::File;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
@@ -34,12 +34,9 @@ const POLL: Duration = Duration::from_millis(20);
 pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
     let after = WalSegmentName::parse(&args.after)?;
     let spool = FetchSpool::new(&ctx.spool_dir());
-    std::fs::create_dir_all(spool.dir())
-        .with_context(|| format!("cannot create {}", spool.dir().display()))?;
-    let lock = File::create(spool.lock_path())?;
-    if lock.try_lock().is_err() {
+    let Some(lock) = detached::take_lock(&spool.lock_path())? else {
         return Ok(());
-    }
+    };
     let id = RepoIdentity::require(ctx.storage.as_ref()).await?;
     let seg_size = id.wal_segment_size;
     let window = ctx.config.wal.prefetch;
@@ -84,14 +81,17 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
             }
             let name = WalFileName::Segment(last);
             let storage = storage.clone();
-            let dir = spool.dir().to_path_buf();
+            let spool = spool.clone();
             tasks.spawn(async move {
                 let res = async {
                     let (key, sha, _) = fetch::locate(storage.as_ref(), &name).await?;
                     let data = storage.get(&key).await?;
-                    let dest = dir.join(format!("{name}-{sha}"));
-                    tokio::task::spawn_blocking(move || fetch::write_verified(&data, &sha, &dest))
-                        .await??;
+                    tokio::task::spawn_blocking(move || {
+                        let decoded = fetch::decode_beside(&data, &sha, spool.dir())?;
+                        let dest = spool.path_for(&name, &sha, decoded.crc32c);
+                        decoded.persist(&dest)
+                    })
+                    .await??;
                     Ok::<_, anyhow::Error>(())
                 }
                 .await;

@@ -1,6 +1,10 @@
 //! Fetching one WAL file back: from the prefetch spool when it holds a verified copy, else from
-//! the repository. The destination only ever appears complete and verified (temp file, fsync,
-//! rename, fsync directory).
+//! the repository. The destination only ever appears complete and verified (temp file, rename).
+//!
+//! Nothing here is fsynced. A restored file need not survive a crash: PostgreSQL makes the files
+//! it keeps durable itself (`KeepFileRestoredFromArchive` renames them with `durable_rename`),
+//! and after a crash recovery asks for the rest again. A spool file torn by a crash fails its
+//! crc32c check and is fetched again. pgBackRest's archive-get does not fsync either.
 
 use crate::codec::{self, Sha256Digest};
 use crate::commands::NotArchived;
@@ -104,27 +108,51 @@ pub async fn fetch_from_repo(
 /// Decodes a stored object into `dest` atomically, verifying zstd checksum and sha256.
 /// Nothing is left at `dest` (or beside it) on failure.
 pub fn write_verified(compressed: &[u8], sha: &Sha256Digest, dest: &Path) -> Result<u64> {
-    let dir = parent_dir(dest);
+    let decoded = decode_beside(compressed, sha, &parent_dir(dest))?;
+    let len = decoded.len;
+    decoded.persist(dest)?;
+    Ok(len)
+}
+
+/// A stored object decoded and verified into a temporary file, not yet in place. Dropping it
+/// removes the file.
+pub struct Decoded {
+    tmp: tempfile::NamedTempFile,
+    pub len: u64,
+    /// crc32c of the decoded bytes, for a cheap check before the file is handed out later.
+    pub crc32c: u32,
+}
+
+impl Decoded {
+    /// Renames the file to `dest` (in the same directory it was decoded in).
+    pub fn persist(self, dest: &Path) -> Result<()> {
+        self.tmp
+            .persist(dest)
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot rename into {}", dest.display()))?;
+        Ok(())
+    }
+}
+
+/// Decodes a stored object into a temporary file in `dir`, verifying zstd checksum and sha256.
+pub fn decode_beside(compressed: &[u8], sha: &Sha256Digest, dir: &Path) -> Result<Decoded> {
     let mut tmp = tempfile::Builder::new()
         .prefix(".pgward-tmp-")
-        .tempfile_in(&dir)
+        .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    let mut out = std::io::BufWriter::new(tmp.as_file_mut());
+    let mut out = codec::Crc32cWriter::new(std::io::BufWriter::new(tmp.as_file_mut()));
     let len = codec::decode_into(compressed, Some(sha), &mut out)?;
     // Flush explicitly: an error in BufWriter's implicit flush on drop would be lost, and a
     // short file would be renamed into place (seen with small history files on a full disk).
     out.flush()
-        .with_context(|| format!("cannot write {}", dest.display()))?;
+        .with_context(|| format!("cannot write a temporary file in {}", dir.display()))?;
+    let crc32c = out.crc32c();
     drop(out);
-    tmp.as_file().sync_all()?;
-    tmp.persist(dest)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot rename into {}", dest.display()))?;
-    fsutil::fsync_dir(&dir)?;
-    Ok(len)
+    Ok(Decoded { tmp, len, crc32c })
 }
 
-/// Hands a prefetched copy to `dest` after re-hashing it. `Ok(None)` when the spool has no
+/// Hands a prefetched copy to `dest` after checking it against the crc32c in its name (files
+/// spooled by older versions, without one, by sha256). `Ok(None)` when the spool has no
 /// usable copy (a bad one is removed and the caller fetches from the repository).
 pub fn take_from_spool(
     spool: &FetchSpool,
@@ -135,8 +163,12 @@ pub fn take_from_spool(
         return Ok(None);
     };
     let started = Instant::now();
-    match codec::sha256_file(&file.path) {
-        Ok((sha, _)) if sha == file.sha256 => {}
+    let intact = match file.crc32c {
+        Some(crc) => codec::crc32c_file(&file.path).map(|(c, _)| c == crc),
+        None => codec::sha256_file(&file.path).map(|(s, _)| s == file.sha256),
+    };
+    match intact {
+        Ok(true) => {}
         _ => {
             tracing::warn!(wal = %name, "prefetched copy failed verification; fetching again");
             let _ = std::fs::remove_file(&file.path);
@@ -154,7 +186,7 @@ pub fn take_from_spool(
     }))
 }
 
-/// Renames a verified spool file to `dest`; across file systems, copies durably instead.
+/// Renames a verified spool file to `dest`; across file systems, copies instead.
 fn move_into_place(src: &Path, dest: &Path) -> Result<()> {
     match std::fs::rename(src, dest) {
         Ok(()) => {}
@@ -169,7 +201,6 @@ fn move_into_place(src: &Path, dest: &Path) -> Result<()> {
                 .with_context(|| format!("cannot move prefetched file to {}", dest.display()));
         }
     }
-    fsutil::fsync_dir(&parent_dir(dest))?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! before it is archived, storing and fetching one file, and the local spool that push-ahead and
 //! prefetch use.
 
+pub mod background;
 pub mod fetch;
 pub mod push;
 pub mod spool;

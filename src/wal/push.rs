@@ -38,6 +38,8 @@ pub struct PushReport {
     pub stored_bytes: u64,
     pub elapsed: Duration,
     pub key: String,
+    /// crc32c of the original bytes (`None` when the report did not read the file).
+    pub crc32c: Option<u32>,
 }
 
 impl PushReport {
@@ -150,6 +152,7 @@ impl Pusher {
             stored_bytes: encoded.data.len() as u64,
             elapsed: Duration::ZERO,
             key: key.clone(),
+            crc32c: Some(encoded.crc32c),
         };
         if existing.iter().any(|o| o.key == key) {
             report.outcome = PushOutcome::AlreadyArchived;
@@ -196,6 +199,13 @@ fn conflict_message(name: &WalFileName, archived: &Sha256Digest, local: &Sha256D
 /// `.ready` files waiting in `archive_status` beside `path`, oldest first, excluding `current`.
 pub fn ready_backlog(path: &Path, current: &WalFileName) -> Vec<(PathBuf, WalFileName)> {
     let wal_dir = path.parent().unwrap_or(Path::new("."));
+    let mut out = ready_segments(wal_dir);
+    out.retain(|(_, name)| name != current);
+    out
+}
+
+/// WAL segments of `wal_dir` (pg_wal) that have a `.ready` file, oldest first.
+pub fn ready_segments(wal_dir: &Path) -> Vec<(PathBuf, WalFileName)> {
     let Ok(rd) = std::fs::read_dir(wal_dir.join("archive_status")) else {
         return Vec::new();
     };
@@ -205,16 +215,44 @@ pub fn ready_backlog(path: &Path, current: &WalFileName) -> Vec<(PathBuf, WalFil
             let fname = e.file_name();
             let stem = fname.to_str()?.strip_suffix(".ready")?;
             let name = WalFileName::parse(stem).ok()?;
-            (name != *current && matches!(name, WalFileName::Segment(_)))
-                .then(|| (wal_dir.join(stem), name))
+            matches!(name, WalFileName::Segment(_)).then(|| (wal_dir.join(stem), name))
         })
         .collect();
     out.sort_by_key(|(_, name)| name.segment());
     out
 }
 
-/// Pushes up to `limit` files of the archiver's backlog and records each one that became
-/// durable. Failures are logged and left for PostgreSQL's own call to retry.
+/// Whether `name` still waits for the archiver: once PostgreSQL has marked it done it may
+/// recycle the file, so nothing may start reading it after that.
+pub fn still_ready(wal_dir: &Path, name: &WalFileName) -> bool {
+    wal_dir
+        .join("archive_status")
+        .join(format!("{name}.ready"))
+        .exists()
+}
+
+/// Records a file that push-ahead made durable, so PostgreSQL's own call for it only has to
+/// recognise the local file. Returns whether the record was written.
+pub fn record_pushed(spool: &PushSpool, report: &PushReport) -> bool {
+    let rec = PushRecord {
+        name: report.name.to_string(),
+        sha256: report.sha256,
+        size: report.raw_bytes,
+        key: report.key.clone(),
+        crc32c: report.crc32c,
+    };
+    match spool.write(&rec) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(wal = %report.name, "pushed ahead but cannot record it: {e:#}");
+            false
+        }
+    }
+}
+
+/// Pushes up to `limit` files of the archiver's backlog inside this call and records each one
+/// that became durable. Used when no background pusher can be started (library callers without
+/// the binary). Failures are logged and left for PostgreSQL's own call to retry.
 pub async fn push_ahead(
     pusher: &Pusher,
     spool: &PushSpool,
@@ -227,27 +265,34 @@ pub async fn push_ahead(
         .filter(|(_, n)| !spool.has(n))
         .take(limit)
     {
-        let pusher = pusher.clone();
+        // Someone else (another call, the background pusher) is pushing it already.
+        let Some(mut claim) = spool.try_claim(&name) else {
+            continue;
+        };
+        if claim.already_done() {
+            continue;
+        }
+        let (pusher, spool) = (pusher.clone(), spool.clone());
         tasks.spawn(async move {
             let res = pusher.push_one(&path, &name).await;
-            (name, res)
+            // Recorded before the claim is released (see `background`).
+            let recorded = res
+                .as_ref()
+                .is_ok_and(|report| record_pushed(&spool, report));
+            if res.is_ok() {
+                claim.mark_done();
+            }
+            (name, res, recorded)
         });
     }
     while let Some(joined) = tasks.join_next().await {
-        let Ok((name, res)) = joined else { continue };
+        let Ok((name, res, recorded)) = joined else {
+            continue;
+        };
         match res {
             Ok(report) => {
-                let rec = PushRecord {
-                    name: name.to_string(),
-                    sha256: report.sha256,
-                    size: report.raw_bytes,
-                    key: report.key.clone(),
-                };
-                match spool.write(&rec) {
-                    Ok(()) => report.log(true),
-                    Err(e) => {
-                        tracing::warn!(wal = %name, "pushed ahead but cannot record it: {e:#}")
-                    }
+                if recorded {
+                    report.log(true);
                 }
             }
             Err(e) => {
@@ -270,9 +315,17 @@ pub async fn verify_pushed_ahead(
     let rec = spool.read(name)?;
     spool.remove(name);
     let started = Instant::now();
-    match crate::codec::sha256_file(path) {
-        Ok((sha, size)) if sha == rec.sha256 && size == rec.size => {}
-        Ok(_) => {
+    // The same bytes as were stored: by crc32c when the record has one (it was computed in the
+    // pass that hashed and compressed them), else by sha256.
+    let same = match rec.crc32c {
+        Some(crc) => crate::codec::crc32c_file(path).map(|(c, size)| c == crc && size == rec.size),
+        None => {
+            crate::codec::sha256_file(path).map(|(s, size)| s == rec.sha256 && size == rec.size)
+        }
+    };
+    match same {
+        Ok(true) => {}
+        Ok(false) => {
             tracing::warn!(wal = %name, "local file differs from what push-ahead stored; pushing it normally");
             return None;
         }
@@ -306,5 +359,6 @@ pub async fn verify_pushed_ahead(
         stored_bytes: 0,
         elapsed: started.elapsed(),
         key: rec.key,
+        crc32c: rec.crc32c,
     })
 }
