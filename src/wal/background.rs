@@ -52,19 +52,33 @@ pub async fn run(pusher: &Pusher, spool: &PushSpool, wal_dir: &Path, limits: &Li
         spool.cleanup_before(oldest);
     }
     loop {
-        let ready = push::ready_segments(wal_dir);
-        let recorded = ready.iter().filter(|(_, n)| spool.has(n)).count();
+        // Only the oldest `.ready` files concern the window: looking stops a little beyond it
+        // (some candidates are refused: the one PostgreSQL's call is pushing, files archived but
+        // not yet marked done), so a long backlog costs one directory read per poll, not a stat
+        // per file.
+        let mut recorded = 0usize;
+        let mut candidates = Vec::new();
+        for (path, name) in push::ready_segments(wal_dir) {
+            if recorded + in_flight.len() + candidates.len() >= limits.window + limits.parallel {
+                break;
+            }
+            if in_flight.contains(&name) || failed.contains(&name) {
+                continue;
+            }
+            if spool.has(&name) {
+                recorded += 1;
+            } else {
+                candidates.push((path, name));
+            }
+        }
         if recorded < recorded_before {
             // PostgreSQL's calls took records: the archiver is moving.
             last_progress = Instant::now();
         }
         recorded_before = recorded;
-        for (path, name) in ready {
+        for (path, name) in candidates {
             if tasks.len() >= limits.parallel || recorded + in_flight.len() >= limits.window {
                 break;
-            }
-            if in_flight.contains(&name) || failed.contains(&name) || spool.has(&name) {
-                continue;
             }
             if let Some(task) = start(pusher, spool, wal_dir, path, &name, limits.per_push) {
                 in_flight.insert(name);
