@@ -1037,8 +1037,9 @@ impl Demo {
     }
 }
 
-/// Removes the demo directory. A `wal-fetch` prefetcher (detached by design) may still be
-/// finishing a file in the spool, so one failure is retried after a moment.
+/// Removes the demo directory. A `wal-fetch` prefetcher or a `wal-push` background pusher
+/// (detached by design) may still be finishing a file in the spool, so one failure is retried
+/// after a moment.
 async fn remove_dir(root: &Path) -> Result<()> {
     if fs::remove_dir_all(root).is_ok() {
         return Ok(());
