@@ -880,6 +880,52 @@ async fn background_pusher_fills_its_window_and_exits() {
     }
 }
 
+/// A background pusher whose stores fail records nothing, does not mark the files archived, and
+/// still exits; PostgreSQL's own calls then archive the files once the store works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_pusher_with_a_failing_store_records_nothing() {
+    use pgward::wal::background::{self, Limits};
+    let env = Env::new(Opts {
+        push_ahead: 3,
+        ..Opts::default()
+    })
+    .await;
+    let paths: Vec<PathBuf> = (1..=3).map(|n| env.add_segment(n, true)).collect();
+    let spool = env.spool();
+    env.faulty.fail_puts_permanently(true);
+    let mut pusher = env.pusher();
+    pusher.multithread = false;
+    let limits = Limits {
+        window: 3,
+        parallel: 2,
+        per_push: Duration::from_secs(10),
+    };
+    let wal_dir = paths[0].parent().unwrap().to_path_buf();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        background::run(&pusher, &spool, &wal_dir, &limits),
+    )
+    .await
+    .expect("the background pusher must exit on its own");
+    assert!(env.records().is_empty(), "{:?}", env.records());
+    assert!(env.wal_objects().is_empty(), "{:?}", env.wal_objects());
+    for n in 1..=3 {
+        let claim = spool
+            .try_claim(&wal_name(&seg_name(n)))
+            .expect("claims released");
+        assert!(
+            !claim.already_done(),
+            "segment {n} marked archived after a failed store"
+        );
+    }
+
+    env.faulty.fail_puts_permanently(false);
+    for (n, path) in (1..=3).zip(&paths) {
+        env.push(path).await.unwrap();
+        assert!(env.stored_content(&seg_name(n)).await.unwrap() == segment_bytes(n));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // A full disk at the fetch destination
 // ---------------------------------------------------------------------------------------------

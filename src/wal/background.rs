@@ -18,7 +18,7 @@ use crate::pg::WalFileName;
 use crate::wal::push::{self, Pusher};
 use crate::wal::spool::PushSpool;
 use anyhow::anyhow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,8 @@ pub struct Limits {
 
 /// Pushes `.ready` segments of `wal_dir` until the archiver is idle or caught up.
 pub async fn run(pusher: &Pusher, spool: &PushSpool, wal_dir: &Path, limits: &Limits) {
-    let mut in_flight: HashSet<WalFileName> = HashSet::new();
+    // Pushes running now, by task.
+    let mut in_flight: HashMap<tokio::task::Id, WalFileName> = HashMap::new();
     // Failed once in this run: left to PostgreSQL's own call, which reports the error.
     let mut failed: HashSet<WalFileName> = HashSet::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -62,7 +63,7 @@ pub async fn run(pusher: &Pusher, spool: &PushSpool, wal_dir: &Path, limits: &Li
             if recorded + in_flight.len() + candidates.len() >= limits.window + limits.parallel {
                 break;
             }
-            if in_flight.contains(&name) || failed.contains(&name) {
+            if in_flight.values().any(|n| *n == name) || failed.contains(&name) {
                 continue;
             }
             if spool.has(&name) {
@@ -81,8 +82,7 @@ pub async fn run(pusher: &Pusher, spool: &PushSpool, wal_dir: &Path, limits: &Li
                 break;
             }
             if let Some(task) = start(pusher, spool, wal_dir, path, &name, limits.per_push) {
-                in_flight.insert(name);
-                tasks.spawn(task);
+                in_flight.insert(tasks.spawn(task).id(), name);
                 last_progress = Instant::now();
             }
         }
@@ -90,16 +90,17 @@ pub async fn run(pusher: &Pusher, spool: &PushSpool, wal_dir: &Path, limits: &Li
             break;
         }
         tokio::select! {
-            Some(joined) = tasks.join_next() => {
-                let Ok((name, res)) = joined else { continue };
-                in_flight.remove(&name);
+            Some(joined) = tasks.join_next_with_id() => {
                 last_progress = Instant::now();
-                match res {
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(wal = %name, "push-ahead failed (PostgreSQL's own call will retry it): {e:#}");
-                        failed.insert(name);
-                    }
+                let (id, res) = match joined {
+                    Ok((id, res)) => (id, res),
+                    // A panicked push: PostgreSQL's own call pushes the file.
+                    Err(e) => (e.id(), Err(anyhow!("the push task failed: {e}"))),
+                };
+                let Some(name) = in_flight.remove(&id) else { continue };
+                if let Err(e) = res {
+                    tracing::warn!(wal = %name, "push-ahead failed (PostgreSQL's own call will retry it): {e:#}");
+                    failed.insert(name);
                 }
             }
             _ = tokio::time::sleep(POLL) => {}
@@ -107,9 +108,8 @@ pub async fn run(pusher: &Pusher, spool: &PushSpool, wal_dir: &Path, limits: &Li
     }
 }
 
-type PushTask = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (WalFileName, anyhow::Result<push::PushReport>)> + Send>,
->;
+type PushTask =
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<push::PushReport>> + Send>>;
 
 /// A push of `name`, if it can be claimed and still needs archiving.
 fn start(
@@ -136,6 +136,9 @@ fn start(
                 humantime::format_duration(per_push)
             )),
         };
+        if res.is_ok() {
+            claim.mark_done();
+        }
         // Recorded before the claim is released: PostgreSQL's call for this file may be waiting
         // on the claim, and must find the record when it gets it.
         let res = res.and_then(|report| {
@@ -146,8 +149,7 @@ fn start(
             }
             Ok(report)
         });
-        claim.mark_done();
         drop(claim);
-        (name, res)
+        res
     }))
 }
