@@ -226,6 +226,27 @@ impl Env {
         PushSpool::new(&self.ctx.spool_dir())
     }
 
+    /// Runs the background pusher in process over this env's pg_wal (window 3, 2 pushes at a
+    /// time) until it exits on its own; returns how long it ran.
+    async fn run_background_pusher(&self) -> Duration {
+        let mut pusher = self.pusher();
+        pusher.multithread = false;
+        let limits = pgward::wal::background::Limits {
+            window: 3,
+            parallel: 2,
+            per_push: Duration::from_secs(10),
+        };
+        let wal_dir = self.dir.path().join("pg_wal");
+        let started = Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            pgward::wal::background::run(&pusher, &self.spool(), &wal_dir, &limits),
+        )
+        .await
+        .expect("the background pusher must exit on its own");
+        started.elapsed()
+    }
+
     /// Every stored key under `wal/`.
     fn wal_objects(&self) -> Vec<String> {
         self.mem
@@ -807,8 +828,7 @@ async fn push_waits_for_the_claim_holder_and_takes_its_record() {
     );
 
     let other_pusher = async {
-        let pusher = Pusher::new(env.ctx.storage.clone(), fixture().identity.clone(), 3);
-        let report = pusher.push_one(&path, &name).await.unwrap();
+        let report = env.pusher().push_one(&path, &name).await.unwrap();
         tokio::time::sleep(HOLD).await;
         assert!(pgward::wal::push::record_pushed(&spool, &report));
         claim.mark_done();
@@ -836,32 +856,19 @@ async fn push_waits_for_the_claim_holder_and_takes_its_record() {
 /// a file whose claim says it is archived, and exits once the archiver takes no records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_pusher_fills_its_window_and_exits() {
-    use pgward::wal::background::{self, IDLE_EXIT, Limits};
     let env = Env::new(Opts {
         push_ahead: 3,
         ..Opts::default()
     })
     .await;
-    let paths: Vec<PathBuf> = (1..=6).map(|n| env.add_segment(n, true)).collect();
+    for n in 1..=6 {
+        env.add_segment(n, true);
+    }
     let spool = env.spool();
     // Segment 1 was archived by PostgreSQL's own call, which is not done with it yet.
     spool.try_claim(&wal_name(SEG1)).expect("claim").mark_done();
-    let mut pusher = Pusher::new(env.ctx.storage.clone(), fixture().identity.clone(), 3);
-    pusher.multithread = false;
-    let limits = Limits {
-        window: 3,
-        parallel: 2,
-        per_push: Duration::from_secs(10),
-    };
-    let wal_dir = paths[0].parent().unwrap().to_path_buf();
-    let started = Instant::now();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        background::run(&pusher, &spool, &wal_dir, &limits),
-    )
-    .await
-    .expect("the background pusher must exit on its own");
-    assert!(started.elapsed() >= IDLE_EXIT);
+    let ran = env.run_background_pusher().await;
+    assert!(ran >= pgward::wal::background::IDLE_EXIT);
     let recorded: Vec<u64> = (1..=6)
         .filter(|&n| spool.has(&wal_name(&seg_name(n))))
         .collect();
@@ -884,7 +891,6 @@ async fn background_pusher_fills_its_window_and_exits() {
 /// still exits; PostgreSQL's own calls then archive the files once the store works again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_pusher_with_a_failing_store_records_nothing() {
-    use pgward::wal::background::{self, Limits};
     let env = Env::new(Opts {
         push_ahead: 3,
         ..Opts::default()
@@ -893,20 +899,7 @@ async fn background_pusher_with_a_failing_store_records_nothing() {
     let paths: Vec<PathBuf> = (1..=3).map(|n| env.add_segment(n, true)).collect();
     let spool = env.spool();
     env.faulty.fail_puts_permanently(true);
-    let mut pusher = env.pusher();
-    pusher.multithread = false;
-    let limits = Limits {
-        window: 3,
-        parallel: 2,
-        per_push: Duration::from_secs(10),
-    };
-    let wal_dir = paths[0].parent().unwrap().to_path_buf();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        background::run(&pusher, &spool, &wal_dir, &limits),
-    )
-    .await
-    .expect("the background pusher must exit on its own");
+    env.run_background_pusher().await;
     assert!(env.records().is_empty(), "{:?}", env.records());
     assert!(env.wal_objects().is_empty(), "{:?}", env.wal_objects());
     for n in 1..=3 {
