@@ -89,8 +89,10 @@ async fn push(
     if let Some(report) = push::verify_pushed_ahead(ctx.storage.as_ref(), &spool, path, &name).await
     {
         report.log(false);
-        if let Some(exe) = background {
-            start_background_pusher(ctx, &spool, path, &name, exe);
+        if let Some(exe) = background
+            && !push::ready_backlog(path, &name).is_empty()
+        {
+            start_background_pusher(ctx, &spool, path, exe);
         }
         return Ok(());
     }
@@ -122,7 +124,7 @@ async fn push(
     let ahead = match background {
         _ if backlog.is_empty() => None,
         Some(exe) => {
-            start_background_pusher(ctx, &spool, path, &name, exe);
+            start_background_pusher(ctx, &spool, path, exe);
             None
         }
         None => {
@@ -162,18 +164,9 @@ pub async fn pusher_for(ctx: &Context) -> Result<Pusher> {
 /// The background pusher's log is appended to, and started afresh beyond this size.
 const PUSHER_LOG_MAX: u64 = 1 << 20;
 
-/// Starts a detached `wal-push-ahead` when the archiver has a backlog beyond `name` and no
-/// background pusher runs for this spool.
-fn start_background_pusher(
-    ctx: &Context,
-    spool: &PushSpool,
-    path: &Path,
-    name: &WalFileName,
-    exe: &Path,
-) {
-    if push::ready_backlog(path, name).is_empty() {
-        return;
-    }
+/// Starts a detached `wal-push-ahead` for the pg_wal that holds `path`, unless a background
+/// pusher runs for this spool already. The caller has seen a backlog.
+fn start_background_pusher(ctx: &Context, spool: &PushSpool, path: &Path, exe: &Path) {
     let Ok(wal_dir) = std::path::absolute(path.parent().unwrap_or(Path::new("."))) else {
         return;
     };

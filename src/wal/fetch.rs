@@ -1,7 +1,8 @@
 //! Fetching one WAL file back: from the prefetch spool when it holds a verified copy, else from
 //! the repository. The destination only ever appears complete and verified (temp file, rename).
 //!
-//! Nothing here is fsynced. A restored file need not survive a crash: PostgreSQL makes the files
+//! Nothing here is fsynced (but for the rare copy across file systems, which goes through the
+//! durable `fsutil::write_atomic`). A restored file need not survive a crash: PostgreSQL makes the files
 //! it keeps durable itself (`KeepFileRestoredFromArchive` renames them with `durable_rename`),
 //! and after a crash recovery asks for the rest again. A spool file torn by a crash fails its
 //! crc32c check and is fetched again. pgBackRest's archive-get does not fsync either.

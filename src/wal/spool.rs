@@ -154,13 +154,15 @@ impl PushSpool {
         }
     }
 
-    /// Drops records PostgreSQL will not ask about any more: segments of the same timeline
-    /// older than the one being archived now (the archiver goes oldest first), and old records.
+    /// Drops records and claims PostgreSQL will not ask about any more: segments of the same
+    /// timeline older than the one being archived now (the archiver goes oldest first), and old
+    /// ones.
     pub fn cleanup_before(&self, current: &WalFileName) {
         let Some(cur) = current.segment() else { return };
-        let records = list_named(&self.dir, |f| f.strip_suffix(".json"));
-        let claims = list_named(&self.dir, |f| f.strip_suffix(".claim"));
-        for (path, name) in records.into_iter().chain(claims) {
+        let records_and_claims = list_named(&self.dir, |f| {
+            f.strip_suffix(".json").or_else(|| f.strip_suffix(".claim"))
+        });
+        for (path, name) in records_and_claims {
             let stale = match name.segment() {
                 Some(seg) => seg.tli == cur.tli && seg < cur,
                 None => false,
@@ -322,9 +324,17 @@ mod tests {
         }
         let r = spool.read(&seg("000000010000000000000005")).unwrap();
         assert_eq!(r.sha256, Sha256Digest::of(b"000000010000000000000005"));
+        for n in ["000000010000000000000003", "000000010000000000000005"] {
+            spool.try_claim(&seg(n)).unwrap().mark_done();
+        }
+        let claim_file = |n: &str| dir.path().join(format!("push/{n}.claim"));
+        assert!(claim_file("000000010000000000000003").exists());
         spool.cleanup_before(&seg("000000010000000000000004"));
         assert!(!spool.has(&seg("000000010000000000000003")));
         assert!(spool.has(&seg("000000010000000000000005")));
+        assert!(!claim_file("000000010000000000000003").exists());
+        let kept = spool.try_claim(&seg("000000010000000000000005")).unwrap();
+        assert!(kept.already_done(), "a newer claim keeps its mark");
     }
 
     #[test]
