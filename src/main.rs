@@ -1,14 +1,18 @@
 //! The pgward binary: parse, set up logging, run the command, map errors to exit codes.
 //!
-//! Exit codes are part of the interface: 0 success; 1 any ordinary failure (including "not
-//! archived" for wal-fetch); 2 usage errors. Never above 125: PostgreSQL treats that as fatal
-//! for the archiver (<https://www.postgresql.org/docs/15/continuous-archiving.html>).
+//! Exit codes are part of the interface: 0 success; 1 any ordinary failure; 2 usage errors.
+//! `wal-push` never exits above 125: PostgreSQL treats that as fatal for the archiver
+//! (<https://www.postgresql.org/docs/15/continuous-archiving.html>). `wal-fetch` exits 1 quietly
+//! for "not archived", and for any failure 1 on a standby but 200 in archive recovery, so that
+//! PostgreSQL stops recovery instead of ending it early (`wal::fetch` explains why).
 
 use clap::Parser;
 use pgward::cli::{Cli, Command};
-use pgward::commands::{self, NotArchived};
+use pgward::commands;
 use pgward::config::Config;
 use pgward::context::{Context, CreateRepo};
+use pgward::wal::fetch::{self, Outcome, RecoveryMode};
+use std::path::Path;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -24,13 +28,21 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<NotArchived>() => {
-            tracing::debug!("{e}");
-            ExitCode::from(1)
+    // PostgreSQL runs restore_command in the data directory, whose signal files say whether a
+    // failure must stop recovery; read before anything can fail (a bad config fails too).
+    let fetch_mode =
+        matches!(cli.command, Command::WalFetch(_)).then(|| RecoveryMode::detect(Path::new(".")));
+    match (runtime.block_on(run(cli)), fetch_mode) {
+        (Ok(()), _) => ExitCode::SUCCESS,
+        (Err(e), Some(mode)) => {
+            let outcome = Outcome::of_error(&e);
+            match outcome {
+                Outcome::NotArchived => tracing::debug!("{e}"),
+                _ => tracing::error!("{}", fetch::failure_message(&e, mode)),
+            }
+            ExitCode::from(fetch::exit_status(outcome, mode))
         }
-        Err(e) => {
+        (Err(e), None) => {
             tracing::error!("{e:#}");
             ExitCode::from(1)
         }

@@ -1,9 +1,11 @@
 //! `wal-push`, `wal-fetch`, `init` and configuration loading, given bad input, through the built
 //! binary as PostgreSQL runs it (as postgres, cwd = the data directory, relative `%p`).
 //!
-//! The contract under test (DESIGN.md, "WAL" and principle 1/2/5): an ordinary failure exits 1,
-//! never above 125; a refused push leaves the repository untouched; a failed fetch leaves no file
-//! at the destination. Each scenario gets its own initdb'd cluster (about a second, never
+//! The contract under test (DESIGN.md, "WAL", "Recovery must never end early" and principles
+//! 1/2/5): a failed push exits 1, never above 125; a refused push leaves the repository
+//! untouched; a failed fetch leaves no file at the destination and exits above 125 when the data
+//! directory is in archive recovery (`recovery.signal`), 1 on a standby (`standby.signal`) and
+//! when run by hand; "not archived" (exit 1, quiet) only at the end of the archive. Each scenario gets its own initdb'd cluster (about a second, never
 //! started: the segment initdb leaves in pg_wal is real WAL with this cluster's identity).
 
 mod common;
@@ -246,6 +248,136 @@ fn fetch_of_corrupt_object_fails_loudly() {
     assert_no_recoveryxlog(&s);
 }
 
+/// `wal-fetch` as PostgreSQL runs it in each mode: in archive recovery, on a standby, by hand.
+fn fetch_in_each_mode(s: &Setup, name: &str) -> [(&'static str, RunOutput); 3] {
+    let signal = |f: &str| s.pg.datadir.join(f);
+    let clear = || {
+        for f in ["recovery.signal", "standby.signal"] {
+            let _ = fs::remove_file(signal(f));
+        }
+    };
+    clear();
+    write_postgres_file(&signal("recovery.signal"), b"");
+    let recovery = s.fetch(name);
+    clear();
+    write_postgres_file(&signal("standby.signal"), b"");
+    let standby = s.fetch(name);
+    clear();
+    let manual = s.fetch(name);
+    [
+        ("archive recovery", recovery),
+        ("standby", standby),
+        ("by hand", manual),
+    ]
+}
+
+/// A failure: above 125 in archive recovery (PostgreSQL stops with FATAL instead of promoting),
+/// 1 otherwise; always loud, naming `needles`; never a file at the destination.
+fn assert_failure_in_each_mode(s: &Setup, name: &str, needles: &[&str], what: &str) {
+    for (mode, out) in fetch_in_each_mode(s, name) {
+        let want = if mode == "archive recovery" { 200 } else { 1 };
+        assert_eq!(
+            out.code(),
+            Some(want),
+            "{what} ({mode})\n{}",
+            out.describe()
+        );
+        for n in needles {
+            assert_mentions(&out, &[n], &format!("{what} ({mode})"));
+        }
+        assert_mentions(&out, &["hint:"], &format!("{what} ({mode})"));
+        if mode == "archive recovery" {
+            assert_mentions(&out, &["recovery stops here"], what);
+        }
+        assert_no_recoveryxlog(s);
+    }
+}
+
+#[test]
+fn fetch_failures_stop_archive_recovery_but_not_the_end_of_the_archive() {
+    let s = Setup::new("fetch-modes");
+    let push = s.push(&format!("pg_wal/{SEG1}"));
+    assert_eq!(push.code(), Some(0), "push\n{}", push.describe());
+
+    // The end of the archive and absent history files stay quiet exit 1 in every mode.
+    for name in ["000000010000000000000002", "00000002.history"] {
+        for (mode, out) in fetch_in_each_mode(&s, name) {
+            assert_exit_1(&out, &format!("{name} ({mode})"));
+            assert!(
+                !out.stderr.to_lowercase().contains("error"),
+                "{name} ({mode}) must be quiet\n{}",
+                out.describe()
+            );
+        }
+    }
+
+    // A hole: segment 2 is missing while a later segment of the timeline is archived.
+    let later = s.repo.join(format!(
+        "wal/00000001/000000010000000000000003-{}.zst",
+        "ab".repeat(32)
+    ));
+    write_postgres_file(&later, b"not read: its key alone shows the archive goes on");
+    assert_failure_in_each_mode(
+        &s,
+        "000000010000000000000002",
+        &[
+            "000000010000000000000002",
+            "hole",
+            "000000010000000000000003-",
+        ],
+        "a hole",
+    );
+    fs::remove_file(&later).unwrap();
+
+    // A corrupt object: its key and the segment are named.
+    let objects = s.wal_objects();
+    let object = s.repo.join(&objects[0]);
+    let good = fs::read(&object).unwrap();
+    flip_bytes(&object, good.len() / 2, 4);
+    assert_failure_in_each_mode(
+        &s,
+        SEG1,
+        &[SEG1, "corrupt", &objects[0]],
+        "a corrupt object",
+    );
+    fs::write(&object, &good).unwrap();
+
+    // An uninitialised or unreadable repository is a failure, never "not archived".
+    let repo_json = s.repo.join("repo.json");
+    let identity = fs::read(&repo_json).unwrap();
+    fs::remove_file(&repo_json).unwrap();
+    assert_failure_in_each_mode(
+        &s,
+        "000000010000000000000002",
+        &["not initialised"],
+        "no repo.json",
+    );
+    fs::write(&repo_json, b"{ not json").unwrap();
+    assert_failure_in_each_mode(
+        &s,
+        "000000010000000000000002",
+        &["repo.json"],
+        "a corrupt repo.json",
+    );
+
+    // Another cluster's repository: its WAL would not fit this data directory.
+    let text = String::from_utf8(identity.clone()).unwrap();
+    let id: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let sysid = id["system_identifier"].to_string();
+    fs::write(&repo_json, text.replace(&sysid, "4242")).unwrap();
+    assert_failure_in_each_mode(&s, SEG1, &["system identifier"], "a foreign repository");
+    fs::write(&repo_json, &identity).unwrap();
+
+    // Back to normal: restored in every mode.
+    for (mode, out) in fetch_in_each_mode(&s, SEG1) {
+        assert_eq!(out.code(), Some(0), "{mode}\n{}", out.describe());
+    }
+    assert_eq!(
+        fs::read(s.pg.datadir.join("pg_wal/RECOVERYXLOG")).unwrap(),
+        fs::read(s.pg_wal(SEG1)).unwrap()
+    );
+}
+
 #[test]
 fn init_against_another_clusters_repository_is_refused() {
     let s = Setup::new("init-foreign");
@@ -366,6 +498,28 @@ fn wal_push_times_out_against_a_silent_store() {
         out.elapsed,
         out.describe()
     );
+    assert!(!pg.datadir.join("pg_wal/RECOVERYXLOG").exists());
+
+    // In archive recovery an unreachable store must stop recovery, not end it.
+    write_postgres_file(&pg.datadir.join("recovery.signal"), b"");
+    let out = pgward_timeout(
+        &pg.datadir,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "wal-fetch",
+            SEG1,
+            "pg_wal/RECOVERYXLOG",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        out.code(),
+        Some(200),
+        "wal-fetch in archive recovery against a store that never answers\n{}",
+        out.describe()
+    );
+    assert!(out.elapsed < Duration::from_secs(6), "{:?}", out.elapsed);
     assert!(!pg.datadir.join("pg_wal/RECOVERYXLOG").exists());
 }
 

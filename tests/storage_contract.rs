@@ -222,6 +222,44 @@ async fn contract(s: DynStorage, many: bool) {
     assert!(keys(&s, "nothing/").await.is_empty());
     assert!(keys(&s, "wal/00000003/").await.is_empty());
     assert!(keys(&s, "wal/00000001/0000000200").await.is_empty());
+    // list_after: strictly after the given key, within the prefix, at most `limit`, sorted.
+    let after = |prefix: &'static str, start: String, limit: usize| {
+        let s = s.clone();
+        async move {
+            let got: Vec<String> = s
+                .list_after(prefix, &start, limit)
+                .await
+                .unwrap_or_else(|e| panic!("list_after {prefix:?} {start:?}: {e}"))
+                .into_iter()
+                .map(|m| m.key)
+                .collect();
+            got
+        }
+    };
+    assert_eq!(
+        after("wal/00000001/", wal_key(1, 3), 10).await,
+        vec![wal_key(1, 4), wal_key(1, 0x1_0000_0000)]
+    );
+    assert_eq!(
+        after("wal/00000001/", wal_key(1, 3), 1).await,
+        vec![wal_key(1, 4)]
+    );
+    // A start past the key itself (`~` sorts after `-` and `.`) and past the prefix's end.
+    assert_eq!(
+        after("wal/00000001/", format!("{}~", &wal_key(1, 4)[..37]), 5).await,
+        vec![wal_key(1, 0x1_0000_0000)]
+    );
+    assert!(
+        after("wal/00000001/", wal_key(1, 0x1_0000_0000), 5)
+            .await
+            .is_empty()
+    );
+    // A start before the prefix: the listing still stays inside it.
+    assert_eq!(
+        after("wal/00000002/", "wal/00000001/".to_string(), 5).await,
+        vec![wal_key(2, 5)]
+    );
+
     let everything = s.list("").await.unwrap();
     let sizes: Vec<(String, u64)> = everything.iter().map(|m| (m.key.clone(), m.size)).collect();
     for (key, data) in &cases {

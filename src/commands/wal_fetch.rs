@@ -1,17 +1,22 @@
 //! `pgward wal-fetch <name> <dest>`: the `restore_command`.
 //!
-//! Exit 0 with the exact original bytes at `dest`; exit 1, quietly, when the file is not
-//! archived (recovery probes for files that do not exist); a loud error when the stored object
-//! is corrupt. Each successful fetch makes sure a detached prefetcher is downloading the next
-//! segments into the spool.
+//! Exit 0 with the exact original bytes at `dest`; exit 1, quietly, only when the file is known
+//! not to be archived; every failure is loud, and stops archive recovery (`wal::fetch` explains
+//! the three answers, `main.rs` turns them into exit statuses). A fetch from the repository also
+//! checks `repo.json` (and, run in a data directory, that it is this cluster's repository): an
+//! uninitialised, unreadable or foreign repository is a failure, never "not archived". Each
+//! successful fetch makes sure a detached prefetcher is downloading the next segments.
 //! See <https://www.postgresql.org/docs/15/runtime-config-wal.html#GUC-RESTORE-COMMAND>.
 
 use crate::commands::detached::{self, Log};
 use crate::context::Context;
 use crate::pg::WalFileName;
+use crate::pg::control::ControlFile;
+use crate::repo::identity::RepoIdentity;
+use crate::storage::Storage;
 use crate::wal::fetch;
 use crate::wal::spool::FetchSpool;
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
@@ -31,7 +36,21 @@ pub async fn run(ctx: &Context, args: &Args, exe: Option<&Path>) -> Result<()> {
     let work = async {
         let report = match fetch::take_from_spool(&spool, &name, &args.dest)? {
             Some(r) => r,
-            None => fetch::fetch_from_repo(ctx.storage.as_ref(), &name, &args.dest).await?,
+            None => {
+                // The identity check runs beside the fetch, so it costs no extra round trip.
+                let storage = ctx.storage.as_ref();
+                let (identity, fetched) = tokio::join!(
+                    check_repository(storage),
+                    fetch::fetch_from_repo(storage, &name, &args.dest)
+                );
+                if let Err(e) = identity {
+                    if fetched.is_ok() {
+                        let _ = std::fs::remove_file(&args.dest);
+                    }
+                    return Err(e);
+                }
+                fetched?
+            }
         };
         report.log();
         Ok::<_, anyhow::Error>(())
@@ -50,6 +69,27 @@ pub async fn run(ctx: &Context, args: &Args, exe: Option<&Path>) -> Result<()> {
         spool.cleanup(Some(seg));
         if ctx.config.wal.prefetch > 0 {
             maybe_start_prefetcher(ctx, &spool, &name, exe);
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a repository that is not initialised, unreadable, or another cluster's (when run in
+/// a data directory, as PostgreSQL runs `restore_command`).
+async fn check_repository(storage: &dyn Storage) -> Result<()> {
+    let id = RepoIdentity::require(storage).await?;
+    let here = Path::new(".");
+    if here.join("global/pg_control").is_file() {
+        let control = ControlFile::read(here)?;
+        if control.system_identifier != id.system_identifier {
+            bail!(
+                "the repository {} belongs to database system identifier {}, but this data \
+                 directory has {}: its WAL would not fit\nhint: point --config at this \
+                 cluster's configuration (its [repo] url)",
+                storage.describe(),
+                id.system_identifier,
+                control.system_identifier
+            );
         }
     }
     Ok(())

@@ -4,12 +4,11 @@
 //! timeline) in the fetch spool, verified, and exits at the end of the archive or when recovery
 //! stops asking. At most one runs per spool (an exclusive lock on `prefetch.lock`).
 
-use crate::commands::NotArchived;
 use crate::commands::detached;
 use crate::context::Context;
 use crate::pg::{WalFileName, WalSegmentName};
 use crate::repo::identity::RepoIdentity;
-use crate::wal::fetch;
+use crate::wal::fetch::{self, NotArchived};
 use crate::wal::spool::FetchSpool;
 use anyhow::Result;
 use std::collections::{HashSet, VecDeque};

@@ -78,15 +78,19 @@ impl RepoIdentity {
                 });
             }
         };
-        let id: RepoIdentity = serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{REPO_JSON} in {} is not valid JSON for this version of pgward",
+        let id: RepoIdentity = serde_json::from_slice(&bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{REPO_JSON} in {} is not valid JSON for this version of pgward: {e}\nhint: it \
+                 is written once by `pgward init` and never changes; restore it from a copy of \
+                 the repository (it records the cluster's system identifier, PostgreSQL major \
+                 version and WAL segment size)",
                 storage.describe()
             )
         })?;
         if id.format_version != FORMAT_VERSION {
             bail!(
-                "repository format version {} is not supported by this pgward (supports {FORMAT_VERSION})",
+                "repository format version {} is not supported by this pgward (supports \
+                 {FORMAT_VERSION})\nhint: use the pgward version that wrote the repository",
                 id.format_version
             );
         }

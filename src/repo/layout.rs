@@ -13,7 +13,7 @@
 //! never overwrite each other: they get different keys, and the conflict is detected by listing.
 
 use crate::codec::Sha256Digest;
-use crate::pg::{Timeline, WalFileName};
+use crate::pg::{Timeline, WalFileName, WalSegmentName};
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const REPO_JSON: &str = "repo.json";
@@ -36,6 +36,15 @@ pub fn wal_name_prefix(name: &WalFileName) -> String {
         WalFileName::History(_) => format!("{WAL_PREFIX}{name}-"),
         other => format!("{}{other}-", wal_timeline_prefix(other.timeline())),
     }
+}
+
+/// Where a listing of the WAL archived after `seg` on its timeline starts: `(prefix,
+/// start_after)`. Every key of `seg` itself (`<seg>-…`, `<seg>.partial-…`, `<seg>.<off>.backup-…`:
+/// `-` and `.` sort before `~`) sorts before `start_after`, every key of a later segment after it.
+pub fn wal_after_segment(seg: &WalSegmentName) -> (String, String) {
+    let prefix = wal_timeline_prefix(seg.tli);
+    let start_after = format!("{prefix}{seg}~");
+    (prefix, start_after)
 }
 
 /// The key of one stored WAL file.

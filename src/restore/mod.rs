@@ -280,6 +280,7 @@ async fn write_all(
         inclusive: !req.exclusive,
         timeline: plan.timeline.setting.clone(),
         action: req.action,
+        hole_after_target: plan.wal_hole.clone(),
     };
     let block = recovery_conf::render(&settings, &m.label, &now_rfc3339());
     {

@@ -59,6 +59,9 @@ pub struct RestorePlan {
     /// End of the WAL archived contiguously from the backup's start along the path to the
     /// target timeline: recovery cannot go past it.
     pub wal_available_until: Lsn,
+    /// The first missing segment when later WAL is archived (a hole, which the plan has
+    /// checked the target lies before); `None` when the archive is contiguous to its end.
+    pub wal_hole: Option<String>,
     pub warnings: Vec<String>,
 }
 
@@ -126,6 +129,8 @@ pub fn plan(view: &ArchiveView<'_>, req: &PlanRequest) -> Result<RestorePlan> {
         );
     }
 
+    refuse_targets_past_a_hole(req, backup, &reach)?;
+
     let setting = timeline_setting(
         view.histories,
         backup,
@@ -159,6 +164,10 @@ pub fn plan(view: &ArchiveView<'_>, req: &PlanRequest) -> Result<RestorePlan> {
         },
         wal_needed: wal_needed(backup, seg_size)?,
         wal_available_until: reach.until,
+        wal_hole: reach
+            .first_missing
+            .filter(|_| reach.more_after_gap)
+            .map(|m| m.to_string()),
         warnings,
     })
 }
@@ -546,6 +555,32 @@ fn reach(wal: &WalCatalog, seg_size: u64, path: &[PathStep], b: &BackupSummary) 
     })
 }
 
+/// A hole (a missing segment with later WAL archived) ends recovery early if the target lies
+/// past it: refuse the end of the archive and LSN targets beyond it. Time, xid and name targets
+/// cannot be placed in the WAL from the catalog; they get a warning (`warn_about_reach`), and
+/// `wal-fetch` stops recovery at the hole rather than let it end there.
+fn refuse_targets_past_a_hole(req: &PlanRequest, b: &BackupSummary, reach: &Reach) -> Result<()> {
+    let Some(missing) = reach.first_missing.filter(|_| reach.more_after_gap) else {
+        return Ok(());
+    };
+    let past = match &req.target {
+        RecoveryTarget::EndOfArchive => "the end of the archive".to_string(),
+        // Recovery reaches an LSN target only by reading a record at or past it.
+        RecoveryTarget::Lsn(l) if *l >= reach.until => format!("the target LSN {l}"),
+        _ => return Ok(()),
+    };
+    bail!(
+        "the archive has a hole after backup {}: {missing} is missing but later WAL of its \
+         timeline is archived, so recovery cannot go past {} and {past} lies beyond it\nhint: \
+         put {missing} back into the repository from another copy (`pgward wal-push` of it from \
+         a standby's or the primary's pg_wal), or choose a target before the hole (for example \
+         --target-lsn with an LSN below {})",
+        b.label,
+        reach.until,
+        reach.until
+    )
+}
+
 fn warn_about_reach(
     req: &PlanRequest,
     b: &BackupSummary,
@@ -571,8 +606,9 @@ fn warn_about_reach(
     }
     if reach.more_after_gap {
         warnings.push(format!(
-            "the archive has a gap after backup {}: {missing} is missing, so recovery can reach \
-             only up to {} although later WAL is archived",
+            "the archive has a hole after backup {}: {missing} is missing, so recovery can reach \
+             only up to {} although later WAL is archived; if the target lies past it, recovery \
+             stops at {missing} with an error (the server does not come up) until it is put back",
             b.label, reach.until
         ));
     }
@@ -1141,12 +1177,42 @@ mod tests {
             "{msg}"
         );
 
-        // A gap after the stop: a warning saying how far recovery can go.
+        // A hole after the stop: the end of the archive and LSN targets past it are refused,
+        // naming the hole and how to get past it.
         let gap_after = Archive {
             segs: vec![(1, 3, 6), (1, 8, 9)],
             histories: vec![],
         };
-        let p = run(&b, &gap_after, None, RecoveryTarget::EndOfArchive, latest).unwrap();
+        for target in [
+            RecoveryTarget::EndOfArchive,
+            RecoveryTarget::Lsn(lsn("0/7000000")),
+            RecoveryTarget::Lsn(lsn("0/8800000")),
+        ] {
+            let msg = format!(
+                "{:#}",
+                run(&b, &gap_after, None, target.clone(), latest).unwrap_err()
+            );
+            for needle in [
+                "hole after backup B",
+                "000000010000000000000007 is missing",
+                "cannot go past 0/7000000",
+                "hint: put 000000010000000000000007 back",
+                "--target-lsn",
+            ] {
+                assert!(msg.contains(needle), "{target:?}: {needle}\n{msg}");
+            }
+        }
+        // A target before the hole is fine; a time target cannot be placed, so it is warned.
+        let p = run(
+            &b,
+            &gap_after,
+            None,
+            RecoveryTarget::Lsn(lsn("0/6FFFFFF")),
+            latest,
+        )
+        .unwrap();
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        let p = run(&b, &gap_after, None, time("2026-11-22 10:30:00+00"), latest).unwrap();
         assert_eq!(p.wal_available_until, lsn("0/7000000"));
         assert_eq!(
             p.wal_needed,
@@ -1163,7 +1229,8 @@ mod tests {
             p.warnings
         );
         assert!(
-            p.warnings[0].contains("only up to 0/7000000"),
+            p.warnings[0].contains("only up to 0/7000000")
+                && p.warnings[0].contains("stops at 000000010000000000000007"),
             "{:?}",
             p.warnings
         );

@@ -32,6 +32,11 @@ pub struct RecoverySettings {
     pub timeline: String,
     /// Only written when a target is set.
     pub action: TargetAction,
+    /// The first missing segment of a hole past the target, if the archive has one. Recovery
+    /// then must not read WAL ahead of replay: PostgreSQL's read-ahead (`recovery_prefetch`)
+    /// asks `restore_command` for the segment after the one holding the target before replay
+    /// reaches it, and `wal-fetch` answers a hole with a failure that stops recovery.
+    pub hole_after_target: Option<String>,
 }
 
 /// A postgresql.conf string literal.
@@ -97,6 +102,13 @@ pub fn render(s: &RecoverySettings, label: &str, when: &str) -> String {
     if chosen.is_some() {
         let _ = writeln!(out, "recovery_target_action = {}", quote(s.action.as_str()));
     }
+    if let Some(missing) = &s.hole_after_target {
+        let _ = writeln!(
+            out,
+            "# The archive has a hole at {missing}, after the target: no WAL read-ahead past it."
+        );
+        let _ = writeln!(out, "recovery_prefetch = off");
+    }
     out
 }
 
@@ -115,6 +127,7 @@ mod tests {
             inclusive: true,
             timeline: "latest".into(),
             action: TargetAction::Promote,
+            hole_after_target: None,
         }
     }
 

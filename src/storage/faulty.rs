@@ -22,6 +22,7 @@ pub struct FaultyStorage {
     fail_puts_permanently: AtomicBool,
     hang: Mutex<Option<Duration>>,
     corrupt_reads: AtomicBool,
+    failing_ops: Mutex<Vec<&'static str>>,
     calls: AtomicUsize,
     injected: AtomicUsize,
 }
@@ -35,6 +36,7 @@ impl FaultyStorage {
             fail_puts_permanently: AtomicBool::new(false),
             hang: Mutex::new(None),
             corrupt_reads: AtomicBool::new(false),
+            failing_ops: Mutex::new(Vec::new()),
             calls: AtomicUsize::new(0),
             injected: AtomicUsize::new(0),
         }
@@ -64,6 +66,18 @@ impl FaultyStorage {
         self
     }
 
+    /// While on, every call of the method named `op` (`"put"`, `"list_after"`, …) fails with
+    /// `Transient`, whatever the other knobs say.
+    pub fn fail_op(&self, op: &'static str, on: bool) -> &Self {
+        let mut ops = self.failing_ops.lock().unwrap_or_else(|e| e.into_inner());
+        ops.retain(|o| *o != op);
+        if on {
+            ops.push(op);
+        }
+        drop(ops);
+        self
+    }
+
     /// Calls of any method so far, including the ones that failed.
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
@@ -89,6 +103,17 @@ impl FaultyStorage {
             self.injected.fetch_add(1, Ordering::SeqCst);
             return Err(StorageError::Transient(format!(
                 "injected transient failure: {op} {key}"
+            )));
+        }
+        let op_fails = self
+            .failing_ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&op);
+        if op_fails {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(StorageError::Transient(format!(
+                "injected transient failure of every {op}: {key}"
             )));
         }
         if is_put && self.fail_puts_permanently.load(Ordering::SeqCst) {
@@ -133,6 +158,16 @@ impl Storage for FaultyStorage {
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
         self.before("list", prefix, false).await?;
         self.inner.list(prefix).await
+    }
+
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> StorageResult<Vec<ObjectMeta>> {
+        self.before("list_after", start_after, false).await?;
+        self.inner.list_after(prefix, start_after, limit).await
     }
 
     async fn delete(&self, key: &str) -> StorageResult<()> {

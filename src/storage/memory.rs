@@ -126,6 +126,32 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> StorageResult<Vec<ObjectMeta>> {
+        use std::ops::Bound;
+        self.count(false);
+        let from = start_after.max(prefix).to_string();
+        let lower = if from == start_after {
+            Bound::Excluded(from)
+        } else {
+            Bound::Included(from)
+        };
+        Ok(self
+            .map()
+            .range((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| ObjectMeta {
+                key: k.clone(),
+                size: v.len() as u64,
+            })
+            .collect())
+    }
+
     async fn delete(&self, key: &str) -> StorageResult<()> {
         self.count(false);
         check_key(key)?;

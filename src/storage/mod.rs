@@ -15,6 +15,11 @@
 //! - `get` and `head` report a missing object as [`StorageError::NotFound`] / `None`.
 //! - `list(prefix)` returns every object whose key starts with `prefix` (a plain string prefix,
 //!   not a directory), sorted by key.
+//! - `list_after(prefix, start_after, limit)` returns the first `limit` of those whose key sorts
+//!   strictly after `start_after`, sorted. On S3 it is one request (`start-after`, `max-keys`)
+//!   whatever the number of objects, which is what lets `wal-fetch` ask "is anything archived
+//!   after this name?" every few seconds on a standby. The default implementation filters a full
+//!   `list` (right, not cheap); backends that can do better override it, and wrappers pass it on.
 //! - `delete` of a missing key succeeds (idempotent).
 //! - Cancellation: dropping a future mid-`put` never leaves a partial object visible under the
 //!   key (local writes go through a temp file; S3 uploads are single requests or multipart
@@ -81,6 +86,18 @@ pub trait Storage: Send + Sync + Debug {
     async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>>;
     /// Every object whose key starts with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>>;
+    /// The first `limit` objects whose key starts with `prefix` and sorts after `start_after`.
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> StorageResult<Vec<ObjectMeta>> {
+        let mut all = self.list(prefix).await?;
+        all.retain(|o| o.key.as_str() > start_after);
+        all.truncate(limit);
+        Ok(all)
+    }
     /// Removes an object; removing a missing object succeeds.
     async fn delete(&self, key: &str) -> StorageResult<()>;
     /// A short description for logs and errors (never contains secrets).

@@ -155,6 +155,18 @@ impl Storage for RetryingStorage {
         self.run("list", prefix, || self.inner.list(prefix)).await
     }
 
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> StorageResult<Vec<ObjectMeta>> {
+        self.run("list", start_after, || {
+            self.inner.list_after(prefix, start_after, limit)
+        })
+        .await
+    }
+
     async fn delete(&self, key: &str) -> StorageResult<()> {
         self.run("delete", key, || self.inner.delete(key)).await
     }

@@ -496,6 +496,47 @@ impl Drop for AbortOnDrop {
     }
 }
 
+impl S3Storage {
+    /// The key prefix every listed key starts with (`<prefix>/`, or nothing at the bucket root).
+    fn list_root(&self) -> String {
+        if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        }
+    }
+
+    fn list_error<E>(&self, prefix: &str, e: SdkError<E>) -> StorageError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        // A missing bucket is not an empty listing.
+        match self.error("list", Some(prefix), e) {
+            StorageError::NotFound(m) => {
+                StorageError::Permanent(format!("s3 list {m}: not found\nhint: {HINT_BUCKET}"))
+            }
+            other => other,
+        }
+    }
+}
+
+/// The objects of one listing page, keyed relative to the repository root.
+fn page_objects(
+    root: &str,
+    page: &aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
+) -> Vec<ObjectMeta> {
+    page.contents()
+        .iter()
+        .filter_map(|obj| {
+            let rel = obj.key()?.strip_prefix(root)?;
+            Some(ObjectMeta {
+                key: rel.to_string(),
+                size: obj.size().unwrap_or(0).max(0) as u64,
+            })
+        })
+        .collect()
+}
+
 #[async_trait]
 impl Storage for S3Storage {
     async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
@@ -562,11 +603,7 @@ impl Storage for S3Storage {
     }
 
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
-        let root = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        };
+        let root = self.list_root();
         let full_prefix = format!("{root}{prefix}");
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -579,31 +616,38 @@ impl Storage for S3Storage {
             if let Some(t) = &token {
                 req = req.continuation_token(t);
             }
-            let page = req.send().await.map_err(|e| {
-                // A missing bucket is not an empty listing.
-                match self.error("list", Some(prefix), e) {
-                    StorageError::NotFound(m) => StorageError::Permanent(format!(
-                        "s3 list {m}: not found\nhint: {HINT_BUCKET}"
-                    )),
-                    other => other,
-                }
-            })?;
-            for obj in page.contents() {
-                let Some(k) = obj.key() else { continue };
-                let Some(rel) = k.strip_prefix(root.as_str()) else {
-                    continue;
-                };
-                out.push(ObjectMeta {
-                    key: rel.to_string(),
-                    size: obj.size().unwrap_or(0).max(0) as u64,
-                });
-            }
+            let page = req.send().await.map_err(|e| self.list_error(prefix, e))?;
+            out.extend(page_objects(&root, &page));
             match page.next_continuation_token() {
                 Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
                 _ => break,
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> StorageResult<Vec<ObjectMeta>> {
+        let root = self.list_root();
+        // One request: S3 returns at most `max-keys` keys after `start-after`, in key order.
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(format!("{root}{prefix}"))
+            .start_after(format!("{root}{start_after}"))
+            .max_keys(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
+            .send()
+            .await
+            .map_err(|e| self.list_error(prefix, e))?;
+        let mut out = page_objects(&root, &page);
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.truncate(limit);
         Ok(out)
     }
 

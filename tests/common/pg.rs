@@ -684,7 +684,8 @@ impl PgCluster {
         self.datadir.join("postmaster.pid").exists()
     }
 
-    pub fn start(&mut self) {
+    /// `pg_ctl start -w`; the caller judges the outcome (a recovery that must fail, say).
+    pub fn try_start(&mut self) -> RunOutput {
         let mut cmd = pg_command("pg_ctl");
         cmd.current_dir(&self.cwd)
             .arg("-D")
@@ -692,7 +693,23 @@ impl PgCluster {
             .arg("-l")
             .arg(&self.log_file)
             .args(["-w", "-t", "60", "start"]);
-        let out = run_with_timeout(&mut cmd, Duration::from_secs(90));
+        run_with_timeout(&mut cmd, Duration::from_secs(90))
+    }
+
+    /// Waits until the postmaster has exited (its pid file is gone); false on timeout.
+    pub fn wait_stopped(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.is_running() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        true
+    }
+
+    pub fn start(&mut self) {
+        let out = self.try_start();
         assert!(
             out.status.success(),
             "cluster {} did not start\n{}\n{}",

@@ -6,15 +6,24 @@
 //! (without an auth provider s3s answers every signed request with 501). It is a test double:
 //! its `If-None-Match` is check-then-write, so do not race conditional writes against it.
 //! Dropping the server stops accepting and closes open connections; the directory goes with it.
+//!
+//! [`Faults`] let a test make the running server misbehave the way real stores do: go away
+//! (every request dropped unanswered, new connections closed), optionally right after serving
+//! a chosen object, and come back.
 #![allow(dead_code)]
 
+use futures::future::BoxFuture;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use pgward::config::{S3Config, Secret};
 use pgward::storage::s3::S3Storage;
 use s3s::auth::SimpleAuth;
+use s3s::service::S3Service;
 use s3s::service::S3ServiceBuilder;
+use s3s::{HttpError, HttpResponse};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
@@ -24,8 +33,72 @@ pub struct S3Server {
     pub endpoint: String,
     pub access_key: String,
     pub secret_key: String,
+    pub faults: Arc<Faults>,
     root: tempfile::TempDir,
     task: JoinHandle<()>,
+}
+
+/// Misbehaviour switched on while the server runs; shared with every connection.
+#[derive(Debug, Default)]
+pub struct Faults {
+    down: AtomicBool,
+    /// Go down right after answering a GET whose path contains this.
+    down_after_get_of: Mutex<Option<String>>,
+}
+
+impl Faults {
+    /// The store goes away: requests are dropped unanswered, new connections closed at once.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
+    }
+
+    /// Serves the next GET whose path contains `needle`, then goes down.
+    pub fn go_down_after_get_of(&self, needle: &str) {
+        *self.down_after_get_of.lock().unwrap() = Some(needle.to_string());
+    }
+}
+
+/// The S3 service with [`Faults`] in front of it.
+#[derive(Clone)]
+struct Faulty {
+    inner: S3Service,
+    faults: Arc<Faults>,
+}
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Faulty {
+    type Response = HttpResponse;
+    type Error = HttpError;
+    type Future = BoxFuture<'static, Result<HttpResponse, HttpError>>;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        if self.faults.is_down() {
+            // An error from the service makes hyper drop the connection without an answer.
+            return Box::pin(async { Err(HttpError::new("the test S3 server is down".into())) });
+        }
+        let last_before_down = req.method() == http::Method::GET && {
+            let mut trigger = self.faults.down_after_get_of.lock().unwrap();
+            let hit = trigger
+                .as_deref()
+                .is_some_and(|n| req.uri().path().contains(n));
+            if hit {
+                *trigger = None;
+            }
+            hit
+        };
+        let answer = hyper::service::Service::call(&self.inner, req);
+        let faults = self.faults.clone();
+        Box::pin(async move {
+            let r = answer.await;
+            if last_before_down {
+                faults.set_down(true);
+            }
+            r
+        })
+    }
 }
 
 impl S3Server {
@@ -40,14 +113,19 @@ impl S3Server {
             .unwrap_or_else(|e| panic!("cannot serve {} over S3: {e:?}", root.path().display()));
         let access_key = "pgward-test-access-key".to_string();
         let secret_key = format!("pgward-test-secret-{:016x}", rand::random::<u64>());
+        let faults = Arc::new(Faults::default());
         let service = {
             let mut b = S3ServiceBuilder::new(fs);
             b.set_auth(SimpleAuth::from_single(
                 access_key.clone(),
                 secret_key.clone(),
             ));
-            b.build()
+            Faulty {
+                inner: b.build(),
+                faults: faults.clone(),
+            }
         };
+        let accept_faults = faults.clone();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("cannot bind the test S3 server to 127.0.0.1");
@@ -66,6 +144,10 @@ impl S3Server {
                         continue;
                     }
                 };
+                if accept_faults.is_down() {
+                    drop(stream);
+                    continue;
+                }
                 let service = service.clone();
                 connections.spawn(async move {
                     // A client hanging up mid-request is not the server's problem.
@@ -81,6 +163,7 @@ impl S3Server {
             endpoint: format!("http://{addr}"),
             access_key,
             secret_key,
+            faults,
             root,
             task,
         }
