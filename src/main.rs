@@ -15,6 +15,9 @@ use pgward::wal::fetch::{self, Outcome, RecoveryMode};
 use std::path::Path;
 use std::process::ExitCode;
 
+/// How long finished commands wait for leftover blocking work before exiting anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     pgward::logging::init(cli.log_format, cli.verbose);
@@ -32,7 +35,13 @@ fn main() -> ExitCode {
     // failure must stop recovery; read before anything can fail (a bad config fails too).
     let fetch_mode =
         matches!(cli.command, Command::WalFetch(_)).then(|| RecoveryMode::detect(Path::new(".")));
-    match (runtime.block_on(run(cli)), fetch_mode) {
+    let result = runtime.block_on(run(cli));
+    // Blocking work stuck in the kernel (a `file://` repository on a stalled NFS mount) must not
+    // keep the process alive after the command has answered within `wal.timeout`: dropping the
+    // runtime would wait for it forever, the archiver would hang and pg_wal fill up. Exiting
+    // ends those threads.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    match (result, fetch_mode) {
         (Ok(()), _) => ExitCode::SUCCESS,
         (Err(e), Some(mode)) => {
             let outcome = Outcome::of_error(&e);

@@ -558,8 +558,30 @@ async fn backup_under_storage_faults() {
     assert!(out.stats.new_blocks > 0);
     assert!(s.repo.join(layout::manifest_key(&out.label)).is_file());
 
+    // Writes that commit but lose their answer (the lease, the in-progress marker, the
+    // manifest): the retries find their own objects, so the backup succeeds with exactly one
+    // manifest and leaves neither marker nor lease behind.
+    psql("insert into f select g, md5(g::text) from generate_series(20001, 20100) g");
+    let before = backups_in(&s.repo).0;
+    let faulty = Arc::new(FaultyStorage::new(local.clone()));
+    faulty
+        .lose_acks(layout::LOCKS_PREFIX, 1)
+        .lose_acks(layout::BACKUPS_PREFIX, 2);
+    let lost = run_backup(
+        &ctx_with(fast_retries(faulty.clone())),
+        BackupOptions::default(),
+    )
+    .await
+    .expect("a committed write whose answer was lost is this backup's own");
+    assert_eq!(faulty.injected_failures(), 3);
+    let (after, markers) = backups_in(&s.repo);
+    assert_eq!(after.len(), before.len() + 1, "{after:?}");
+    assert!(after.contains(&lost.label), "{after:?}");
+    assert!(markers.is_empty(), "{markers:?}");
+    assert!(!s.repo.join(layout::lock_key("backup")).exists());
+
     // Transient failures of block uploads mid-copy are retried too.
-    psql("insert into f select g, md5(g::text) from generate_series(20001, 40000) g");
+    psql("insert into f select g, md5(g::text) from generate_series(20101, 40000) g");
     let blocks = Arc::new(BlockFaults {
         inner: local.clone(),
         transient: AtomicUsize::new(3),

@@ -196,6 +196,32 @@ fn push_of_badly_named_file_is_refused() {
     assert!(snapshot_tree(&s.repo) == before, "repository changed");
 }
 
+/// A segment of a running server's pg_wal that PostgreSQL has not marked ready may still be
+/// being written: a manual push is refused (an incomplete copy would be archived for good and
+/// jam PostgreSQL's own push) unless `--force`; once `.ready` exists it is archived.
+#[test]
+fn manual_push_of_an_unfinished_segment_is_refused() {
+    let s = Setup::new("unfinished");
+    // A live postmaster: this test's own pid stands in for it.
+    let pid_file = s.pg.datadir.join("postmaster.pid");
+    write_postgres_file(&pid_file, format!("{}\n", std::process::id()).as_bytes());
+    let out = s.push(&format!("pg_wal/{SEG1}"));
+    fs::remove_file(&pid_file).unwrap();
+    assert_exit_1(&out, "push of a live segment without .ready");
+    assert_mentions(&out, &["has not marked"], "live segment");
+    assert_mentions(&out, &["--force"], "live segment");
+    assert!(s.wal_objects().is_empty(), "{:?}", s.wal_objects());
+
+    write_postgres_file(&pid_file, format!("{}\n", std::process::id()).as_bytes());
+    let status = s.pg.datadir.join("pg_wal/archive_status");
+    fs::create_dir_all(&status).unwrap();
+    write_postgres_file(&status.join(format!("{SEG1}.ready")), b"");
+    let out = s.push(&format!("pg_wal/{SEG1}"));
+    fs::remove_file(&pid_file).unwrap();
+    assert_eq!(out.code(), Some(0), "with .ready\n{}", out.describe());
+    assert_eq!(s.wal_objects().len(), 1);
+}
+
 #[test]
 fn push_of_missing_file_fails() {
     let s = Setup::new("missing");
@@ -521,6 +547,49 @@ fn wal_push_times_out_against_a_silent_store() {
     );
     assert!(out.elapsed < Duration::from_secs(6), "{:?}", out.elapsed);
     assert!(!pg.datadir.join("pg_wal/RECOVERYXLOG").exists());
+}
+
+/// A `file://` repository whose disk is stuck (a stalled NFS mount): reading `repo.json`
+/// blocks a thread in the kernel forever, here by making it a FIFO nobody writes. The command
+/// must still answer within `wal.timeout` and exit, not wait for the stuck thread.
+#[test]
+fn a_stuck_disk_cannot_keep_wal_push_or_wal_fetch_alive() {
+    let s = Setup::new("stuck-disk");
+    let cfg = write_config_with(
+        &s.dir,
+        &s.pg.datadir,
+        RepoSpec::Local(s.repo.clone()),
+        &WalOpts {
+            timeout: "2s".into(),
+            ..WalOpts::default()
+        },
+    );
+    let repo_json = s.repo.join("repo.json");
+    fs::remove_file(&repo_json).unwrap();
+    let mk = std::process::Command::new("mkfifo")
+        .arg("-m")
+        .arg("0666")
+        .arg(&repo_json)
+        .status()
+        .unwrap();
+    assert!(mk.success(), "mkfifo");
+    chown_postgres(&repo_json);
+    let seg = format!("pg_wal/{SEG1}");
+    let cfg = cfg.to_str().unwrap();
+    for args in [
+        vec!["--config", cfg, "wal-push", &seg],
+        vec!["--config", cfg, "wal-fetch", SEG1, "pg_wal/RECOVERYXLOG"],
+    ] {
+        let out = pgward_timeout(&s.pg.datadir, &args, Duration::from_secs(30));
+        assert_exit_1(&out, &format!("{args:?} on a stuck disk"));
+        assert!(
+            out.elapsed < Duration::from_millis(3500),
+            "wal.timeout = 2s, yet {args:?} took {:?}\n{}",
+            out.elapsed,
+            out.describe()
+        );
+        assert_mentions(&out, &["wal.timeout"], "stuck disk");
+    }
 }
 
 /// A TCP server that accepts connections and never answers (until dropped).

@@ -17,9 +17,9 @@ use pgward::config::{S3Config, Secret};
 use pgward::storage::faulty::FaultyStorage;
 use pgward::storage::local::LocalStorage;
 use pgward::storage::memory::MemoryStorage;
-use pgward::storage::retry::{RetryPolicy, RetryingStorage};
+use pgward::storage::retry::{self, RetryPolicy, RetryingStorage};
 use pgward::storage::s3::S3Storage;
-use pgward::storage::{DynStorage, PutOutcome, StorageError};
+use pgward::storage::{DynStorage, PutOutcome, Storage, StorageError};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -619,4 +619,49 @@ async fn s3_missing_bucket_is_permanent() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A listing of many pages from a distant store: every page answers within the per-attempt
+/// deadline, the whole listing does not. Each page must be its own attempt (one deadline over
+/// the whole listing failed every backup and restore of a large repository).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_listing_of_many_pages_is_timed_per_page() {
+    let server = S3Server::start().await;
+    let s3 = server.storage("pgward-pages", "repo").await;
+    // 5000 objects written straight into the server's directory (s3s-fs lists files).
+    let dir = server.root().join("pgward-pages/repo/wal/00000001");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..5000u32 {
+        std::fs::write(dir.join(format!("k{i:05}")), b"x").unwrap();
+    }
+    // The test double walks the whole directory for every page; measure what one page costs
+    // it, so that the deadline stays about 3 pages of latency whatever the build.
+    let t = Instant::now();
+    let page = s3.list_page("wal/00000001/", None).await.unwrap();
+    assert_eq!(page.objects.len(), 1000);
+    let served = t.elapsed();
+    let latency = Duration::from_millis(100);
+    let deadline = Duration::from_millis(300) + served * 2;
+    eprintln!("one page: {served:?}; latency {latency:?}, deadline {deadline:?}");
+    server.faults.set_latency(latency);
+    let s = retry::wrap(
+        Arc::new(s3),
+        RetryPolicy {
+            attempts: 2,
+            attempt_timeout: deadline,
+            base_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+        },
+    );
+    let t = Instant::now();
+    let listed = s
+        .list("wal/00000001/")
+        .await
+        .expect("each page fits in its deadline");
+    assert_eq!(listed.len(), 5000);
+    assert_eq!(listed[4999].key, "wal/00000001/k04999");
+    assert!(
+        t.elapsed() > deadline,
+        "the whole listing must take longer than one deadline, or this proves nothing"
+    );
 }

@@ -19,6 +19,7 @@ use anyhow::Result;
 use async_trait::async_trait;
 use bytes::Bytes;
 use common::pg::{InitOpts, PgCluster, TestDir};
+use common::s3_server::S3Server;
 use pgward::codec::{self, Sha256Digest};
 use pgward::commands::{wal_fetch, wal_push};
 use pgward::config::Config;
@@ -31,7 +32,7 @@ use pgward::repo::layout;
 use pgward::storage::faulty::FaultyStorage;
 use pgward::storage::memory::MemoryStorage;
 use pgward::storage::retry::{self, RetryPolicy};
-use pgward::storage::{DynStorage, ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
+use pgward::storage::{DynStorage, ObjectMeta, PutOutcome, Storage, StorageResult};
 use pgward::wal::push::{PushOutcome, Pusher};
 use pgward::wal::spool::{PushRecord, PushSpool};
 use std::fs;
@@ -203,6 +204,7 @@ impl Env {
             &self.ctx,
             &wal_push::Args {
                 path: path.to_path_buf(),
+                force: false,
             },
             // No binary: push-ahead runs inside the call.
             None,
@@ -355,58 +357,11 @@ async fn transient_failures_are_retried_and_nothing_is_lost() {
     assert!(fs::read(&dest).unwrap() == original, "fetched bytes differ");
 }
 
-/// A store that keeps the object but loses the answer of the first `put_if_absent` (the reply
-/// of a successful PUT never arrives).
-#[derive(Debug)]
-struct LostAck {
-    inner: DynStorage,
-    lose: AtomicUsize,
-}
-
-#[async_trait]
-impl Storage for LostAck {
-    async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
-        self.inner.put(key, data).await
-    }
-    async fn put_if_absent(&self, key: &str, data: Bytes) -> StorageResult<PutOutcome> {
-        let r = self.inner.put_if_absent(key, data).await?;
-        let lost = self
-            .lose
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if lost {
-            return Err(StorageError::Transient(format!(
-                "connection reset after put_if_absent {key}"
-            )));
-        }
-        Ok(r)
-    }
-    async fn get(&self, key: &str) -> StorageResult<Bytes> {
-        self.inner.get(key).await
-    }
-    async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
-        self.inner.head(key).await
-    }
-    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> StorageResult<()> {
-        self.inner.delete(key).await
-    }
-    fn describe(&self) -> String {
-        format!("lost-ack({})", self.inner.describe())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_acknowledgement_of_a_store_is_still_success() {
-    let env = Env::with_inner(Opts::default(), |mem| {
-        Arc::new(LostAck {
-            inner: mem,
-            lose: AtomicUsize::new(1),
-        })
-    })
-    .await;
+    let env = Env::new(Opts::default()).await;
+    // The store keeps the object but the answer of the first write never arrives.
+    env.faulty.lose_acks(layout::WAL_PREFIX, 1);
     let path = env.add_segment(1, false);
     let report = env
         .pusher()
@@ -976,4 +931,37 @@ fn fetch_onto_a_full_disk_fails_and_leaves_nothing() {
             out.describe()
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// S3 answers that are not what they seem
+// ---------------------------------------------------------------------------------------------
+
+/// AWS answers a conditional PUT with 409 ConditionalRequestConflict while another conditional
+/// write to the key is in progress, and may store nothing. The S3 server here answers the first
+/// conditional PUT of every key that way: `wal-push` must not report success until the object
+/// is really there (it used to count the 409 as "already archived" and exit 0 with nothing
+/// stored, and PostgreSQL would have recycled the segment).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_409_from_s3_is_never_taken_for_archived() {
+    let server = S3Server::start().await;
+    let s3: DynStorage = Arc::new(server.storage("pgward-409", "repo").await);
+    RepoIdentity::create(s3.as_ref(), &fixture().identity)
+        .await
+        .unwrap();
+    server.faults.conflict_first_conditional_puts(true);
+    let env = Env::with_inner(Opts::default(), |_| s3.clone()).await;
+    for segno in 1..=4 {
+        let path = env.add_segment(segno, false);
+        let name = seg_name(segno);
+        env.push(&path)
+            .await
+            .unwrap_or_else(|e| panic!("push {name}: {e:#}"));
+        let dest = env.dir.path().join("fetched");
+        env.fetch(&name, &dest).await.unwrap_or_else(|e| {
+            panic!("{name} was reported archived but cannot be fetched: {e:#}")
+        });
+        assert!(fs::read(&dest).unwrap() == segment_bytes(segno), "{name}");
+    }
+    assert_eq!(server.faults.conflicts(), 4, "every push met a 409 first");
 }

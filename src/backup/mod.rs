@@ -32,7 +32,7 @@ use crate::repo::identity::RepoIdentity;
 use crate::repo::layout::{self, BackupKey};
 use crate::repo::lock::{self, Lease};
 use crate::repo::manifest::{BackupStats, BadPage, MANIFEST_VERSION, Manifest};
-use crate::storage::{DynStorage, PutOutcome};
+use crate::storage::{self, Created, DynStorage};
 use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -422,13 +422,14 @@ async fn claim_label(
         };
         let key = layout::in_progress_key(&label);
         let body = Bytes::from(serde_json::to_vec_pretty(&marker)?);
-        match storage
-            .put_if_absent(&key, body)
+        // The marker names this process, so the same bytes found there are ours (an attempt
+        // whose answer was lost), not another backup's.
+        match storage::create(storage.as_ref(), &key, body)
             .await
             .with_context(|| format!("cannot write {key}"))?
         {
-            PutOutcome::Written => return Ok(label),
-            PutOutcome::AlreadyExists => continue,
+            Created::Written | Created::AlreadyOurs => return Ok(label),
+            Created::Taken(_) => continue,
         }
     }
     Err(anyhow!(

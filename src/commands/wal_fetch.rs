@@ -43,13 +43,19 @@ pub async fn run(ctx: &Context, args: &Args, exe: Option<&Path>) -> Result<()> {
                     check_repository(storage),
                     fetch::fetch_from_repo(storage, &name, &args.dest)
                 );
-                if let Err(e) = identity {
-                    if fetched.is_ok() {
-                        let _ = std::fs::remove_file(&args.dest);
+                match (identity, fetched) {
+                    (Ok(()), fetched) => fetched?,
+                    // A failed fetch is the more direct cause; it is a failure either way.
+                    (Err(_), Err(e)) if !e.is::<fetch::NotArchived>() => return Err(e),
+                    // Neither a fetched file nor "not archived" may come from a repository
+                    // that is not this cluster's.
+                    (Err(e), fetched) => {
+                        if fetched.is_ok() {
+                            let _ = std::fs::remove_file(&args.dest);
+                        }
+                        return Err(e);
                     }
-                    return Err(e);
                 }
-                fetched?
             }
         };
         report.log();

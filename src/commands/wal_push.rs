@@ -25,6 +25,10 @@ use tokio::time::{Instant, timeout_at};
 pub struct Args {
     /// The WAL file to archive (PostgreSQL's %p, relative to the data directory).
     pub path: PathBuf,
+    /// Archive a segment of a running server's pg_wal that PostgreSQL has not marked ready
+    /// (only when you know the file is complete).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub async fn run(ctx: &Context, args: &Args, exe: Option<&Path>) -> Result<()> {
@@ -33,6 +37,9 @@ pub async fn run(ctx: &Context, args: &Args, exe: Option<&Path>) -> Result<()> {
     // Push-ahead must give up a little before the call's own deadline, so that a finished main
     // push is never reported as timed out.
     let ahead_deadline = deadline - (limit / 10).min(Duration::from_secs(1));
+    if !args.force {
+        push::refuse_unfinished_segment(&args.path)?;
+    }
     match timeout_at(deadline, push(ctx, &args.path, ahead_deadline, exe)).await {
         Ok(r) => r,
         Err(_) => Err(anyhow!(

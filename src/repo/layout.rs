@@ -116,6 +116,11 @@ pub fn lock_key(name: &str) -> String {
     format!("{LOCKS_PREFIX}{name}.json")
 }
 
+/// The marker the one taker of a stale lease creates; named after the stale lease's bytes.
+pub fn lock_takeover_key(name: &str, stale: &Sha256Digest) -> String {
+    format!("{LOCKS_PREFIX}{name}.takeover-{stale}.json")
+}
+
 fn split_name_sha(file: &str) -> Option<(WalFileName, Sha256Digest)> {
     let (name, sha) = file.rsplit_once('-')?;
     Some((

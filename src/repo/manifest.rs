@@ -9,7 +9,7 @@
 use crate::codec::{self, Sha256Digest};
 use crate::pg::{Lsn, Timeline};
 use crate::repo::layout;
-use crate::storage::{PutOutcome, Storage};
+use crate::storage::{self, Created, Storage};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -159,13 +159,14 @@ impl Manifest {
     pub async fn store(&self, storage: &dyn Storage, level: i32) -> Result<()> {
         let key = layout::manifest_key(&self.label);
         let bytes = Bytes::from(self.to_bytes(level)?);
-        match storage
-            .put_if_absent(&key, bytes)
+        // A committed write whose answer was lost comes back as "exists" on the retry: the
+        // same bytes there are this manifest, not another backup's.
+        match storage::create(storage, &key, bytes)
             .await
             .with_context(|| format!("cannot write {key}"))?
         {
-            PutOutcome::Written => Ok(()),
-            PutOutcome::AlreadyExists => bail!("a backup labelled {} already exists", self.label),
+            Created::Written | Created::AlreadyOurs => Ok(()),
+            Created::Taken(_) => bail!("a backup labelled {} already exists", self.label),
         }
     }
 
@@ -257,7 +258,10 @@ mod tests {
         let s = crate::storage::memory::MemoryStorage::new();
         let m = sample();
         m.store(&s, 3).await.unwrap();
-        assert!(m.store(&s, 3).await.is_err());
+        // The same bytes again are this manifest (a retry whose first answer was lost) ...
+        m.store(&s, 3).await.unwrap();
+        // ... other content under the label is another backup's: refused.
+        assert!(m.store(&s, 9).await.is_err());
         assert_eq!(Manifest::load(&s, &m.label).await.unwrap(), m);
         assert!(Manifest::load(&s, "nope").await.is_err());
     }

@@ -148,14 +148,6 @@ pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOu
     plan.warnings.extend(loaded.warnings.iter().cloned());
     let pgdata = std::path::absolute(&req.pgdata)
         .with_context(|| format!("cannot resolve {}", req.pgdata.display()))?;
-    if req.dry_run {
-        return Ok(RestoreOutcome {
-            plan,
-            pgdata,
-            dry_run: true,
-            result: None,
-        });
-    }
     let manifest = Manifest::load(storage, &plan.backup.label).await?;
     tracing::debug!(files = manifest.files.len(), "manifest loaded");
     if manifest.system_identifier != id.system_identifier {
@@ -170,7 +162,17 @@ pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOu
     let known: Vec<(String, Lsn)> = (loaded.catalog.backups.iter())
         .map(|b| (b.label.clone(), b.start_lsn))
         .collect();
-    let stats = execute(ctx, &req, &pgdata, &plan, &manifest, &known)
+    // Every check the real run makes, dry or not: a dry run never approves what the run refuses.
+    let checked = preflight(&req, &pgdata, &manifest, &known)?;
+    if req.dry_run {
+        return Ok(RestoreOutcome {
+            plan,
+            pgdata,
+            dry_run: true,
+            result: None,
+        });
+    }
+    let stats = execute(ctx, &req, &plan, &manifest, checked)
         .await
         .map_err(|e| {
             e.context(format!(
@@ -190,16 +192,14 @@ pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOu
 async fn execute(
     ctx: &Context,
     req: &RestoreRequest,
-    pgdata: &Path,
     plan: &RestorePlan,
     m: &Manifest,
-    known_backups: &[(String, Lsn)],
+    checked: Checked,
 ) -> Result<RestoreStats> {
     let started = Instant::now();
-    let dest = Destination::new(pgdata, m, &req.tablespace_map)?;
-    let layout = Layout::of(&dest, m)?;
-    check_destination(&dest, m, req.delta, known_backups)?;
-    let exe = exe_path(req)?;
+    let Checked { dest, layout, exe } = checked;
+    let pgdata = dest.pgdata.clone();
+    let pgdata = pgdata.as_path();
     // Nothing has been written so far; from here on a failure leaves a directory that
     // cannot be started, and says so.
     let mut stats = write_all(ctx, req, &dest, &layout, plan, m, &exe)
@@ -218,6 +218,29 @@ async fn execute(
             .to_string(),
     );
     Ok(stats)
+}
+
+/// What [`preflight`] checked, ready to write.
+struct Checked {
+    dest: Destination,
+    layout: Layout,
+    /// The binary `restore_command` will run.
+    exe: PathBuf,
+}
+
+/// The checks before anything is written (shared by the run and `--dry-run`): the target
+/// directory and tablespace locations, the mapping, and the binary `restore_command` will run.
+fn preflight(
+    req: &RestoreRequest,
+    pgdata: &Path,
+    m: &Manifest,
+    known_backups: &[(String, Lsn)],
+) -> Result<Checked> {
+    let dest = Destination::new(pgdata, m, &req.tablespace_map)?;
+    let layout = Layout::of(&dest, m)?;
+    check_destination(&dest, m, req.delta, known_backups)?;
+    let exe = exe_path(req)?;
+    Ok(Checked { dest, layout, exe })
 }
 
 async fn write_all(

@@ -343,6 +343,20 @@ async fn dry_run_and_targets() {
     assert!(msg.contains("--target-exclusive"), "{msg}");
 }
 
+/// Runs a restore that must be refused, for real and as `--dry-run`: both refuse, with the
+/// same message (a dry run that approves what the run refuses is a lie).
+async fn refusal(ctx: &Context, mut req: RestoreRequest) -> String {
+    req.dry_run = false;
+    let real = format!("{:#}", run_restore(ctx, req.clone()).await.unwrap_err());
+    req.dry_run = true;
+    let dry = match run_restore(ctx, req).await {
+        Ok(_) => panic!("--dry-run approved what the run refuses: {real}"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert_eq!(dry, real, "--dry-run and the run refuse differently");
+    real
+}
+
 #[tokio::test]
 async fn refuses_occupied_directories() {
     let repo = make_repo().await;
@@ -352,10 +366,7 @@ async fn refuses_occupied_directories() {
     let ts = out.path().join("ts");
     fs::create_dir(&pgdata).unwrap();
     fs::write(pgdata.join("something"), b"x").unwrap();
-    let msg = format!(
-        "{:#}",
-        run_restore(&ctx, request(&pgdata, &ts)).await.unwrap_err()
-    );
+    let msg = refusal(&ctx, request(&pgdata, &ts)).await;
     assert!(
         msg.contains("is not empty") && msg.contains("--delta"),
         "{msg}"
@@ -363,7 +374,7 @@ async fn refuses_occupied_directories() {
     // Delta over a directory that is not a data directory.
     let mut req = request(&pgdata, &ts);
     req.delta = true;
-    let msg = format!("{:#}", run_restore(&ctx, req.clone()).await.unwrap_err());
+    let msg = refusal(&ctx, req.clone()).await;
     assert!(
         msg.contains("nothing shows it is a data directory"),
         "{msg}"
@@ -376,7 +387,7 @@ async fn refuses_occupied_directories() {
     .unwrap();
     for delta in [false, true] {
         req.delta = delta;
-        let msg = format!("{:#}", run_restore(&ctx, req.clone()).await.unwrap_err());
+        let msg = refusal(&ctx, req.clone()).await;
         assert!(
             msg.contains("is running on") && msg.contains("hint:"),
             "{msg}"
@@ -386,10 +397,7 @@ async fn refuses_occupied_directories() {
     let pgdata2 = out.path().join("data2");
     fs::create_dir(&ts).unwrap();
     fs::write(ts.join("x"), b"x").unwrap();
-    let msg = format!(
-        "{:#}",
-        run_restore(&ctx, request(&pgdata2, &ts)).await.unwrap_err()
-    );
+    let msg = refusal(&ctx, request(&pgdata2, &ts)).await;
     assert!(
         msg.contains("tablespace 16385") && msg.contains("not empty"),
         "{msg}"

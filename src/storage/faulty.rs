@@ -5,10 +5,12 @@
 //! they chain: `faulty.fail_next(3).corrupt_reads(true)`.
 //!
 //! Injected failures happen before the inner store is called, so a failed write never partly
-//! happens. A hang is a plain `tokio::time::sleep` before the call: dropping the future (a
-//! deadline firing) cancels it, as it would cancel a real stuck request.
+//! happens — except [`FaultyStorage::lose_acks`], which lets a write commit and then loses its
+//! answer, as a dropped connection after a successful PUT does. A hang or a delay is a plain
+//! `tokio::time::sleep` before the call: dropping the future (a deadline firing) cancels it, as
+//! it would cancel a real stuck request.
 
-use super::{DynStorage, ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
+use super::{DynStorage, ListPage, ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::sync::Mutex;
@@ -23,6 +25,8 @@ pub struct FaultyStorage {
     hang: Mutex<Option<Duration>>,
     corrupt_reads: AtomicBool,
     failing_ops: Mutex<Vec<&'static str>>,
+    lost_acks: Mutex<Vec<(String, usize)>>,
+    delays: Mutex<Vec<(&'static str, String, Duration)>>,
     calls: AtomicUsize,
     injected: AtomicUsize,
 }
@@ -37,6 +41,8 @@ impl FaultyStorage {
             hang: Mutex::new(None),
             corrupt_reads: AtomicBool::new(false),
             failing_ops: Mutex::new(Vec::new()),
+            lost_acks: Mutex::new(Vec::new()),
+            delays: Mutex::new(Vec::new()),
             calls: AtomicUsize::new(0),
             injected: AtomicUsize::new(0),
         }
@@ -78,6 +84,47 @@ impl FaultyStorage {
         self
     }
 
+    /// The next `n` writes (`put`, `put_if_absent`) of keys starting with `key_prefix` reach
+    /// the inner store and commit, and then fail with `Transient`: the answer was lost.
+    pub fn lose_acks(&self, key_prefix: &str, n: usize) -> &Self {
+        let mut rules = self.lost_acks.lock().unwrap_or_else(|e| e.into_inner());
+        rules.retain(|(p, _)| p != key_prefix);
+        rules.push((key_prefix.to_string(), n));
+        drop(rules);
+        self
+    }
+
+    /// Every call of `op` on a key starting with `key_prefix` sleeps `d` first (replacing an
+    /// earlier delay for the same pair; `Duration::ZERO` removes it).
+    pub fn delay(&self, op: &'static str, key_prefix: &str, d: Duration) -> &Self {
+        let mut delays = self.delays.lock().unwrap_or_else(|e| e.into_inner());
+        delays.retain(|(o, p, _)| !(*o == op && p == key_prefix));
+        if !d.is_zero() {
+            delays.push((op, key_prefix.to_string(), d));
+        }
+        drop(delays);
+        self
+    }
+
+    /// Whether this write's answer is to be lost (counts one down).
+    fn lose_this_ack(&self, op: &str, key: &str) -> StorageResult<()> {
+        let lose = self
+            .lost_acks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter_mut()
+            .find(|(p, n)| *n > 0 && key.starts_with(p.as_str()))
+            .map(|(_, n)| *n -= 1)
+            .is_some();
+        if lose {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(StorageError::Transient(format!(
+                "injected lost answer: {op} {key} was committed"
+            )));
+        }
+        Ok(())
+    }
+
     /// Calls of any method so far, including the ones that failed.
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
@@ -93,6 +140,16 @@ impl FaultyStorage {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let hang = *self.hang.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(d) = hang {
+            tokio::time::sleep(d).await;
+        }
+        let delay = self
+            .delays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(o, p, _)| *o == op && key.starts_with(p.as_str()))
+            .map(|(_, _, d)| *d);
+        if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
         let armed = self
@@ -130,12 +187,15 @@ impl FaultyStorage {
 impl Storage for FaultyStorage {
     async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
         self.before("put", key, true).await?;
-        self.inner.put(key, data).await
+        self.inner.put(key, data).await?;
+        self.lose_this_ack("put", key)
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> StorageResult<PutOutcome> {
         self.before("put_if_absent", key, true).await?;
-        self.inner.put_if_absent(key, data).await
+        let outcome = self.inner.put_if_absent(key, data).await?;
+        self.lose_this_ack("put_if_absent", key)?;
+        Ok(outcome)
     }
 
     async fn get(&self, key: &str) -> StorageResult<Bytes> {
@@ -158,6 +218,11 @@ impl Storage for FaultyStorage {
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
         self.before("list", prefix, false).await?;
         self.inner.list(prefix).await
+    }
+
+    async fn list_page(&self, prefix: &str, token: Option<&str>) -> StorageResult<ListPage> {
+        self.before("list", prefix, false).await?;
+        self.inner.list_page(prefix, token).await
     }
 
     async fn list_after(

@@ -11,7 +11,10 @@
 //!   S3: PUT acknowledged).
 //! - `put_if_absent` writes only if no object exists under the key and reports which happened.
 //!   Where the backend cannot make this atomic, it is check-then-write; callers that need
-//!   stronger guarantees re-check after writing.
+//!   stronger guarantees re-check after writing. `AlreadyExists` is only ever answered for an
+//!   object that exists (S3: 412; a 409 "conflicting operation in progress" is `Transient`),
+//!   but it may be this very write: an earlier attempt that committed although its answer was
+//!   lost. [`create`] tells the two apart by reading the object back.
 //! - `get` and `head` report a missing object as [`StorageError::NotFound`] / `None`.
 //! - `list(prefix)` returns every object whose key starts with `prefix` (a plain string prefix,
 //!   not a directory), sorted by key.
@@ -44,6 +47,14 @@ use std::sync::Arc;
 pub struct ObjectMeta {
     pub key: String,
     pub size: u64,
+}
+
+/// One page of a listing: some objects in key order, and where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    pub objects: Vec<ObjectMeta>,
+    /// Continuation token of the next page; `None` when this was the last.
+    pub next: Option<String>,
 }
 
 /// Whether `put_if_absent` wrote the object.
@@ -86,6 +97,17 @@ pub trait Storage: Send + Sync + Debug {
     async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>>;
     /// Every object whose key starts with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>>;
+    /// One page of `list(prefix)`, from the start (`token = None`) or from a previous page's
+    /// `next`. Backends that list in one piece return everything as one page (the default);
+    /// S3 returns up to 1000 keys. The retry layer puts each page under its own deadline and
+    /// retries, so a listing of 100 000 objects never has to fit in one attempt.
+    async fn list_page(&self, prefix: &str, token: Option<&str>) -> StorageResult<ListPage> {
+        debug_assert!(token.is_none(), "one-page listings hand out no token");
+        Ok(ListPage {
+            objects: self.list(prefix).await?,
+            next: None,
+        })
+    }
     /// The first `limit` objects whose key starts with `prefix` and sorts after `start_after`.
     async fn list_after(
         &self,
@@ -105,3 +127,34 @@ pub trait Storage: Send + Sync + Debug {
 }
 
 pub type DynStorage = Arc<dyn Storage>;
+
+/// What [`create`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// This call wrote the object.
+    Written,
+    /// The object was there with exactly these bytes: an earlier attempt of this same write
+    /// whose answer was lost (callers make their bytes unique, with a nonce or a label, when
+    /// "someone else wrote the same" must not count as theirs).
+    AlreadyOurs,
+    /// Another object is there; its bytes.
+    Taken(Bytes),
+}
+
+/// Creates `key` unless an object exists there, and on "already exists" reads it back to tell
+/// an earlier attempt of this write from someone else's object. An "already exists" for an
+/// object that then cannot be found is `Transient` (retry), never success.
+pub async fn create(storage: &dyn Storage, key: &str, data: Bytes) -> StorageResult<Created> {
+    match storage.put_if_absent(key, data.clone()).await? {
+        PutOutcome::Written => Ok(Created::Written),
+        PutOutcome::AlreadyExists => match storage.get(key).await {
+            Ok(found) if found == data => Ok(Created::AlreadyOurs),
+            Ok(found) => Ok(Created::Taken(found)),
+            Err(StorageError::NotFound(_)) => Err(StorageError::Transient(format!(
+                "{}: the store said {key} exists, but it cannot be read back; retry",
+                storage.describe()
+            ))),
+            Err(e) => Err(e),
+        },
+    }
+}

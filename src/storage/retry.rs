@@ -13,7 +13,7 @@
 //! already have to compare the existing object with what they meant to write (an identical
 //! object is success), so that answer is safe; it is never reported as `Written` wrongly.
 
-use super::{DynStorage, ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
+use super::{DynStorage, ListPage, ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
 use async_trait::async_trait;
 use bytes::Bytes;
 use rand::Rng;
@@ -151,8 +151,30 @@ impl Storage for RetryingStorage {
         self.run("head", key, || self.inner.head(key)).await
     }
 
+    /// Page by page, each page under its own deadline and retries, resuming from its
+    /// continuation token: a long listing is never one attempt.
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
-        self.run("list", prefix, || self.inner.list(prefix)).await
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .run("list", prefix, || {
+                    self.inner.list_page(prefix, token.as_deref())
+                })
+                .await?;
+            out.extend(page.objects);
+            match page.next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn list_page(&self, prefix: &str, token: Option<&str>) -> StorageResult<ListPage> {
+        self.run("list", prefix, || self.inner.list_page(prefix, token))
+            .await
     }
 
     async fn list_after(

@@ -13,7 +13,7 @@
 //! No message ever contains the secret key: messages are built from the bucket, key, HTTP status
 //! and the service's error code and message.
 
-use super::{ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
+use super::{ListPage, ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
 use crate::config::S3Config;
 use anyhow::Context;
 use async_trait::async_trait;
@@ -76,7 +76,9 @@ fn classify_response(status: Option<u16>, code: Option<&str>) -> Class {
             | "InternalError"
             | "ServiceUnavailable"
             | "OperationAborted"
-            | "RequestTimeTooSkewed",
+            | "RequestTimeTooSkewed"
+            // "A conflicting conditional operation is currently in progress": retry.
+            | "ConditionalRequestConflict",
         ) => return Class::Transient,
         Some("NoSuchBucket") => return Class::Permanent(HINT_BUCKET),
         Some(
@@ -93,6 +95,8 @@ fn classify_response(status: Option<u16>, code: Option<&str>) -> Class {
         Some(401 | 403) => Class::Permanent(HINT_CREDENTIALS),
         Some(404) => Class::NotFound,
         Some(408 | 429) => Class::Transient,
+        // A 409 without a code is how some stores say ConditionalRequestConflict.
+        Some(409) if code.is_none() => Class::Transient,
         Some(501) => Class::Permanent(HINT_NONE),
         Some(s) if s >= 500 => Class::Transient,
         Some(_) => Class::Permanent(HINT_NONE),
@@ -437,13 +441,12 @@ impl S3Storage {
 /// Marker message of a conditional write the store does not implement.
 const CONDITIONAL_UNSUPPORTED: &str = "conditional writes are not supported by this store";
 
-/// 412 Precondition Failed: the object exists. 409 ConditionalRequestConflict: another
-/// conditional write to the key is in flight; the caller verifies the content either way.
+/// 412 Precondition Failed: the object exists. Not a 409 (`ConditionalRequestConflict`, or a
+/// 409 without a code): AWS documents it for `If-None-Match` writes as "a conflicting operation
+/// is in progress, retry", and the object may never be stored — it is `Transient`
+/// (`classify_response`), so a retry or a later `head` decides.
 fn is_precondition_failure<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
-    status_of(e) == Some(412)
-        || e.code() == Some("PreconditionFailed")
-        || e.code() == Some("ConditionalRequestConflict")
-        || (status_of(e) == Some(409) && e.code().is_none())
+    status_of(e) == Some(412) || e.code() == Some("PreconditionFailed")
 }
 
 /// Aborts an unfinished multipart upload when the put future is dropped (cancelled), so the
@@ -603,28 +606,39 @@ impl Storage for S3Storage {
     }
 
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
-        let root = self.list_root();
-        let full_prefix = format!("{root}{prefix}");
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut req = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&full_prefix);
-            if let Some(t) = &token {
-                req = req.continuation_token(t);
-            }
-            let page = req.send().await.map_err(|e| self.list_error(prefix, e))?;
-            out.extend(page_objects(&root, &page));
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => break,
+            let page = self.list_page(prefix, token.as_deref()).await?;
+            out.extend(page.objects);
+            match page.next {
+                Some(t) => token = Some(t),
+                None => break,
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    async fn list_page(&self, prefix: &str, token: Option<&str>) -> StorageResult<ListPage> {
+        let root = self.list_root();
+        let mut req = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(format!("{root}{prefix}"));
+        if let Some(t) = token {
+            req = req.continuation_token(t);
+        }
+        let page = req.send().await.map_err(|e| self.list_error(prefix, e))?;
+        let next = match page.next_continuation_token() {
+            Some(t) if page.is_truncated() == Some(true) => Some(t.to_string()),
+            _ => None,
+        };
+        Ok(ListPage {
+            objects: page_objects(&root, &page),
+            next,
+        })
     }
 
     async fn list_after(
@@ -687,6 +701,15 @@ mod tests {
         assert_eq!(classify_response(Some(503), Some("SlowDown")), Transient);
         assert_eq!(classify_response(Some(500), None), Transient);
         assert_eq!(classify_response(Some(429), None), Transient);
+        assert_eq!(
+            classify_response(Some(409), Some("ConditionalRequestConflict")),
+            Transient
+        );
+        assert_eq!(classify_response(Some(409), None), Transient);
+        assert_eq!(
+            classify_response(Some(409), Some("BucketAlreadyExists")),
+            Permanent("")
+        );
         assert_eq!(
             classify_response(Some(400), Some("RequestTimeout")),
             Transient

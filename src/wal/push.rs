@@ -177,12 +177,74 @@ impl Pusher {
             })?;
         if outcome == PutOutcome::AlreadyExists {
             // Same key means same sha256: a concurrent push (or an earlier attempt of ours that
-            // timed out after the store) already stored identical content.
+            // timed out after the store) already stored identical content — but only an object
+            // that is there counts; "exists" is never taken on the store's word alone.
+            let found =
+                self.storage.head(&key).await.with_context(|| {
+                    format!("cannot check {key} in {}", self.storage.describe())
+                })?;
+            if found.is_none() {
+                bail!(
+                    "{} answered that {key} exists, but it is not there: {name} is not archived\n\
+                     hint: PostgreSQL retries; if this repeats, check the store's consistency",
+                    self.storage.describe()
+                );
+            }
             report.outcome = PushOutcome::AlreadyArchived;
         }
         report.elapsed = started.elapsed();
         Ok(report)
     }
+}
+
+/// Refuses a segment in the `pg_wal` of a data directory whose server is running when
+/// PostgreSQL has not marked it `.ready` (or `.done`): it may still be being written, and an
+/// incomplete copy, once archived, is immutable and makes PostgreSQL's own push of the finished
+/// segment fail forever ("different content"). Copies outside a live data directory — as tools
+/// and tests push them — are not affected. A postmaster in another PID namespace is not seen
+/// (`/proc`); then the push goes ahead as before.
+pub fn refuse_unfinished_segment(path: &Path) -> Result<()> {
+    let Some(WalFileName::Segment(seg)) = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .and_then(|f| WalFileName::parse(f).ok())
+    else {
+        return Ok(());
+    };
+    let pg_wal = match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => return Ok(()),
+    };
+    let status = pg_wal.join("archive_status");
+    if status.join(format!("{seg}.ready")).exists() || status.join(format!("{seg}.done")).exists() {
+        return Ok(());
+    }
+    let Some(data_dir) = pg_wal.parent() else {
+        return Ok(());
+    };
+    let data_dir = if data_dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        data_dir
+    };
+    let Some(pid) = std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|t| t.lines().next()?.trim().parse::<u32>().ok())
+    else {
+        return Ok(());
+    };
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        return Ok(());
+    }
+    bail!(
+        "refusing to archive {}: the server of this data directory is running (postmaster pid \
+         {pid}) and has not marked {seg} ready (no archive_status/{seg}.ready), so the file may \
+         still be being written and an incomplete copy would be archived for good\nhint: let \
+         PostgreSQL archive it (`select pg_switch_wal()` finishes the current segment), or pass \
+         --force if you know the file is complete",
+        path.display()
+    )
 }
 
 fn conflict_message(name: &WalFileName, archived: &Sha256Digest, local: &Sha256Digest) -> String {
@@ -191,8 +253,11 @@ fn conflict_message(name: &WalFileName, archived: &Sha256Digest, local: &Sha256D
          refusing to overwrite archived WAL\n\
          hint: this usually means another cluster archives into this repository (compare the \
          system identifier in `pgward info` with pg_controldata), a split brain (two primaries \
-         writing one timeline), or a standby promoted without switching to a new timeline. Keep \
-         both copies until you know which history is the real one."
+         writing one timeline), a standby promoted without switching to a new timeline, or a \
+         manual `wal-push --force` of a segment that was still being written (then the archived \
+         copy is an incomplete one: check it with `zstd -d` and pg_waldump, and only then remove \
+         that object so that PostgreSQL's own push can store the finished segment). Keep both \
+         copies until you know which history is the real one."
     )
 }
 

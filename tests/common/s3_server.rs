@@ -44,6 +44,12 @@ pub struct Faults {
     down: AtomicBool,
     /// Go down right after answering a GET whose path contains this.
     down_after_get_of: Mutex<Option<String>>,
+    /// While on, the first conditional PUT (`If-None-Match`) to each path is answered 409
+    /// ConditionalRequestConflict and nothing is stored.
+    conflict_first_conditional_put: AtomicBool,
+    conflicted: Mutex<std::collections::HashSet<String>>,
+    /// Added before every answer.
+    latency: Mutex<Duration>,
 }
 
 impl Faults {
@@ -54,6 +60,23 @@ impl Faults {
 
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::SeqCst)
+    }
+
+    /// The first conditional PUT to each path gets 409 and stores nothing (what AWS answers
+    /// while another conditional write to the key is in progress).
+    pub fn conflict_first_conditional_puts(&self, on: bool) {
+        self.conflict_first_conditional_put
+            .store(on, Ordering::SeqCst);
+    }
+
+    /// Every request waits `d` before it is served (a distant store).
+    pub fn set_latency(&self, d: Duration) {
+        *self.latency.lock().unwrap() = d;
+    }
+
+    /// How many PUTs were answered 409 so far.
+    pub fn conflicts(&self) -> usize {
+        self.conflicted.lock().unwrap().len()
     }
 
     /// Serves the next GET whose path contains `needle`, then goes down.
@@ -79,6 +102,30 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Faulty {
             // An error from the service makes hyper drop the connection without an answer.
             return Box::pin(async { Err(HttpError::new("the test S3 server is down".into())) });
         }
+        if req.method() == http::Method::PUT
+            && req.headers().contains_key(http::header::IF_NONE_MATCH)
+            && self
+                .faults
+                .conflict_first_conditional_put
+                .load(Ordering::SeqCst)
+            && self
+                .faults
+                .conflicted
+                .lock()
+                .unwrap()
+                .insert(req.uri().path().to_string())
+        {
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>\
+                        ConditionalRequestConflict</Code><Message>A conflicting conditional \
+                        operation is currently in progress against this resource.</Message>\
+                        </Error>";
+            let answer = http::Response::builder()
+                .status(409)
+                .header(http::header::CONTENT_TYPE, "application/xml")
+                .body(s3s::Body::from(body.to_string()))
+                .expect("a valid response");
+            return Box::pin(async move { Ok(answer) });
+        }
         let last_before_down = req.method() == http::Method::GET && {
             let mut trigger = self.faults.down_after_get_of.lock().unwrap();
             let hit = trigger
@@ -89,9 +136,11 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Faulty {
             }
             hit
         };
+        let latency = *self.faults.latency.lock().unwrap();
         let answer = hyper::service::Service::call(&self.inner, req);
         let faults = self.faults.clone();
         Box::pin(async move {
+            tokio::time::sleep(latency).await;
             let r = answer.await;
             if last_before_down {
                 faults.set_down(true);
