@@ -6,6 +6,7 @@
 //! are only ever added).
 
 use crate::context::Context;
+use crate::output;
 use crate::restore::dest::parse_tablespace_mapping;
 use crate::restore::target::{self, RecoveryTarget, TargetAction, TimelineChoice};
 use crate::restore::{RestoreRequest, report, run_restore};
@@ -115,16 +116,18 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
     let req = args.request()?;
     let (delta, inclusive, action) = (req.delta, !req.exclusive, req.action);
     let outcome = run_restore(ctx, req).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
-        return Ok(());
-    }
-    print!(
-        "{}",
-        report::render_plan(&outcome, delta, inclusive, action.as_str())
-    );
-    if let Some(r) = &outcome.result {
-        print!("{}", report::render_result(&outcome, r, delta));
+    let text = if args.json {
+        serde_json::to_string_pretty(&outcome)? + "\n"
+    } else {
+        let mut text = report::render_plan(&outcome, delta, inclusive, action.as_str());
+        if let Some(r) = &outcome.result {
+            text += &report::render_result(&outcome, r, delta);
+        }
+        text
+    };
+    // The restore (or its plan) is done: a report nobody can read does not make it fail.
+    if let Err(e) = output::stdout(&text) {
+        tracing::warn!("the restore report could not be written to standard output: {e}");
     }
     Ok(())
 }
