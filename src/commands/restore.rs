@@ -58,6 +58,11 @@ pub struct Args {
     /// Print the plan and stop without touching anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Restore although the data directory's postmaster.pid names a process or a socket that
+    /// looks alive: only when you know the file is stale and no server runs on the directory,
+    /// in this or any other container (what it names belongs to something else).
+    #[arg(long)]
+    pub force: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -107,6 +112,7 @@ impl Args {
             tablespace_map,
             delta: self.delta,
             dry_run: self.dry_run,
+            force: self.force,
             exe: None,
         })
     }
@@ -175,10 +181,11 @@ mod tests {
             "--tablespace-map",
             "16386=/b",
             "--delta",
+            "--force",
         ])
         .unwrap();
         assert_eq!(r.tablespace_map.len(), 2);
-        assert!(r.delta);
+        assert!(r.delta && r.force);
     }
 
     #[test]
