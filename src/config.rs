@@ -1,8 +1,9 @@
 //! The TOML configuration: schema, defaults, validation and secret redaction.
 //!
 //! Unknown keys and bad values are refused while parsing, so the error names the key and the
-//! line (`toml` reports the span). Secrets are wrapped in [`Secret`], whose `Debug` and
-//! `Display` never print the value.
+//! line (`toml` reports the span) but never quotes the source line, which may hold a secret.
+//! Secrets are wrapped in [`Secret`], whose `Debug` and `Display` never print the value, and
+//! `Debug` shows the conninfo with its password redacted.
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Deserializer};
@@ -26,12 +27,29 @@ pub struct Config {
     pub backup: BackupConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     pub pgdata: Option<PathBuf>,
     pub conninfo: Option<String>,
     pub bindir: Option<PathBuf>,
+}
+
+/// By hand so the conninfo's password never reaches a log through `{:?}`.
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("pgdata", &self.pgdata)
+            .field(
+                "conninfo",
+                &self
+                    .conninfo
+                    .as_deref()
+                    .map(crate::pg::conn::redact_conninfo),
+            )
+            .field("bindir", &self.bindir)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,10 +189,18 @@ impl<'de> Deserialize<'de> for CompressionLevel {
     }
 }
 
-/// A secret value: never printed by `Debug` or `Display`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+/// A secret value: never printed by `Debug` or `Display`, nor by a parse error.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        // serde's own message would quote a mistyped value (`invalid type: integer `1234``).
+        String::deserialize(d).map(Secret).map_err(|_| {
+            serde::de::Error::custom("a secret must be a quoted string (the value is not shown)")
+        })
+    }
+}
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Secret {
@@ -250,14 +276,46 @@ fn de_jobs<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Err
     Ok(v as usize)
 }
 
+/// A TOML error as its position, the key it concerns and its message. `toml`'s `Display` quotes
+/// the offending source line, which may hold a secret (a misspelt `secret_access_key`, a bad
+/// escape in a conninfo with a password) and would then reach stderr — for archive_command, the
+/// server log. The messages themselves name keys and types, not values (a `Secret` hides even a
+/// mistyped one).
+fn describe(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim_end().replace('\n', "; ");
+    let key = key_path(text)
+        .map(|k| format!(" (in `{k}`)"))
+        .unwrap_or_default();
+    match e.span() {
+        Some(span) => {
+            let start = span.start.min(text.len());
+            let before = text.get(..start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            format!("line {line}, column {column}{key}: {message}")
+        }
+        None => format!("{}{message}", key.trim_start()),
+    }
+}
+
+/// The dotted key a deserialisation error concerns. `toml::de::Error` keeps it private and
+/// shows it only in `Display`, and only for an error without source text, so the document is
+/// deserialised again from its parsed table; only that `in `key`` line is taken from it.
+fn key_path(text: &str) -> Option<String> {
+    let table: toml::Table = text.parse().ok()?;
+    let e = Config::deserialize(toml::Value::Table(table)).err()?;
+    e.to_string()
+        .lines()
+        .filter_map(|l| l.strip_prefix("in `")?.strip_suffix('`'))
+        .next_back()
+        .map(str::to_string)
+}
+
 impl Config {
     /// Parses configuration text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
-            anyhow::anyhow!(
-                "invalid configuration in {origin}: {}",
-                e.to_string().trim_end()
-            )
+            anyhow::anyhow!("invalid configuration in {origin}: {}", describe(&e, text))
         })?;
         cfg.validate()
             .with_context(|| format!("invalid configuration in {origin}"))?;
@@ -383,6 +441,52 @@ mod tests {
             c.repo.s3.unwrap().secret_access_key.unwrap().expose(),
             "supersecret"
         );
+    }
+
+    /// A typo in a secret's key, or a bad escape in a line holding a password, is reported by
+    /// key, line and column; the line itself (the toml crate's snippet) would put the secret in
+    /// the server log when pgward runs as archive_command.
+    #[test]
+    fn parse_errors_never_echo_the_offending_line() {
+        let typo = "[repo]\nurl = \"s3://bucket/p\"\n[repo.s3]\naccess_key_id = \"AK\"\nsecret_acess_key = \"SEKRET\"\n";
+        let err = format!("{:#}", Config::parse(typo, "c").unwrap_err());
+        assert!(!err.contains("SEKRET"), "{err}");
+        assert!(err.contains("secret_acess_key"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+
+        let escape = "[postgres]\nconninfo = \"host=/tmp password=SEKRET \\q\"\n[repo]\nurl = \"file:///tmp/repo\"\n";
+        let err = format!("{:#}", Config::parse(escape, "c").unwrap_err());
+        assert!(!err.contains("SEKRET"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+
+        let wrong_type = "[repo]\nurl = \"s3://bucket/p\"\n[repo.s3]\naccess_key_id = \"AK\"\nsecret_access_key = 7357\n";
+        let err = format!("{:#}", Config::parse(wrong_type, "c").unwrap_err());
+        assert!(!err.contains("7357"), "{err}");
+        assert!(
+            err.contains("secret_access_key") && err.contains("line 5"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn debug_redacts_conninfo_passwords() {
+        for conninfo in [
+            "host=/tmp password=SEKRET user=x",
+            "host=/tmp password = 'SEK RET\\'SEKRET' user=x",
+            "postgresql://alice:SEKRET@localhost:5432/db",
+            "postgres://alice:SEKRET@localhost/db?password=SEKRET&sslmode=disable",
+        ] {
+            let text = format!(
+                "[postgres]\nconninfo = {}\n[repo]\nurl = \"file:///tmp/repo\"\n",
+                toml::Value::String(conninfo.to_string())
+            );
+            let c = Config::parse(&text, "c").unwrap();
+            assert_eq!(c.postgres.conninfo.as_deref(), Some(conninfo));
+            let dbg = format!("{c:?}");
+            assert!(!dbg.contains("SEKRET") && !dbg.contains("RET"), "{dbg}");
+            assert!(dbg.contains("<redacted>"), "{dbg}");
+            assert!(dbg.contains("user") || dbg.contains("alice"), "{dbg}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod context;
 pub mod fsutil;
 pub mod logging;
+pub mod output;
 pub mod pg;
 pub mod repo;
 pub mod restore;

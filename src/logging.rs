@@ -16,7 +16,9 @@ pub fn init(format: LogFormat, verbose: u8) {
         .unwrap_or_else(|_| EnvFilter::new(format!("warn,pgward={default}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // A closed or failing stderr drops the event; it never panics (see `output`).
+        .with_writer(|| crate::output::Stderr)
+        .log_internal_errors(false)
         .with_target(false)
         // PostgreSQL copies our stderr into its log file: colour codes only on a terminal.
         .with_ansi(std::io::stderr().is_terminal());

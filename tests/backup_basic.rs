@@ -449,6 +449,51 @@ fn backup_cli() {
     assert!(!lock.exists(), "the lease must be released");
 }
 
+/// A reader that goes away (`backup 2>&1 | head -1`, `backup | true`) must not kill a backup
+/// part-way, leaving its lease and in-progress marker, nor turn a finished one into exit 101:
+/// the exit status reflects the work, not the printing.
+#[test]
+fn closed_output_pipes_do_not_stop_a_backup() {
+    let dir = TestDir::new("bkpipe");
+    let tmp = dir.path();
+    let s = setup(&dir, "src");
+    let cfg = s.cfg.to_str().unwrap();
+    s.cluster.pgbench(&["-i", "-s", "1", "-q"]);
+
+    // -v: debug events all the way through, each one a write to the closed stderr.
+    for args in [
+        vec!["--config", cfg, "-v", "backup"],
+        vec!["--config", cfg, "backup", "--json"],
+    ] {
+        let status = pgward_closed_pipes(tmp, &args);
+        assert_eq!(status.code(), Some(0), "pgward {args:?}: {status:?}");
+    }
+    let (labels, markers) = backups_in(&s.repo);
+    assert_eq!(labels.len(), 2, "{labels:?}");
+    assert!(markers.is_empty(), "in-progress marker left: {markers:?}");
+    assert!(
+        !s.repo.join(layout::lock_key("backup")).exists(),
+        "the lease must be released"
+    );
+
+    // The repository is as usable as after any backup.
+    let third = backup_json(&dir, &s.cfg);
+    assert!(
+        labels.iter().all(|l| third["label"] != l.as_str()),
+        "{third:#}"
+    );
+    assert_eq!(backups_in(&s.repo).0.len(), 3);
+
+    // Commands whose output is all they do still end cleanly.
+    for args in [
+        vec!["--config", cfg, "info"],
+        vec!["--config", cfg, "info", "--json"],
+    ] {
+        let status = pgward_closed_pipes(tmp, &args);
+        assert_eq!(status.code(), Some(0), "pgward {args:?}: {status:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Storage faults, in process
 // ---------------------------------------------------------------------------------------------

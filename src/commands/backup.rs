@@ -6,6 +6,7 @@
 use crate::backup::progress::human_bytes;
 use crate::backup::{BackupOptions, BackupOutcome, run_backup};
 use crate::context::Context;
+use crate::output;
 use crate::pg::Lsn;
 use anyhow::Result;
 use serde::Serialize;
@@ -101,10 +102,17 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
     };
     let outcome = run_backup(ctx, opts).await?;
     let summary = Summary::of(&outcome);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+    let text = if args.json {
+        serde_json::to_string_pretty(&summary)? + "\n"
     } else {
-        print!("{}", summary.text(&outcome));
+        summary.text(&outcome)
+    };
+    // The backup is complete: a summary nobody can read does not make it fail.
+    if let Err(e) = output::stdout(&text) {
+        tracing::warn!(
+            "backup {} is complete but its summary could not be written to standard output: {e}",
+            summary.label
+        );
     }
     Ok(())
 }

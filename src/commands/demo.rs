@@ -16,6 +16,7 @@
 //! `--dir`; after a failure it is kept, and the logs in it are named.
 
 use crate::pg::binaries::{PgBinaries, RunAs};
+use crate::say;
 use anyhow::{Context as _, Result, anyhow, bail};
 use std::fs;
 use std::io::Write as _;
@@ -131,9 +132,9 @@ pub async fn run(args: &Args) -> Result<()> {
     let bins = PgBinaries::locate(None)?;
     let version = bins.server_version()?;
     let ws = Workspace::create(args, bins.run_as())?;
-    println!("pgward demo: the whole loop on a throwaway cluster");
-    println!("  directory   {}", ws.root.display());
-    println!(
+    say!("pgward demo: the whole loop on a throwaway cluster");
+    say!("  directory   {}", ws.root.display());
+    say!(
         "  postgres    {} (PostgreSQL {version}), run as {}",
         bins.bindir().display(),
         bins.run_as().describe()
@@ -332,7 +333,7 @@ async fn run_ok(cmd: std::process::Command, what: &str) -> Result<Output> {
 /// Prints a command's output, indented under the current step.
 fn print_indented(text: &str) {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        println!("      | {line}");
+        say!("      | {line}");
     }
 }
 
@@ -650,7 +651,7 @@ impl Drop for Cluster {
                 .args(["-m", "fast", "-w", "-t", "60", "stop"])
                 .stdin(Stdio::null());
             if let Err(e) = cmd.output() {
-                eprintln!(
+                tracing::warn!(
                     "pgward demo: could not stop the {} server in {}: {e}",
                     self.name,
                     self.datadir.display()
@@ -714,13 +715,13 @@ impl Demo {
         self.step += 1;
         self.step_title = title.to_string();
         self.step_started = Instant::now();
-        println!("\n[{}/{STEPS}] {title}", self.step);
+        say!("\n[{}/{STEPS}] {title}", self.step);
     }
 
     /// Prints how long the current step took.
     fn end(&self) {
         if self.step > 0 {
-            println!("      ({:.1} s)", self.step_started.elapsed().as_secs_f64());
+            say!("      ({:.1} s)", self.step_started.elapsed().as_secs_f64());
         }
     }
 
@@ -802,20 +803,20 @@ impl Demo {
         run_as.chown(&self.config)?;
         self.primary = Some(primary);
         self.pgward(&["init"]).await?;
-        println!(
+        say!(
             "      cluster  {} (data checksums on, socket port {port})",
             self.ws.path("primary").display()
         );
-        println!("      repo     file://{}", repo.display());
-        println!("      config   {}", self.config.display());
+        say!("      repo     file://{}", repo.display());
+        say!("      config   {}", self.config.display());
 
         // 2 -----------------------------------------------------------------------------------
         self.begin("start it, archiving WAL with wal-push");
-        println!("      archive_command = {}", conf_quote(&archive_command));
+        say!("      archive_command = {}", conf_quote(&archive_command));
         let primary = self.primary();
         primary.start().await?;
         let first = primary.switch_and_wait_archived().await?;
-        println!("      switched WAL: {first} is in the repository");
+        say!("      switched WAL: {first} is in the repository");
 
         // 3 -----------------------------------------------------------------------------------
         self.begin("create a booking schema (users, appointments, payments) with data");
@@ -844,7 +845,7 @@ impl Demo {
         let point = primary
             .value("select to_char(now() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
             .await?;
-        println!("      point in time: {point}");
+        say!("      point in time: {point}");
         tokio::time::sleep(POINT_MARGIN).await;
         primary
             .execute(&batch_sql("c", 1, 6, 24, "2026-03-02"))
@@ -857,7 +858,7 @@ impl Demo {
         );
         // A time target needs a commit after it in the archive: switch and wait for it.
         let last = primary.switch_and_wait_archived().await?;
-        println!("      switched WAL: {last} is in the repository");
+        say!("      switched WAL: {last} is in the repository");
 
         // 6 -----------------------------------------------------------------------------------
         self.begin("restore to that point into a second directory and start it");
@@ -889,28 +890,29 @@ impl Demo {
             .iter()
             .chain(&restored.log_lines_containing("last completed transaction"))
         {
-            println!(
+            say!(
                 "      log: {}",
                 line.split_once("LOG:  ").map_or(line.as_str(), |x| x.1)
             );
         }
-        println!(
-            "      restored server on socket port {restored_port}, recovery finished, promoted"
-        );
+        say!("      restored server on socket port {restored_port}, recovery finished, promoted");
 
         // 7 -----------------------------------------------------------------------------------
         self.begin("check: the restored cluster holds exactly the rows from before the point");
         let restored = self.restored.as_mut().expect("restored in step 6");
         let restored_now = restored.fingerprints().await?;
         let mut failed = 0;
-        println!(
+        say!(
             "      {:<14} {:<20} {:<20} {:<20} result",
-            "table", "at the point", "source now", "restored"
+            "table",
+            "at the point",
+            "source now",
+            "restored"
         );
         for (i, table) in TABLES.iter().enumerate() {
             let ok = restored_now[i] == at_point[i];
             failed += usize::from(!ok);
-            println!(
+            say!(
                 "      {:<14} {:<20} {:<20} {:<20} {}",
                 table,
                 at_point[i].short(),
@@ -932,7 +934,7 @@ impl Demo {
         }
         let later_ok = later == 0;
         failed += usize::from(!later_ok);
-        println!(
+        say!(
             "      {:<77} {}",
             format!("rows written after the point in the restored cluster: {later}"),
             if later_ok { "PASS" } else { "FAIL" }
@@ -943,7 +945,7 @@ impl Demo {
             .enumerate()
             .all(|(i, _)| source_now[i] != at_point[i]);
         failed += usize::from(!changed);
-        println!(
+        say!(
             "      {:<77} {}",
             "every table changed on the source after the point",
             if changed { "PASS" } else { "FAIL" }
@@ -972,7 +974,7 @@ impl Demo {
         if step_error.is_none() {
             self.begin("clean up");
         } else {
-            println!("      FAILED\n\ncleaning up");
+            say!("      FAILED\n\ncleaning up");
         }
         let mut stop_errors = Vec::new();
         for cluster in [self.restored.as_mut(), self.primary.as_mut()]
@@ -981,7 +983,7 @@ impl Demo {
         {
             let was_running = cluster.running;
             match cluster.stop().await {
-                Ok(()) if was_running => println!("      stopped the {} server", cluster.name),
+                Ok(()) if was_running => say!("      stopped the {} server", cluster.name),
                 Ok(()) => {}
                 Err(e) => stop_errors.push(format!("{e:#}")),
             }
@@ -992,9 +994,9 @@ impl Demo {
             self.primary = None;
             self.restored = None;
             remove_dir(&root).await?;
-            println!("      removed {}", root.display());
+            say!("      removed {}", root.display());
         } else {
-            println!("      kept {}", root.display());
+            say!("      kept {}", root.display());
         }
         if step_error.is_none() {
             self.end();
@@ -1002,33 +1004,33 @@ impl Demo {
 
         let total = started.elapsed().as_secs_f64();
         if passed && stop_errors.is_empty() {
-            println!("\ndemo passed in {total:.1} s");
+            say!("\ndemo passed in {total:.1} s");
             return Ok(());
         }
         let mut error = match (step_error, checks_failed) {
             (Some(e), _) => {
-                println!("\ndemo FAILED at step {} after {total:.1} s", self.step);
+                say!("\ndemo FAILED at step {} after {total:.1} s", self.step);
                 e
             }
             (None, n) if n > 0 => {
-                println!("\ndemo FAILED after {total:.1} s: {n} check(s) did not pass");
+                say!("\ndemo FAILED after {total:.1} s: {n} check(s) did not pass");
                 anyhow!("{n} check(s) did not pass")
             }
             (None, _) => {
-                println!("\ndemo FAILED after {total:.1} s: the servers did not stop cleanly");
+                say!("\ndemo FAILED after {total:.1} s: the servers did not stop cleanly");
                 anyhow!("the servers did not stop cleanly")
             }
         };
-        println!("where to look:");
+        say!("where to look:");
         for name in ["primary", "restored"] {
             let log = root.join(format!("{name}.log"));
             if log.exists() {
-                println!("  {name} server log: {}", log.display());
+                say!("  {name} server log: {}", log.display());
             }
         }
-        println!("  (archive_command and restore_command write pgward's own messages there too)");
+        say!("  (archive_command and restore_command write pgward's own messages there too)");
         if self.config.exists() {
-            println!("  configuration: {}", self.config.display());
+            say!("  configuration: {}", self.config.display());
         }
         if !stop_errors.is_empty() {
             error = error.context(stop_errors.join("\n"));
@@ -1054,7 +1056,7 @@ fn print_counts(what: &str, f: &[Fingerprint]) {
         .zip(f)
         .map(|(t, f)| format!("{} {t}", f.rows))
         .collect();
-    println!("      {what}: {}", parts.join(", "));
+    say!("      {what}: {}", parts.join(", "));
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! The JSON form is a stable interface (documented in README.md): additions only.
 
 use crate::context::Context;
+use crate::output;
 use crate::pg::Lsn;
 use crate::pg::Timeline;
 use crate::repo::catalog::BackupSummary;
@@ -153,12 +154,13 @@ fn recoverable_windows(a: &archive::LoadedArchive) -> Vec<RecoverableWindow> {
 
 pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
     let r = report(ctx).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    let text = if args.json {
+        serde_json::to_string_pretty(&r)? + "\n"
     } else {
-        print!("{}", render_text(&r));
-    }
-    Ok(())
+        render_text(&r)
+    };
+    // The report is all `info` does, so a failed write fails it (a closed pipe does not).
+    output::stdout(&text).context("cannot write the report to standard output")
 }
 
 fn mib(bytes: u64) -> String {

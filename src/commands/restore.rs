@@ -6,6 +6,7 @@
 //! are only ever added).
 
 use crate::context::Context;
+use crate::output;
 use crate::restore::dest::parse_tablespace_mapping;
 use crate::restore::target::{self, RecoveryTarget, TargetAction, TimelineChoice};
 use crate::restore::{RestoreRequest, report, run_restore};
@@ -57,6 +58,11 @@ pub struct Args {
     /// Print the plan and stop without touching anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Restore although the data directory's postmaster.pid names a process or a socket that
+    /// looks alive: only when you know the file is stale and no server runs on the directory,
+    /// in this or any other container (what it names belongs to something else).
+    #[arg(long)]
+    pub force: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -106,6 +112,7 @@ impl Args {
             tablespace_map,
             delta: self.delta,
             dry_run: self.dry_run,
+            force: self.force,
             exe: None,
         })
     }
@@ -115,16 +122,18 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
     let req = args.request()?;
     let (delta, inclusive, action) = (req.delta, !req.exclusive, req.action);
     let outcome = run_restore(ctx, req).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
-        return Ok(());
-    }
-    print!(
-        "{}",
-        report::render_plan(&outcome, delta, inclusive, action.as_str())
-    );
-    if let Some(r) = &outcome.result {
-        print!("{}", report::render_result(&outcome, r, delta));
+    let text = if args.json {
+        serde_json::to_string_pretty(&outcome)? + "\n"
+    } else {
+        let mut text = report::render_plan(&outcome, delta, inclusive, action.as_str());
+        if let Some(r) = &outcome.result {
+            text += &report::render_result(&outcome, r, delta);
+        }
+        text
+    };
+    // The restore (or its plan) is done: a report nobody can read does not make it fail.
+    if let Err(e) = output::stdout(&text) {
+        tracing::warn!("the restore report could not be written to standard output: {e}");
     }
     Ok(())
 }
@@ -172,10 +181,11 @@ mod tests {
             "--tablespace-map",
             "16386=/b",
             "--delta",
+            "--force",
         ])
         .unwrap();
         assert_eq!(r.tablespace_map.len(), 2);
-        assert!(r.delta);
+        assert!(r.delta && r.force);
     }
 
     #[test]

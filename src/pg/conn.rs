@@ -68,6 +68,110 @@ pub fn describe(config: &Config) -> String {
     )
 }
 
+/// The conninfo with its password replaced by `<redacted>`, for `Debug` of the configuration.
+///
+/// Keyword/value text is tokenised as libpq's `conninfo_parse` does (quotes, backslash escapes),
+/// so whatever libpq would take as the password is what is hidden; an unterminated value runs to
+/// the end and is hidden whole. A `dbname` that is itself a connection string (libpq expands it)
+/// is hidden whole. In the URL form the userinfo's password and any `password=` query parameter
+/// are hidden.
+pub fn redact_conninfo(conninfo: &str) -> String {
+    const REDACTED: &str = "<redacted>";
+    for scheme in ["postgresql://", "postgres://"] {
+        if let Some(rest) = conninfo.strip_prefix(scheme) {
+            return format!("{scheme}{}", redact_uri_rest(rest, REDACTED));
+        }
+    }
+    let mut out = String::with_capacity(conninfo.len());
+    let mut rest = conninfo;
+    while !rest.is_empty() {
+        let trimmed = rest.trim_start();
+        if trimmed.len() != rest.len() {
+            out.push_str(&rest[..rest.len() - trimmed.len()]);
+            rest = trimmed;
+            continue;
+        }
+        let keyword_len = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let after_keyword = &rest[keyword_len..];
+        let value = after_keyword.trim_start_matches(|c: char| c == '=' || c.is_whitespace());
+        let value_len = conninfo_value_len(value);
+        let head_len = rest.len() - value.len();
+        out.push_str(&rest[..head_len]);
+        let value_text = &value[..value_len];
+        out.push_str(if hide_value(&rest[..keyword_len], value_text) {
+            REDACTED
+        } else {
+            value_text
+        });
+        rest = &value[value_len..];
+    }
+    out
+}
+
+/// The length of the value at the start of `text`: a quoted value through its closing quote,
+/// else up to whitespace; a backslash escapes the next character either way.
+fn conninfo_value_len(text: &str) -> usize {
+    let quoted = text.starts_with('\'');
+    let mut escaped = false;
+    for (i, c) in text.char_indices().skip(usize::from(quoted)) {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '\'' if quoted => return i + 1,
+            c if !quoted && c.is_whitespace() => return i,
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+fn hide_value(keyword: &str, value: &str) -> bool {
+    keyword == "password" || (keyword == "dbname" && (value.contains('=') || value.contains("://")))
+}
+
+/// After the scheme: `[user[:password]@]host.../db?params`. As in libpq, the userinfo ends at
+/// the first `@` when no `/` comes before it.
+fn redact_uri_rest(rest: &str, redacted: &str) -> String {
+    let mut out = String::with_capacity(rest.len());
+    let mut rest = rest;
+    if let Some(at) = rest
+        .find(['@', '/'])
+        .filter(|&i| rest[i..].starts_with('@'))
+    {
+        let userinfo = &rest[..at];
+        match userinfo.split_once(':') {
+            Some((user, _)) => {
+                out.push_str(user);
+                out.push(':');
+                out.push_str(redacted);
+            }
+            None => out.push_str(userinfo),
+        }
+        out.push('@');
+        rest = &rest[at + 1..];
+    }
+    let Some((before, query)) = rest.split_once('?') else {
+        out.push_str(rest);
+        return out;
+    };
+    out.push_str(before);
+    out.push('?');
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((key, value)) if hide_value(key, value) => format!("{key}={redacted}"),
+            _ => param.to_string(),
+        })
+        .collect();
+    out.push_str(&params.join("&"));
+    out
+}
+
 /// Connects within `timeout` and spawns the connection task on the current runtime. The
 /// session lives as long as the returned client (and the task ends when it is dropped).
 pub async fn connect(conninfo: &str, timeout: Duration) -> Result<Client> {
@@ -155,6 +259,42 @@ mod tests {
         let d = describe(&c);
         assert_eq!(d, "host=/tmp/s port=6000 user=alice dbname=x");
         assert!(!d.contains("secret"));
+    }
+
+    #[test]
+    fn redaction_hides_what_libpq_takes_as_the_password() {
+        for (conninfo, redacted) in [
+            (
+                "host=/tmp password=SEKRET user=x",
+                "host=/tmp password=<redacted> user=x",
+            ),
+            (
+                "password = 'SEK RET\\' SEKRET' user=x",
+                "password = <redacted> user=x",
+            ),
+            ("user=x password=SEK\\ RET", "user=x password=<redacted>"),
+            ("password='unterminated SEKRET", "password=<redacted>"),
+            ("host=/tmp password=", "host=/tmp password=<redacted>"),
+            (
+                "dbname='host=/tmp password=SEKRET' user=x",
+                "dbname=<redacted> user=x",
+            ),
+            ("dbname=app user=x", "dbname=app user=x"),
+            (
+                "postgresql://alice:SEKRET@localhost:5432/db",
+                "postgresql://alice:<redacted>@localhost:5432/db",
+            ),
+            (
+                "postgres://alice@h/db?password=SEKRET&sslmode=disable",
+                "postgres://alice@h/db?password=<redacted>&sslmode=disable",
+            ),
+            (
+                "postgresql://h/db?application_name=a@b",
+                "postgresql://h/db?application_name=a@b",
+            ),
+        ] {
+            assert_eq!(redact_conninfo(conninfo), redacted, "{conninfo}");
+        }
     }
 
     #[test]

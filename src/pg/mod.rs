@@ -1,5 +1,5 @@
 //! PostgreSQL knowledge: LSNs, WAL file names, WAL page headers, timeline history files,
-//! `pg_control` and `PG_VERSION`.
+//! `pg_control`, `PG_VERSION` and `postmaster.pid`.
 //!
 //! This module owns every fact pgward relies on about PostgreSQL's on-disk formats, so the rest
 //! of the code never slices a file name or reads a byte offset itself. The invariant it keeps:
@@ -18,6 +18,7 @@ pub mod control;
 pub mod history;
 pub mod lsn;
 pub mod page_checksum;
+pub mod postmaster_pid;
 pub mod version;
 pub mod wal_page;
 pub mod walname;

@@ -5,13 +5,17 @@
 //! invariant: a manifest path can never resolve outside the data directory or a tablespace
 //! location (no `..`, no absolute paths), whatever the manifest says.
 
+use crate::pg::postmaster_pid::PostmasterPid;
 use crate::repo::manifest::Manifest;
 use anyhow::{Context as _, Result, bail};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 /// Directories that must exist for PostgreSQL to start although a base backup may not list
 /// them: those whose contents are left out (as `pg_basebackup` does), and `pg_tblspc`, which
@@ -230,12 +234,92 @@ pub fn parse_tablespace_mapping(s: &str) -> Result<(u32, PathBuf)> {
     Ok((oid, dir))
 }
 
-/// The pid in `postmaster.pid` if that process exists, that is, a server may be running on
-/// this directory. A stale file from a crashed server (its pid gone) does not count.
-pub fn running_postmaster(pgdata: &Path) -> Option<u32> {
-    let text = fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
-    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
-    (pid > 0 && Path::new(&format!("/proc/{pid}")).exists()).then_some(pid)
+/// Why a restore believes a server runs on a data directory (see [`server_sign`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerSign {
+    /// The pid on line 1 of `postmaster.pid` is a live process in this PID namespace.
+    Process(u32),
+    /// Something accepts connections where `postmaster.pid` says the server listens
+    /// (`socket /run/x/.s.PGSQL.5432`, `TCP 127.0.0.1:5432`).
+    Answers(String),
+    /// The file, or the socket it names, exists but cannot be read or tried: as likely a
+    /// running server's as not.
+    CannotTell(String),
+}
+
+impl ServerSign {
+    /// The refusal's first line, for `pgdata` and its `postmaster.pid`.
+    pub fn describe(&self, pgdata: &Path) -> String {
+        let pid_file = pgdata.join("postmaster.pid");
+        let (pgdata, pid_file) = (pgdata.display(), pid_file.display());
+        match self {
+            ServerSign::Process(pid) => format!(
+                "a PostgreSQL server is running on {pgdata}: {pid_file} names process {pid}, \
+                 which is alive"
+            ),
+            ServerSign::Answers(endpoint) => format!(
+                "a PostgreSQL server is running on {pgdata}: {pid_file} names {endpoint}, and \
+                 something answers there"
+            ),
+            ServerSign::CannotTell(what) => format!(
+                "a PostgreSQL server may be running on {pgdata}: {pid_file} exists, and {what}"
+            ),
+        }
+    }
+}
+
+/// How long a TCP probe of a listen address may take; an address that does not answer within
+/// it (dropped by a firewall, say) is taken as nothing listening.
+const TCP_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Whether a server may be running on `pgdata`, going by its `postmaster.pid`: `None` when
+/// there is no such file, or when nothing it names is alive (a stale file from a crash).
+///
+/// `/proc` alone cannot tell: a postmaster in another PID namespace (a container with the data
+/// directory bind-mounted) is invisible there. So the Unix socket and the TCP address the file
+/// names are tried as well, and anything that accepts a connection there counts, as does a
+/// socket that exists but cannot be tried. A false alarm (another server on the same port) is
+/// what `restore --force` is for; a missed server would have its files rewritten under it.
+pub fn server_sign(pgdata: &Path) -> Option<ServerSign> {
+    let text = match fs::read_to_string(pgdata.join("postmaster.pid")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(ServerSign::CannotTell(format!("it cannot be read ({e})"))),
+    };
+    let lock = PostmasterPid::parse(&text);
+    if let Some(pid) = lock.pid
+        && Path::new(&format!("/proc/{pid}")).exists()
+    {
+        return Some(ServerSign::Process(pid));
+    }
+    if let Some(socket) = lock.socket_path(pgdata) {
+        match UnixStream::connect(&socket) {
+            Ok(_) => return Some(ServerSign::Answers(format!("socket {}", socket.display()))),
+            // No socket, or one left behind by a server that is gone.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) => {}
+            Err(e) => {
+                return Some(ServerSign::CannotTell(format!(
+                    "its socket {} cannot be tried ({e})",
+                    socket.display()
+                )));
+            }
+        }
+    }
+    for (host, port) in lock.tcp_targets() {
+        let Ok(addrs) = (host.as_str(), port).to_socket_addrs() else {
+            continue;
+        };
+        for addr in addrs {
+            if TcpStream::connect_timeout(&addr, TCP_PROBE_TIMEOUT).is_ok() {
+                return Some(ServerSign::Answers(format!("TCP {addr}")));
+            }
+        }
+    }
+    None
 }
 
 /// Whether `dir` is absent or an empty directory. Anything else but a directory is an error.
@@ -371,18 +455,59 @@ mod tests {
     #[test]
     fn postmaster_detection() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(running_postmaster(dir.path()), None);
-        fs::write(
-            dir.path().join("postmaster.pid"),
-            format!("{}\n/data\n", std::process::id()),
-        )
-        .unwrap();
-        assert_eq!(running_postmaster(dir.path()), Some(std::process::id()));
-        // A pid that cannot exist (above pid_max's hard limit of 2^22).
-        fs::write(dir.path().join("postmaster.pid"), "99999999\n").unwrap();
-        assert_eq!(running_postmaster(dir.path()), None);
+        let pid_file = dir.path().join("postmaster.pid");
+        assert_eq!(server_sign(dir.path()), None);
+        fs::write(&pid_file, format!("{}\n/data\n", std::process::id())).unwrap();
+        assert_eq!(
+            server_sign(dir.path()),
+            Some(ServerSign::Process(std::process::id()))
+        );
+        // A pid that cannot exist (above pid_max's hard limit of 2^22), nothing else named.
+        fs::write(&pid_file, "99999999\n").unwrap();
+        assert_eq!(server_sign(dir.path()), None);
         assert!(is_empty_or_absent(&dir.path().join("nope")).unwrap());
         assert!(!is_empty_or_absent(dir.path()).unwrap());
-        assert!(is_empty_or_absent(&dir.path().join("postmaster.pid")).is_err());
+        assert!(is_empty_or_absent(&pid_file).is_err());
+    }
+
+    /// A postmaster in another PID namespace: its pid means nothing here, but its socket (in a
+    /// directory shared with the container) or its TCP port answers.
+    #[test]
+    fn a_server_invisible_in_proc_is_found_by_its_socket_or_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let sockdir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("postmaster.pid");
+        let lock = |port: u16, listen: &str| {
+            format!(
+                "99999999\n/var/lib/postgresql/data\n1763800000\n{port}\n{}\n{listen}\n",
+                sockdir.path().display()
+            )
+        };
+        fs::write(&pid_file, lock(5432, "")).unwrap();
+        let socket = sockdir.path().join(".s.PGSQL.5432");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        assert_eq!(
+            server_sign(dir.path()),
+            Some(ServerSign::Answers(format!("socket {}", socket.display())))
+        );
+        // The socket file outlives its server: a refused connection is no sign.
+        drop(listener);
+        assert!(socket.exists());
+        assert_eq!(server_sign(dir.path()), None);
+        fs::remove_file(&socket).unwrap();
+        assert_eq!(server_sign(dir.path()), None);
+
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        for listen in ["*", "127.0.0.1", "0.0.0.0"] {
+            fs::write(&pid_file, lock(port, listen)).unwrap();
+            assert_eq!(
+                server_sign(dir.path()),
+                Some(ServerSign::Answers(format!("TCP 127.0.0.1:{port}"))),
+                "{listen}"
+            );
+        }
+        drop(tcp);
+        assert_eq!(server_sign(dir.path()), None);
     }
 }

@@ -64,6 +64,9 @@ pub struct RestoreRequest {
     pub tablespace_map: BTreeMap<u32, PathBuf>,
     pub delta: bool,
     pub dry_run: bool,
+    /// The operator says `postmaster.pid` in the data directory is stale: restore although
+    /// what it names looks alive (`--force`).
+    pub force: bool,
     /// The pgward binary `restore_command` runs; `None` for this process's own executable.
     pub exe: Option<PathBuf>,
 }
@@ -81,6 +84,7 @@ impl RestoreRequest {
             tablespace_map: BTreeMap::new(),
             delta: false,
             dry_run: false,
+            force: false,
             exe: None,
         }
     }
@@ -238,7 +242,7 @@ fn preflight(
 ) -> Result<Checked> {
     let dest = Destination::new(pgdata, m, &req.tablespace_map)?;
     let layout = Layout::of(&dest, m)?;
-    check_destination(&dest, m, req.delta, known_backups)?;
+    check_destination(&dest, m, req, known_backups)?;
     let exe = exe_path(req)?;
     Ok(Checked { dest, layout, exe })
 }
@@ -418,16 +422,22 @@ fn exe_note(exe: &Path, pgdata: &Path) -> Option<String> {
 fn check_destination(
     dest: &Destination,
     m: &Manifest,
-    delta: bool,
+    req: &RestoreRequest,
     known_backups: &[(String, Lsn)],
 ) -> Result<()> {
-    if let Some(pid) = dest::running_postmaster(&dest.pgdata) {
-        bail!(
-            "a PostgreSQL server (pid {pid}) is running on {}\nhint: stop it first (pg_ctl stop \
-             -D {}); a restore never writes under a running server",
-            dest.pgdata.display(),
-            dest.pgdata.display()
-        );
+    let delta = req.delta;
+    if let Some(sign) = dest::server_sign(&dest.pgdata) {
+        let what = sign.describe(&dest.pgdata);
+        if !req.force {
+            bail!(
+                "{what}\nhint: stop it first (pg_ctl stop -D {}, or in the container that runs \
+                 it); a restore never writes under a running server. Only if you are sure that \
+                 no server runs on this directory anywhere (the file is left from a crash, and \
+                 what it names belongs to something else), run the restore again with --force",
+                dest.pgdata.display()
+            );
+        }
+        tracing::warn!("restoring anyway, as --force says: {what}");
     }
     let empty = dest::is_empty_or_absent(&dest.pgdata)?;
     if !empty {

@@ -583,6 +583,58 @@ async fn delta_brings_a_changed_directory_back() {
     assert_eq!(tree(&ts_a), tree(&ts_b));
 }
 
+/// A postmaster in another PID namespace (a container with the data directory bind-mounted)
+/// is invisible in `/proc`; the socket its postmaster.pid names still answers, and delta must
+/// not rewrite the directory under it. Once nothing answers, or with --force, it proceeds.
+#[tokio::test]
+async fn delta_refuses_a_server_that_answers_on_its_socket() {
+    let repo = make_repo().await;
+    let ctx = context(repo.storage.clone());
+    let out = tempfile::tempdir().unwrap();
+    let (pgdata, ts) = (out.path().join("data"), out.path().join("ts"));
+    run_restore(&ctx, request(&pgdata, &ts)).await.unwrap();
+    let sockdir = tempfile::tempdir().unwrap();
+    let socket = sockdir.path().join(".s.PGSQL.5432");
+    let pid_file = pgdata.join("postmaster.pid");
+    // A pid above pid_max's hard limit (2^22): no such process here.
+    let lock = format!(
+        "99999999\n/var/lib/postgresql/data\n1763800000\n5432\n{}\n\n",
+        sockdir.path().display()
+    );
+    fs::write(&pid_file, &lock).unwrap();
+    fs::write(pgdata.join("PG_VERSION"), b"changed\n").unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+
+    let mut req = request(&pgdata, &ts);
+    req.delta = true;
+    let msg = format!("{:#}", run_restore(&ctx, req.clone()).await.unwrap_err());
+    for want in [
+        pid_file.display().to_string(),
+        socket.display().to_string(),
+        "answers".into(),
+        "hint:".into(),
+        "--force".into(),
+    ] {
+        assert!(msg.contains(&want), "{want}: {msg}");
+    }
+    assert!(msg.find("hint:") < msg.find("--force"), "{msg}");
+    assert_eq!(fs::read(pgdata.join("PG_VERSION")).unwrap(), b"changed\n");
+
+    // The operator knows better: --force restores, and the stale file goes with the rest.
+    req.force = true;
+    run_restore(&ctx, req.clone()).await.unwrap();
+    assert_eq!(fs::read(pgdata.join("PG_VERSION")).unwrap(), b"15\n");
+    assert!(!pid_file.exists());
+
+    // Its server gone (the socket file left behind refuses connections): no --force needed.
+    drop(listener);
+    fs::write(&pid_file, &lock).unwrap();
+    fs::write(pgdata.join("PG_VERSION"), b"changed\n").unwrap();
+    req.force = false;
+    run_restore(&ctx, req).await.unwrap();
+    assert_eq!(fs::read(pgdata.join("PG_VERSION")).unwrap(), b"15\n");
+}
+
 #[tokio::test]
 async fn delta_refuses_another_cluster() {
     let repo = make_repo().await;

@@ -427,6 +427,37 @@ pub fn pgward_timeout(cwd: &Path, args: &[&str], timeout: Duration) -> RunOutput
     run_with_timeout(&mut cmd, timeout)
 }
 
+/// Runs the pgward binary as postgres with standard output and standard error connected to
+/// pipes whose read ends are closed before it starts writing, as in `pgward ... | true` once
+/// `true` has exited (or `| head -1` once it has its line). Panics past the usual deadline;
+/// returns the exit status for the caller to check.
+pub fn pgward_closed_pipes(cwd: &Path, args: &[&str]) -> ExitStatus {
+    let mut cmd = Command::new(reachable_binary());
+    cmd.args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    as_postgres(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start pgward {args:?}: {e}"));
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for pgward") {
+            return status;
+        }
+        if start.elapsed() > PGWARD_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("timed out after {PGWARD_TIMEOUT:?}: pgward {args:?} with closed pipes");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Like [`pgward`] but panics with the output unless it exits 0.
 pub fn pgward_ok(cwd: &Path, args: &[&str]) -> RunOutput {
     let out = pgward(cwd, args);

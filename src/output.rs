@@ -1,0 +1,55 @@
+//! Writing to standard output and standard error so that a reader going away cannot stop pgward.
+//!
+//! `println!` and `eprintln!` panic when the write fails, and a closed pipe makes every write
+//! fail: Rust's runtime ignores SIGPIPE (and restores the default only in children it spawns),
+//! so a reader that exits (`backup | head -1`) turns the next print into EPIPE, and the print
+//! into a panic — part-way through a backup, leaving its lease and in-progress marker. So
+//! nothing in pgward uses them: reports go through [`stdout`], chatter through [`say!`], and
+//! logs through [`Stderr`], tracing's writer. The invariant: a failed write to either stream
+//! never changes what a command does or its exit status, except for a report that is the whole
+//! point of the command (`info`), whose caller may fail on an error other than a closed pipe.
+
+use std::fmt;
+use std::io::{self, Write};
+
+/// Writes `text` to standard output and flushes. A closed pipe is not an error: nobody is left
+/// to read the text, and the work it describes is done.
+pub fn stdout(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// One line of progress chatter on standard output; a failure to write it is ignored.
+pub fn say_line(args: fmt::Arguments<'_>) {
+    let mut out = io::stdout().lock();
+    let _ = out.write_fmt(args).and_then(|()| out.write_all(b"\n"));
+    let _ = out.flush();
+}
+
+/// `println!` for progress chatter, which a closed or failing stdout cannot turn into a panic.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::output::say_line(format_args!($($arg)*))
+    };
+}
+
+/// Standard error for tracing: a write that fails (a closed pipe, a full disk under the server
+/// log) is reported as done, so the event is dropped instead of reaching tracing-subscriber's
+/// fallback, which reports it with `eprintln!` — a panic when stderr is the closed pipe.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _ = io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = io::stderr().flush();
+        Ok(())
+    }
+}
