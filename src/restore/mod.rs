@@ -316,7 +316,16 @@ async fn write_all(
             .await
             .map_err(|e| anyhow!("writing the recovery configuration failed: {e}"))??;
     }
+    // Everything else durable first — every directory's entries (backup_label,
+    // recovery.signal and the files were fsynced as written) — so that a crash before
+    // pg_control exists leaves a directory PostgreSQL cannot start, never one that starts
+    // without backup_label and silently skips the WAL the backup needs.
+    set_dir_modes(prepared.dirs.clone()).await?;
+    write::sync_dirs(sync, sync_threads).await?;
+    crate::fsutil::fsync_dir(&dest.pgdata)
+        .with_context(|| format!("cannot fsync {}", dest.pgdata.display()))?;
     let (control, control_index) = layout.control.clone();
+    let control_path = control.path.clone();
     prepare::create_file(&control, req.delta, owner, false)?;
     let mut control_plan = WritePlan::new(m.block_size);
     control_plan.add(
@@ -333,9 +342,10 @@ async fn write_all(
     )
     .await?;
     write::finish_files(control_plan.files, 1).await?;
-
-    set_dir_modes(prepared.dirs.clone()).await?;
-    write::sync_dirs(sync, sync_threads).await?;
+    if let Some(global) = control_path.parent() {
+        crate::fsutil::fsync_dir(global)
+            .with_context(|| format!("cannot fsync {}", global.display()))?;
+    }
     let marker_path = dest.pgdata.join(dest::MARKER);
     fs::remove_file(&marker_path)
         .with_context(|| format!("cannot remove {}", marker_path.display()))?;
@@ -511,8 +521,7 @@ fn write_small_file(path: &Path, data: &[u8], owner: Option<(u32, u32)>) -> Resu
         std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
             .with_context(|| format!("cannot change the owner of {}", path.display()))?;
     }
-    f.sync_all()
-        .with_context(|| format!("cannot fsync {}", path.display()))
+    crate::fsutil::fsync_file(&f, path).with_context(|| format!("cannot fsync {}", path.display()))
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {
@@ -548,8 +557,7 @@ fn append_auto_conf(path: &Path, block: &str, owner: Option<(u32, u32)>) -> Resu
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
     }
-    f.sync_all()
-        .with_context(|| format!("cannot fsync {}", path.display()))
+    crate::fsutil::fsync_file(&f, path).with_context(|| format!("cannot fsync {}", path.display()))
 }
 
 /// Final directory modes, deepest first, once everything inside was written (a manifest

@@ -329,6 +329,7 @@ pub fn create_file(
         std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
             .with_context(|| format!("cannot change the owner of {}", path.display()))?;
     }
+    crate::fsutil::journal::note("create", path);
     Ok(())
 }
 

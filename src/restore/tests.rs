@@ -686,3 +686,66 @@ async fn root_restores_into_an_owned_directory_leave_no_root_files() {
     }
     assert!(seen > 20, "{seen}");
 }
+
+/// Crash safety of the finish: a directory with pg_control but without backup_label would
+/// start and skip the WAL the backup needs. So every other entry is durable (files, the
+/// directories holding them, backup_label, recovery.signal, postgresql.auto.conf) before
+/// pg_control is created, and global/ is fsynced after it.
+#[tokio::test]
+async fn pg_control_is_created_last() {
+    let repo = make_repo().await;
+    let ctx = context(repo.storage.clone());
+    let out = tempfile::tempdir().unwrap();
+    let pgdata = out.path().join("data");
+    crate::fsutil::journal::start();
+    run_restore(&ctx, request(&pgdata, &out.path().join("ts")))
+        .await
+        .unwrap();
+    let root = std::path::absolute(out.path()).unwrap();
+    let steps = crate::fsutil::journal::steps_under(&root);
+    let control = pgdata.join("global/pg_control");
+    let at = |step: &str, path: &Path| {
+        steps
+            .iter()
+            .position(|(s, p)| s == step && p == path)
+            .unwrap_or_else(|| panic!("no {step} of {} in {steps:#?}", path.display()))
+    };
+    let created = at("create", &control);
+    for f in [
+        "backup_label",
+        "recovery.signal",
+        "postgresql.auto.conf",
+        "base/1/1259",
+    ] {
+        assert!(
+            at("fsync", &pgdata.join(f)) < created,
+            "{f} after pg_control"
+        );
+    }
+    for d in ["", "global", "base", "base/1"] {
+        assert!(
+            at("fsync-dir", &pgdata.join(d)) < created,
+            "dir {d:?} after pg_control"
+        );
+    }
+    let expected_after = |s: &str, p: &Path| {
+        (s == "fsync" && p == control)
+            || (s == "fsync-dir" && (p == pgdata.join("global") || p == pgdata))
+    };
+    let later: Vec<_> = steps[created + 1..]
+        .iter()
+        .filter(|(s, p)| !expected_after(s, p))
+        .collect();
+    assert!(
+        later.is_empty(),
+        "only pg_control, global/ and the data directory come after: {later:?}"
+    );
+    assert!(at("fsync", &control) > created);
+    assert!(
+        steps
+            .iter()
+            .rposition(|(s, p)| s == "fsync-dir" && *p == pgdata.join("global"))
+            .unwrap()
+            > at("fsync", &control)
+    );
+}

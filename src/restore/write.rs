@@ -555,7 +555,7 @@ pub async fn finish_files(files: Vec<FileJob>, threads: usize) -> Result<()> {
             f.set_modified(t)
                 .with_context(|| format!("cannot set the time of {}", job.path.display()))?;
         }
-        f.sync_all()
+        crate::fsutil::fsync_file(&f, &job.path)
             .with_context(|| format!("cannot fsync {}", job.path.display()))
     })
     .await
