@@ -128,6 +128,26 @@ pub trait Storage: Send + Sync + Debug {
 
 pub type DynStorage = Arc<dyn Storage>;
 
+/// A whole listing, page by page through [`Storage::list_page`] (each page its own call, so
+/// the retry layer times and retries pages separately), sorted by key.
+pub async fn list_all_pages<S: Storage + ?Sized>(
+    storage: &S,
+    prefix: &str,
+) -> StorageResult<Vec<ObjectMeta>> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = storage.list_page(prefix, token.as_deref()).await?;
+        out.extend(page.objects);
+        match page.next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
 /// What [`create`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {

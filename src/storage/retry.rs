@@ -154,22 +154,7 @@ impl Storage for RetryingStorage {
     /// Page by page, each page under its own deadline and retries, resuming from its
     /// continuation token: a long listing is never one attempt.
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .run("list", prefix, || {
-                    self.inner.list_page(prefix, token.as_deref())
-                })
-                .await?;
-            out.extend(page.objects);
-            match page.next {
-                Some(t) => token = Some(t),
-                None => break,
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        super::list_all_pages(self, prefix).await
     }
 
     async fn list_page(&self, prefix: &str, token: Option<&str>) -> StorageResult<ListPage> {

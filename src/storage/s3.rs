@@ -606,18 +606,7 @@ impl Storage for S3Storage {
     }
 
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self.list_page(prefix, token.as_deref()).await?;
-            out.extend(page.objects);
-            match page.next {
-                Some(t) => token = Some(t),
-                None => break,
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        super::list_all_pages(self, prefix).await
     }
 
     async fn list_page(&self, prefix: &str, token: Option<&str>) -> StorageResult<ListPage> {
