@@ -12,11 +12,12 @@ use crate::commands::detached::{self, Log};
 use crate::context::Context;
 use crate::pg::WalFileName;
 use crate::pg::control::ControlFile;
+use crate::pg::version::read_major_version;
 use crate::repo::identity::RepoIdentity;
 use crate::storage::Storage;
 use crate::wal::fetch;
 use crate::wal::spool::FetchSpool;
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
@@ -86,17 +87,11 @@ async fn check_repository(storage: &dyn Storage) -> Result<()> {
     let id = RepoIdentity::require(storage).await?;
     let here = Path::new(".");
     if here.join("global/pg_control").is_file() {
+        // The same check `init`, `backup` and `wal-push` make: system identifier, major
+        // version and segment size.
         let control = ControlFile::read(here)?;
-        if control.system_identifier != id.system_identifier {
-            bail!(
-                "the repository {} belongs to database system identifier {}, but this data \
-                 directory has {}: its WAL would not fit\nhint: point --config at this \
-                 cluster's configuration (its [repo] url)",
-                storage.describe(),
-                id.system_identifier,
-                control.system_identifier
-            );
-        }
+        id.check_cluster(&control, read_major_version(here)?)
+            .with_context(|| format!("wal-fetch refuses {}", storage.describe()))?;
     }
     Ok(())
 }
