@@ -83,9 +83,57 @@ pub mod journal {
     }
 }
 
+/// Makes `dir`, which lies under `root`, and every directory between them durable: creates the
+/// missing ones, and fsyncs the parent of each — also of those that already exist. An existing
+/// directory may have been created a moment ago by a concurrent writer that has not fsynced its
+/// parent yet; an object put into it now and acknowledged would vanish with the directory in a
+/// crash. Each directory is made durable once per process (a clean directory's fsync is cheap,
+/// but a backup touches hundreds of block directories), so the hot path pays nothing after the
+/// first write. `root` itself must already be durable (`init` made it).
+pub fn ensure_dir_durable(root: &Path, dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || durable::known(dir) {
+        return Ok(());
+    }
+    create_dir_all_durable(dir)?;
+    let mut cur = dir;
+    while cur != root && cur.starts_with(root) && !durable::known(cur) {
+        let Some(parent) = cur.parent().filter(|p| !p.as_os_str().is_empty()) else {
+            break;
+        };
+        fsync_dir(parent)?;
+        durable::remember(cur);
+        cur = parent;
+    }
+    Ok(())
+}
+
+/// Directories this process has made durable (see [`ensure_dir_durable`]).
+mod durable {
+    use std::collections::HashSet;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static DIRS: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+    pub(super) fn known(dir: &Path) -> bool {
+        DIRS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|s| s.contains(dir))
+    }
+
+    pub(super) fn remember(dir: &Path) {
+        DIRS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(HashSet::new)
+            .insert(dir.to_path_buf());
+    }
+}
+
 /// Creates `dir` and any missing ancestors, fsyncing the parent of every directory created so
-/// the new entries survive a crash. Existing directories are left as they are.
-pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
+/// the new entries survive a crash. Existing directories are left as they are (see
+/// [`ensure_dir_durable`] for a directory another process may have just created).
+fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }

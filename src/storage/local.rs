@@ -146,10 +146,10 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StorageError::Transient(format!("local storage io task failed: {e}")))?
 }
 
-/// Writes `data` into a temp file beside `path`, fsynced, creating parent directories durably.
-fn write_temp(path: &Path, data: &[u8], cancel: &AtomicBool) -> io::Result<TempFile> {
+/// Writes `data` into a temp file beside `path`, fsynced, its directory durable under `root`.
+fn write_temp(root: &Path, path: &Path, data: &[u8], cancel: &AtomicBool) -> io::Result<TempFile> {
     if let Some(parent) = path.parent() {
-        fsutil::create_dir_all_durable(parent)?;
+        fsutil::ensure_dir_durable(root, parent)?;
     }
     let mut tmp = TempFile::create_beside(path)?;
     tmp.write_all(data, Some(cancel))?;
@@ -162,10 +162,11 @@ fn write_temp(path: &Path, data: &[u8], cancel: &AtomicBool) -> io::Result<TempF
 impl Storage for LocalStorage {
     async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
         let path = self.path_of(key)?;
+        let root = self.root.clone();
         let cancel = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancel.clone());
         blocking(move || {
-            write_temp(&path, &data, &cancel)
+            write_temp(&root, &path, &data, &cancel)
                 .and_then(|tmp| tmp.rename_to(&path))
                 .map_err(|e| map_io("write", &path, e, true))
         })
@@ -174,21 +175,28 @@ impl Storage for LocalStorage {
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> StorageResult<PutOutcome> {
         let path = self.path_of(key)?;
+        let root = self.root.clone();
         let cancel = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancel.clone());
         blocking(move || {
             // Cheap early exit; the link below is what makes the decision atomic.
-            if fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-                return Ok(PutOutcome::AlreadyExists);
+            let exists = fs::metadata(&path).is_ok_and(|m| m.is_file());
+            if !exists
+                && write_temp(&root, &path, &data, &cancel)
+                    .and_then(|tmp| tmp.link_if_absent(&path))
+                    .map_err(|e| map_io("write", &path, e, true))?
+            {
+                return Ok(PutOutcome::Written);
             }
-            let written = write_temp(&path, &data, &cancel)
-                .and_then(|tmp| tmp.link_if_absent(&path))
-                .map_err(|e| map_io("write", &path, e, true))?;
-            Ok(if written {
-                PutOutcome::Written
-            } else {
-                PutOutcome::AlreadyExists
-            })
+            // The object is someone else's, perhaps linked a moment ago by a process that has
+            // not fsynced the directory yet: make its entry durable before the caller relies on
+            // it (wal-push answers "archived" on an identical existing object).
+            if let Some(dir) = path.parent() {
+                fsutil::ensure_dir_durable(&root, dir)
+                    .and_then(|()| fsutil::fsync_dir(dir))
+                    .map_err(|e| map_io("fsync", dir, e, true))?;
+            }
+            Ok(PutOutcome::AlreadyExists)
         })
         .await
     }
@@ -306,6 +314,67 @@ fn list_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fsyncs recorded under `root` while `f` ran, as `(step, path relative to root)`.
+    async fn durability_steps<F: std::future::Future<Output = ()>>(
+        root: &Path,
+        f: F,
+    ) -> Vec<(String, String)> {
+        fsutil::journal::start();
+        let before = fsutil::journal::steps_under(root).len();
+        f.await;
+        let root = std::path::absolute(root).unwrap();
+        fsutil::journal::steps_under(&root)[before..]
+            .iter()
+            .map(|(step, p)| {
+                let rel = p.strip_prefix(&root).unwrap().display().to_string();
+                (step.clone(), rel)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_object_in_a_directory_another_writer_just_made_is_durable_when_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::new(dir.path().to_path_buf());
+        // A concurrent writer created these directories and has not fsynced their parents yet.
+        fs::create_dir_all(dir.path().join("wal/00000001")).unwrap();
+        let steps = durability_steps(dir.path(), async {
+            s.put("wal/00000001/a", Bytes::from_static(b"x"))
+                .await
+                .unwrap();
+        })
+        .await;
+        for parent in ["wal", ""] {
+            assert!(
+                steps.contains(&("fsync-dir".to_string(), parent.to_string())),
+                "the parent `{parent}` of an existing directory is fsynced: {steps:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn already_exists_is_answered_only_once_the_object_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::new(dir.path().to_path_buf());
+        s.put("wal/00000001/first", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        // Another process linked this object a moment ago and has not fsynced the directory.
+        fs::write(dir.path().join("wal/00000001/b"), b"theirs").unwrap();
+        let steps = durability_steps(dir.path(), async {
+            let outcome = s
+                .put_if_absent("wal/00000001/b", Bytes::from_static(b"ours"))
+                .await
+                .unwrap();
+            assert_eq!(outcome, PutOutcome::AlreadyExists);
+        })
+        .await;
+        assert!(
+            steps.contains(&("fsync-dir".to_string(), "wal/00000001".to_string())),
+            "the directory holding the existing object is fsynced: {steps:?}"
+        );
+    }
 
     #[test]
     fn bad_keys_are_permanent() {
