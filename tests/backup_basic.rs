@@ -563,6 +563,7 @@ fn fast_retries(inner: DynStorage) -> DynStorage {
             attempt_timeout: Duration::from_secs(20),
             base_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(50),
+            ..RetryPolicy::default()
         },
     )
 }

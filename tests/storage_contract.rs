@@ -325,6 +325,7 @@ fn quick_policy(attempts: u32) -> RetryPolicy {
         attempt_timeout: Duration::from_secs(30),
         base_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(10),
+        ..RetryPolicy::default()
     }
 }
 
@@ -410,6 +411,7 @@ async fn retrying_gives_up_on_a_hanging_store_quickly() {
             attempt_timeout: Duration::from_millis(200),
             base_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(100),
+            ..RetryPolicy::default()
         },
     );
     let t0 = Instant::now();
@@ -652,6 +654,7 @@ async fn s3_listing_of_many_pages_is_timed_per_page() {
             attempt_timeout: deadline,
             base_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(5),
+            ..RetryPolicy::default()
         },
     );
     let t = Instant::now();

@@ -108,6 +108,7 @@ fn fast_policy(attempt_timeout: Duration) -> RetryPolicy {
         attempt_timeout,
         base_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(40),
+        ..RetryPolicy::default()
     }
 }
 

@@ -27,6 +27,7 @@ pub struct FaultyStorage {
     failing_ops: Mutex<Vec<&'static str>>,
     lost_acks: Mutex<Vec<(String, usize)>>,
     delays: Mutex<Vec<(&'static str, String, Duration)>>,
+    throttle: Mutex<Option<u64>>,
     calls: AtomicUsize,
     injected: AtomicUsize,
 }
@@ -43,6 +44,7 @@ impl FaultyStorage {
             failing_ops: Mutex::new(Vec::new()),
             lost_acks: Mutex::new(Vec::new()),
             delays: Mutex::new(Vec::new()),
+            throttle: Mutex::new(None),
             calls: AtomicUsize::new(0),
             injected: AtomicUsize::new(0),
         }
@@ -104,6 +106,21 @@ impl FaultyStorage {
         }
         drop(delays);
         self
+    }
+
+    /// While `Some(rate)`, `put`, `put_if_absent` and `get` move their bytes at `rate` bytes
+    /// per second (a slow link): they take `size / rate` longer, a get after reading.
+    pub fn throttle(&self, bytes_per_second: Option<u64>) -> &Self {
+        *self.throttle.lock().unwrap_or_else(|e| e.into_inner()) = bytes_per_second;
+        self
+    }
+
+    /// Sleeps as long as moving `len` bytes takes on the throttled link.
+    async fn transfer(&self, len: usize) {
+        let rate = *self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rate) = rate.filter(|r| *r > 0) {
+            tokio::time::sleep(Duration::from_secs_f64(len as f64 / rate as f64)).await;
+        }
     }
 
     /// Whether this write's answer is to be lost (counts one down).
@@ -187,12 +204,14 @@ impl FaultyStorage {
 impl Storage for FaultyStorage {
     async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
         self.before("put", key, true).await?;
+        self.transfer(data.len()).await;
         self.inner.put(key, data).await?;
         self.lose_this_ack("put", key)
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> StorageResult<PutOutcome> {
         self.before("put_if_absent", key, true).await?;
+        self.transfer(data.len()).await;
         let outcome = self.inner.put_if_absent(key, data).await?;
         self.lose_this_ack("put_if_absent", key)?;
         Ok(outcome)
@@ -201,6 +220,7 @@ impl Storage for FaultyStorage {
     async fn get(&self, key: &str) -> StorageResult<Bytes> {
         self.before("get", key, false).await?;
         let data = self.inner.get(key).await?;
+        self.transfer(data.len()).await;
         if self.corrupt_reads.load(Ordering::SeqCst) && !data.is_empty() {
             let mut v = data.to_vec();
             let mid = v.len() / 2;

@@ -7,6 +7,13 @@
 //! `Permanent` return at once because retrying cannot change them. Backends do not retry on
 //! their own (the S3 client has its retries disabled), so this is the one place that decides.
 //!
+//! Deadlines grow with the bytes moved: an attempt that transfers `n` bytes may take
+//! `attempt_timeout + n / min_throughput`, so a 16 MiB segment or a large manifest on a slow
+//! but working link is not abandoned and re-sent forever, while a stall on a small object is
+//! still caught by the plain deadline. A put knows its size. A get does not before it starts:
+//! its first attempt has the plain deadline, and when that expires the object's size is asked
+//! with a `head` (one small request) and the next attempts get the deadline of that size.
+//!
 //! `put_if_absent` and retries: when an attempt times out or fails after the store already
 //! wrote the object, the next attempt finds that object and reports
 //! [`PutOutcome::AlreadyExists`] although this call wrote it. Callers of `put_if_absent`
@@ -32,6 +39,9 @@ pub struct RetryPolicy {
     pub base_backoff: Duration,
     /// Cap of the backoff bound.
     pub max_backoff: Duration,
+    /// The slowest transfer rate (bytes per second) still taken for a working link; each
+    /// attempt gets `size / min_throughput` on top of `attempt_timeout`.
+    pub min_throughput: u64,
 }
 
 impl Default for RetryPolicy {
@@ -41,11 +51,18 @@ impl Default for RetryPolicy {
             attempt_timeout: Duration::from_secs(30),
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            min_throughput: 1 << 20,
         }
     }
 }
 
 impl RetryPolicy {
+    /// The deadline of one attempt that moves `bytes` bytes.
+    pub fn deadline_for(&self, bytes: u64) -> Duration {
+        let transfer = Duration::from_secs_f64(bytes as f64 / self.min_throughput.max(1) as f64);
+        self.attempt_timeout.saturating_add(transfer)
+    }
+
     /// The sleep after attempt number `failed_attempt` (1-based) failed: full jitter.
     pub fn backoff(&self, failed_attempt: u32) -> Duration {
         let exp = failed_attempt.saturating_sub(1).min(31);
@@ -78,7 +95,21 @@ impl RetryingStorage {
         &self.policy
     }
 
-    async fn run<T, F, Fut>(&self, op: &'static str, key: &str, mut call: F) -> StorageResult<T>
+    async fn run<T, F, Fut>(&self, op: &'static str, key: &str, call: F) -> StorageResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StorageResult<T>>,
+    {
+        self.run_sized(op, key, Transfer::Small, call).await
+    }
+
+    async fn run_sized<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &str,
+        mut transfer: Transfer,
+        mut call: F,
+    ) -> StorageResult<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = StorageResult<T>>,
@@ -86,13 +117,18 @@ impl RetryingStorage {
         let attempts = self.policy.attempts.max(1);
         let mut attempt = 1;
         loop {
-            let result = match tokio::time::timeout(self.policy.attempt_timeout, call()).await {
+            let deadline = self.policy.deadline_for(transfer.bytes());
+            let result = match tokio::time::timeout(deadline, call()).await {
                 Ok(r) => r,
-                Err(_) => Err(StorageError::Transient(format!(
-                    "{op} `{key}` on {}: no answer within {:?}",
-                    self.inner.describe(),
-                    self.policy.attempt_timeout
-                ))),
+                Err(_) => {
+                    if transfer == Transfer::Download {
+                        transfer = self.size_of(key).await;
+                    }
+                    Err(StorageError::Transient(format!(
+                        "{op} `{key}` on {}: no answer within {deadline:?}",
+                        self.inner.describe(),
+                    )))
+                }
             };
             match result {
                 Ok(v) => return Ok(v),
@@ -125,26 +161,57 @@ impl RetryingStorage {
             }
         }
     }
+
+    /// After a get ran out of time: how big the object is, so the next attempts get a
+    /// deadline to match. Unknown (the head failed too) keeps the plain deadline.
+    async fn size_of(&self, key: &str) -> Transfer {
+        match tokio::time::timeout(self.policy.attempt_timeout, self.inner.head(key)).await {
+            Ok(Ok(Some(meta))) => Transfer::Bytes(meta.size),
+            _ => Transfer::Small,
+        }
+    }
+}
+
+/// How many bytes an attempt moves, for its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transfer {
+    /// A request and a short answer (head, list, delete), or a get whose size is unknown.
+    Small,
+    /// A get not yet timed out: its size is learned if the plain deadline is not enough.
+    Download,
+    Bytes(u64),
+}
+
+impl Transfer {
+    fn bytes(self) -> u64 {
+        match self {
+            Transfer::Bytes(n) => n,
+            Transfer::Small | Transfer::Download => 0,
+        }
+    }
 }
 
 #[async_trait]
 impl Storage for RetryingStorage {
     async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
-        self.run("put", key, || self.inner.put(key, data.clone()))
+        let size = Transfer::Bytes(data.len() as u64);
+        self.run_sized("put", key, size, || self.inner.put(key, data.clone()))
             .await
     }
 
     /// See the module documentation: a retried call may report `AlreadyExists` for an object
     /// that its own earlier attempt wrote.
     async fn put_if_absent(&self, key: &str, data: Bytes) -> StorageResult<PutOutcome> {
-        self.run("put_if_absent", key, || {
+        let size = Transfer::Bytes(data.len() as u64);
+        self.run_sized("put_if_absent", key, size, || {
             self.inner.put_if_absent(key, data.clone())
         })
         .await
     }
 
     async fn get(&self, key: &str) -> StorageResult<Bytes> {
-        self.run("get", key, || self.inner.get(key)).await
+        self.run_sized("get", key, Transfer::Download, || self.inner.get(key))
+            .await
     }
 
     async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
@@ -195,6 +262,7 @@ mod tests {
             attempt_timeout: Duration::from_millis(200),
             base_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(5),
+            ..RetryPolicy::default()
         }
     }
 
@@ -243,6 +311,29 @@ mod tests {
             Err(StorageError::Permanent(_))
         ));
         assert_eq!(faulty.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn large_transfers_get_time_in_proportion_to_their_size() {
+        let faulty = Arc::new(FaultyStorage::new(Arc::new(MemoryStorage::new())));
+        let s = RetryingStorage::new(faulty.clone(), quick(3));
+        let big = Bytes::from(vec![7u8; 1 << 20]);
+        // A link at 4 MiB/s: 250 ms for the object, beyond the 200 ms attempt deadline, yet
+        // faster than the slowest transfer the policy accepts.
+        faulty.throttle(Some(4 << 20));
+        s.put("big", big.clone()).await.unwrap();
+        assert_eq!(faulty.calls(), 1, "one attempt was enough");
+        assert_eq!(s.get("big").await.unwrap(), big);
+        assert_eq!(
+            faulty.calls(),
+            4,
+            "a get with the plain deadline, a head for the size, a get with a sized deadline"
+        );
+        // A small object on the same link still has the plain deadline: a stall is a stall.
+        s.put("small", Bytes::from_static(b"x")).await.unwrap();
+        faulty.hang(Some(Duration::from_secs(3600)));
+        let err = s.get("small").await.unwrap_err();
+        assert!(err.to_string().contains("no answer within 200ms"), "{err}");
     }
 
     #[tokio::test]
