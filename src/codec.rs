@@ -4,6 +4,8 @@
 //! recovers it. The sha256 is always of the original bytes (it names objects and is checked on
 //! every read), computed in the same pass that compresses, so a file is read once.
 
+pub mod stream;
+
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::io::{self, Read, Write};

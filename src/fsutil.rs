@@ -247,6 +247,13 @@ impl TempFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Keeps the temp file on disk (it is no longer removed on drop) and returns its path:
+    /// for a file written across several calls, finished by a rename or removed explicitly.
+    pub fn keep(mut self) -> PathBuf {
+        self.live = false;
+        self.path.clone()
+    }
 }
 
 impl Drop for TempFile {

@@ -19,7 +19,8 @@ use pgward::storage::local::LocalStorage;
 use pgward::storage::memory::MemoryStorage;
 use pgward::storage::retry::{self, RetryPolicy, RetryingStorage};
 use pgward::storage::s3::S3Storage;
-use pgward::storage::{DynStorage, PutOutcome, Storage, StorageError};
+use pgward::storage::stream::{chunks_of, collect};
+use pgward::storage::{DynStorage, PutOutcome, Storage, StorageError, put_stream};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -293,6 +294,9 @@ async fn contract(s: DynStorage, many: bool) {
         assert_eq!(keys(&s, "many/k0105").await, want[1050..1060].to_vec());
     }
 
+    // --- streams ------------------------------------------------------------------------------
+    streams(&s, &big).await;
+
     // --- delete -------------------------------------------------------------------------------
     s.delete("ow/k").await.unwrap();
     assert_eq!(s.head("ow/k").await.unwrap(), None);
@@ -315,6 +319,83 @@ async fn contract(s: DynStorage, many: bool) {
     assert!(
         keys(&s, "").await.is_empty(),
         "{desc}: objects left after deleting all"
+    );
+}
+
+/// `put_stream` and `get_stream`: sizes that take every path (one put, several parts), reads
+/// from an offset, and a source that fails midway.
+async fn streams(s: &DynStorage, big: &Bytes) {
+    let desc = s.describe();
+    // Two parts and a bit, in odd-sized chunks that never line up with a part.
+    let large = big.slice(..20 * MIB + 12_345);
+    let stored = put_stream(s, "st/large", chunks_of(large.clone(), 777_777))
+        .await
+        .unwrap_or_else(|e| panic!("{desc}: put_stream st/large: {e}"));
+    assert_eq!(stored, large.len() as u64);
+    assert_same(
+        &format!("{desc}: get st/large"),
+        &s.get("st/large").await.unwrap(),
+        &large,
+    );
+    let whole = collect(s.get_stream("st/large", 0).await.unwrap())
+        .await
+        .unwrap();
+    assert_same(&format!("{desc}: get_stream st/large"), &whole, &large);
+    let from = 9 * MIB as u64 + 5;
+    let tail = collect(s.get_stream("st/large", from).await.unwrap())
+        .await
+        .unwrap();
+    assert_same(
+        &format!("{desc}: get_stream from {from}"),
+        &tail,
+        &large.slice(from as usize..),
+    );
+    let none = collect(s.get_stream("st/large", large.len() as u64).await.unwrap())
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{desc}: a stream from the end is empty");
+    assert!(
+        s.get_stream("st/missing", 0)
+            .await
+            .err()
+            .expect("missing")
+            .is_not_found(),
+        "{desc}: get_stream of a missing key is NotFound"
+    );
+
+    for (key, data) in [
+        ("st/small", Bytes::from_static(b"hello")),
+        ("st/empty", Bytes::new()),
+    ] {
+        let n = put_stream(s, key, chunks_of(data.clone(), 2))
+            .await
+            .unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(s.get(key).await.unwrap(), data, "{desc}: {key}");
+    }
+
+    // A source that dies after more than one part: nothing new is visible, and an object that
+    // was under the key stays as it was.
+    let dying = || {
+        chunks_of(big.slice(..17 * MIB), MIB).chain(futures::stream::once(async {
+            Err(std::io::Error::other("the source died"))
+        }))
+    };
+    s.put("st/kept", Bytes::from_static(b"old")).await.unwrap();
+    for key in ["st/kept", "st/never"] {
+        let err = put_stream(s, key, dying().boxed()).await.unwrap_err();
+        assert!(err.to_string().contains("the source died"), "{desc}: {err}");
+    }
+    assert_eq!(s.get("st/kept").await.unwrap(), Bytes::from_static(b"old"));
+    assert_eq!(
+        s.head("st/never").await.unwrap(),
+        None,
+        "{desc}: failed stream visible"
+    );
+    assert_eq!(
+        keys(s, "st/").await,
+        ["st/empty", "st/kept", "st/large", "st/small"],
+        "{desc}"
     );
 }
 
@@ -346,6 +427,7 @@ async fn contract_memory() {
     let mem = Arc::new(MemoryStorage::new());
     contract(mem.clone(), true).await;
     assert!(mem.is_empty());
+    assert_eq!(mem.open_uploads(), 0, "failed streams abort their uploads");
     assert!(mem.put_count() > 1100);
 }
 
@@ -379,6 +461,33 @@ async fn contract_retrying_over_s3() {
     let s3 = server.storage("pgward-retrying", "").await;
     let s = pgward::storage::retry::wrap(Arc::new(s3), RetryPolicy::default());
     contract(s, false).await;
+}
+
+/// A part that fails is re-sent from memory; a download that breaks resumes where it was.
+#[tokio::test]
+async fn streams_survive_transient_failures() {
+    let mem = Arc::new(MemoryStorage::new());
+    let faulty = Arc::new(FaultyStorage::new(mem.clone()));
+    let s: DynStorage = Arc::new(RetryingStorage::new(faulty.clone(), quick_policy(5)));
+    let data = big().slice(..18 * MIB);
+    faulty.fail_op_next("upload_part", 3);
+    let n = put_stream(&s, "st/x", chunks_of(data.clone(), MIB))
+        .await
+        .unwrap();
+    assert_eq!(n, data.len() as u64);
+    assert_eq!(faulty.injected_failures(), 3);
+    assert_same("after part retries", &mem.get("st/x").await.unwrap(), &data);
+
+    let before = faulty.injected_failures();
+    faulty
+        .break_stream_after(5 * MIB as u64)
+        .break_stream_after(6 * MIB as u64);
+    let got = collect(s.get_stream("st/x", 0).await.unwrap())
+        .await
+        .unwrap();
+    assert_same("after two broken downloads", &got, &data);
+    assert_eq!(faulty.injected_failures(), before + 2);
+    assert_eq!(mem.open_uploads(), 0);
 }
 
 fn assert_no_temp_files(dir: &Path) {

@@ -10,9 +10,11 @@
 //! `tokio::time::sleep` before the call: dropping the future (a deadline firing) cancels it, as
 //! it would cancel a real stuck request.
 
+use super::stream::{ByteStream, Part, PartReceipt, Upload};
 use super::{DynStorage, ListPage, ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -25,9 +27,11 @@ pub struct FaultyStorage {
     hang: Mutex<Option<Duration>>,
     corrupt_reads: AtomicBool,
     failing_ops: Mutex<Vec<&'static str>>,
+    counted_op_failures: Mutex<Vec<(&'static str, usize)>>,
     lost_acks: Mutex<Vec<(String, usize)>>,
     delays: Mutex<Vec<(&'static str, String, Duration)>>,
     throttle: Mutex<Option<u64>>,
+    broken_streams: Mutex<Vec<u64>>,
     calls: AtomicUsize,
     injected: AtomicUsize,
 }
@@ -42,9 +46,11 @@ impl FaultyStorage {
             hang: Mutex::new(None),
             corrupt_reads: AtomicBool::new(false),
             failing_ops: Mutex::new(Vec::new()),
+            counted_op_failures: Mutex::new(Vec::new()),
             lost_acks: Mutex::new(Vec::new()),
             delays: Mutex::new(Vec::new()),
             throttle: Mutex::new(None),
+            broken_streams: Mutex::new(Vec::new()),
             calls: AtomicUsize::new(0),
             injected: AtomicUsize::new(0),
         }
@@ -86,6 +92,19 @@ impl FaultyStorage {
         self
     }
 
+    /// The next `n` calls of the method named `op` fail with `Transient` (replaces an earlier
+    /// count for `op`).
+    pub fn fail_op_next(&self, op: &'static str, n: usize) -> &Self {
+        let mut rules = self
+            .counted_op_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        rules.retain(|(o, _)| *o != op);
+        rules.push((op, n));
+        drop(rules);
+        self
+    }
+
     /// The next `n` writes (`put`, `put_if_absent`) of keys starting with `key_prefix` reach
     /// the inner store and commit, and then fail with `Transient`: the answer was lost.
     pub fn lose_acks(&self, key_prefix: &str, n: usize) -> &Self {
@@ -112,6 +131,16 @@ impl FaultyStorage {
     /// per second (a slow link): they take `size / rate` longer, a get after reading.
     pub fn throttle(&self, bytes_per_second: Option<u64>) -> &Self {
         *self.throttle.lock().unwrap_or_else(|e| e.into_inner()) = bytes_per_second;
+        self
+    }
+
+    /// The next streamed get (one per call of this knob) fails with an IO error once it has
+    /// delivered `after` bytes: a connection dropped mid-download.
+    pub fn break_stream_after(&self, after: u64) -> &Self {
+        self.broken_streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(after);
         self
     }
 
@@ -179,11 +208,20 @@ impl FaultyStorage {
                 "injected transient failure: {op} {key}"
             )));
         }
-        let op_fails = self
-            .failing_ops
+        let counted = self
+            .counted_op_failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&op);
+            .iter_mut()
+            .find(|(o, n)| *o == op && *n > 0)
+            .map(|(_, n)| *n -= 1)
+            .is_some();
+        let op_fails = counted
+            || self
+                .failing_ops
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&op);
         if op_fails {
             self.injected.fetch_add(1, Ordering::SeqCst);
             return Err(StorageError::Transient(format!(
@@ -258,6 +296,84 @@ impl Storage for FaultyStorage {
     async fn delete(&self, key: &str) -> StorageResult<()> {
         self.before("delete", key, false).await?;
         self.inner.delete(key).await
+    }
+
+    async fn upload_start(&self, key: &str) -> StorageResult<Upload> {
+        self.before("upload_start", key, true).await?;
+        self.inner.upload_start(key).await
+    }
+
+    async fn upload_part(
+        &self,
+        upload: &Upload,
+        part: Part,
+        data: Bytes,
+    ) -> StorageResult<PartReceipt> {
+        self.before("upload_part", &upload.key, true).await?;
+        self.transfer(data.len()).await;
+        self.inner.upload_part(upload, part, data).await
+    }
+
+    /// Lost answers ([`FaultyStorage::lose_acks`]) apply here: the object becomes visible
+    /// and the call still fails.
+    async fn upload_finish(
+        &self,
+        upload: &Upload,
+        parts: &[PartReceipt],
+        total: u64,
+    ) -> StorageResult<()> {
+        self.before("upload_finish", &upload.key, true).await?;
+        self.inner.upload_finish(upload, parts, total).await?;
+        self.lose_this_ack("upload_finish", &upload.key)
+    }
+
+    async fn upload_abort(&self, upload: &Upload) -> StorageResult<()> {
+        self.before("upload_abort", &upload.key, false).await?;
+        self.inner.upload_abort(upload).await
+    }
+
+    async fn get_stream(&self, key: &str, offset: u64) -> StorageResult<ByteStream> {
+        self.before("get_stream", key, false).await?;
+        let inner = self.inner.get_stream(key, offset).await?;
+        let break_after = {
+            let mut armed = self
+                .broken_streams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            (!armed.is_empty()).then(|| armed.remove(0))
+        };
+        let Some(limit) = break_after else {
+            return Ok(inner);
+        };
+        self.injected.fetch_add(1, Ordering::SeqCst);
+        let key = key.to_string();
+        // Deliver up to `limit` bytes (cutting a chunk if needed), then fail.
+        let broken =
+            futures::stream::unfold((inner, 0u64, false), move |(mut inner, sent, done)| {
+                let key = key.clone();
+                async move {
+                    if done {
+                        return None;
+                    }
+                    if sent >= limit {
+                        let e = std::io::Error::other(format!(
+                            "injected broken stream: {key} after {sent} bytes"
+                        ));
+                        return Some((Err(e), (inner, sent, true)));
+                    }
+                    match inner.next().await {
+                        None => None,
+                        Some(Ok(chunk)) => {
+                            let room = usize::try_from(limit - sent).unwrap_or(usize::MAX);
+                            let chunk = chunk.slice(..chunk.len().min(room));
+                            let sent = sent + chunk.len() as u64;
+                            Some((Ok(chunk), (inner, sent, false)))
+                        }
+                        Some(Err(e)) => Some((Err(e), (inner, sent, true))),
+                    }
+                }
+            });
+        Ok(broken.boxed())
     }
 
     fn describe(&self) -> String {

@@ -14,6 +14,7 @@
 //! repository may be shared by root and the `postgres` user, and ownership is the operator's
 //! choice, not ours.
 
+use super::stream::{ByteStream, Part, PartReceipt, Upload};
 use super::{ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
 use crate::fsutil::{self, TEMP_PREFIX, TempFile};
 use async_trait::async_trait;
@@ -43,7 +44,26 @@ impl LocalStorage {
         validate_key(key)?;
         Ok(self.root.join(key))
     }
+
+    /// The temp file of a streamed upload: `id` is its name, beside the key's final path.
+    fn upload_path(&self, upload: &Upload) -> StorageResult<(PathBuf, PathBuf)> {
+        let path = self.path_of(&upload.key)?;
+        if !upload.id.starts_with(TEMP_PREFIX) || upload.id.contains('/') {
+            return Err(StorageError::Permanent(format!(
+                "`{}` is not an upload of this repository",
+                upload.id
+            )));
+        }
+        let tmp = path
+            .parent()
+            .map(|p| p.join(&upload.id))
+            .unwrap_or_else(|| PathBuf::from(&upload.id));
+        Ok((path, tmp))
+    }
 }
+
+/// Bytes read per chunk of a streamed get.
+const STREAM_CHUNK: usize = 1 << 20;
 
 /// Keys are relative `/`-separated paths without empty, `.` or `..` segments; segments must
 /// not look like our temp files.
@@ -263,6 +283,135 @@ impl Storage for LocalStorage {
             Err(e) => Err(map_io("delete", &path, e, true)),
         })
         .await
+    }
+
+    /// A temp file beside the final path, in a directory made durable now.
+    async fn upload_start(&self, key: &str) -> StorageResult<Upload> {
+        let path = self.path_of(key)?;
+        let root = self.root.clone();
+        let key = key.to_string();
+        blocking(move || {
+            let tmp = path
+                .parent()
+                .map_or(Ok(()), |parent| fsutil::ensure_dir_durable(&root, parent))
+                .and_then(|()| TempFile::create_beside(&path))
+                .map_err(|e| map_io("write", &path, e, true))?
+                .keep();
+            let id = tmp
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            Ok(Upload { key, id })
+        })
+        .await
+    }
+
+    /// Writes the part at its offset (so parts may arrive in any order and be re-sent).
+    async fn upload_part(
+        &self,
+        upload: &Upload,
+        part: Part,
+        data: Bytes,
+    ) -> StorageResult<PartReceipt> {
+        use std::os::unix::fs::FileExt;
+        let (_, tmp) = self.upload_path(upload)?;
+        blocking(move || {
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .open(&tmp)
+                .map_err(|e| map_io("write", &tmp, e, true))?;
+            file.write_all_at(&data, part.offset)
+                .map_err(|e| map_io("write", &tmp, e, true))?;
+            Ok(PartReceipt {
+                number: part.number,
+                len: data.len() as u64,
+                etag: None,
+                crc32: None,
+            })
+        })
+        .await
+    }
+
+    /// fsync, check the length, rename over the key, fsync the directory.
+    async fn upload_finish(
+        &self,
+        upload: &Upload,
+        _parts: &[PartReceipt],
+        total: u64,
+    ) -> StorageResult<()> {
+        let (path, tmp) = self.upload_path(upload)?;
+        blocking(move || {
+            let file = fs::File::open(&tmp).map_err(|e| map_io("write", &tmp, e, true))?;
+            let len = file
+                .metadata()
+                .map_err(|e| map_io("write", &tmp, e, true))?
+                .len();
+            if len != total {
+                return Err(StorageError::Permanent(format!(
+                    "upload to {} holds {len} bytes, {total} were sent; not made visible",
+                    path.display()
+                )));
+            }
+            fsutil::fsync_file(&file, &tmp)
+                .and_then(|()| fs::rename(&tmp, &path))
+                .and_then(|()| path.parent().map_or(Ok(()), fsutil::fsync_dir))
+                .map_err(|e| map_io("write", &path, e, true))
+        })
+        .await
+    }
+
+    async fn upload_abort(&self, upload: &Upload) -> StorageResult<()> {
+        let (_, tmp) = self.upload_path(upload)?;
+        blocking(move || match fs::remove_file(&tmp) {
+            Ok(()) => Ok(()),
+            Err(e) if is_absent(&e) => Ok(()),
+            Err(e) => Err(map_io("delete", &tmp, e, true)),
+        })
+        .await
+    }
+
+    async fn get_stream(&self, key: &str, offset: u64) -> StorageResult<ByteStream> {
+        use futures::StreamExt;
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self.path_of(key)?;
+        let key = key.to_string();
+        let file = blocking(move || {
+            let mut f = fs::File::open(&path).map_err(|e| match e {
+                e if is_absent(&e) => StorageError::NotFound(key.clone()),
+                e => map_io("read", &path, e, false),
+            })?;
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| map_io("read", &path, e, false))?;
+            Ok(f)
+        })
+        .await?;
+        // One blocking read per chunk; the file moves into each read and back out.
+        let chunks = futures::stream::unfold(Some(file), |state| async move {
+            let mut f = state?;
+            let read = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; STREAM_CHUNK];
+                let mut filled = 0;
+                while filled < buf.len() {
+                    match f.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                buf.truncate(filled);
+                Ok((f, buf))
+            })
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)));
+            match read {
+                Ok((_, buf)) if buf.is_empty() => None,
+                Ok((f, buf)) => Some((Ok(Bytes::from(buf)), Some(f))),
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+        Ok(chunks.boxed())
     }
 
     fn describe(&self) -> String {

@@ -4,6 +4,7 @@
 //! atomic and `put_if_absent` is truly atomic) and counts calls so tests can assert on what a
 //! command did, e.g. that a block already stored was not uploaded again.
 
+use super::stream::{ByteStream, Part, PartReceipt, Upload, chunks_of};
 use super::{ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,6 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
     objects: Mutex<BTreeMap<String, Bytes>>,
+    /// Streamed uploads in progress: id → parts by offset.
+    uploads: Mutex<BTreeMap<String, BTreeMap<u64, Bytes>>>,
+    next_upload: AtomicUsize,
     puts: AtomicUsize,
     gets: AtomicUsize,
     calls: AtomicUsize,
@@ -57,6 +61,11 @@ impl MemoryStorage {
         // A panic while holding the lock cannot leave the map half-updated: every critical
         // section is a single map operation.
         self.objects.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Streamed uploads started and neither finished nor aborted.
+    pub fn open_uploads(&self) -> usize {
+        self.uploads.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     fn count(&self, put: bool) {
@@ -157,6 +166,98 @@ impl Storage for MemoryStorage {
         check_key(key)?;
         self.map().remove(key);
         Ok(())
+    }
+
+    async fn upload_start(&self, key: &str) -> StorageResult<Upload> {
+        self.count(false);
+        check_key(key)?;
+        let id = format!(
+            "upload-{}",
+            self.next_upload.fetch_add(1, Ordering::Relaxed)
+        );
+        self.uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), BTreeMap::new());
+        Ok(Upload {
+            key: key.to_string(),
+            id,
+        })
+    }
+
+    async fn upload_part(
+        &self,
+        upload: &Upload,
+        part: Part,
+        data: Bytes,
+    ) -> StorageResult<PartReceipt> {
+        self.count(true);
+        let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        let parts = uploads.get_mut(&upload.id).ok_or_else(|| {
+            StorageError::Permanent(format!("no upload {} for {}", upload.id, upload.key))
+        })?;
+        let len = data.len() as u64;
+        parts.insert(part.offset, data);
+        Ok(PartReceipt {
+            number: part.number,
+            len,
+            etag: None,
+            crc32: None,
+        })
+    }
+
+    async fn upload_finish(
+        &self,
+        upload: &Upload,
+        _parts: &[PartReceipt],
+        total: u64,
+    ) -> StorageResult<()> {
+        self.count(true);
+        let parts = self
+            .uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&upload.id)
+            .ok_or_else(|| {
+                StorageError::Permanent(format!("no upload {} for {}", upload.id, upload.key))
+            })?;
+        let mut whole = Vec::new();
+        for (offset, data) in parts {
+            if offset != whole.len() as u64 {
+                return Err(StorageError::Permanent(format!(
+                    "upload to {} has a gap at byte {}",
+                    upload.key,
+                    whole.len()
+                )));
+            }
+            whole.extend_from_slice(&data);
+        }
+        if whole.len() as u64 != total {
+            return Err(StorageError::Permanent(format!(
+                "upload to {} holds {} bytes, {total} were sent",
+                upload.key,
+                whole.len()
+            )));
+        }
+        self.map().insert(upload.key.clone(), Bytes::from(whole));
+        Ok(())
+    }
+
+    async fn upload_abort(&self, upload: &Upload) -> StorageResult<()> {
+        self.count(false);
+        self.uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&upload.id);
+        Ok(())
+    }
+
+    async fn get_stream(&self, key: &str, offset: u64) -> StorageResult<ByteStream> {
+        let data = self.get(key).await?;
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        Ok(chunks_of(data.slice(start..), 64 << 10))
     }
 
     fn describe(&self) -> String {

@@ -24,6 +24,11 @@
 //!   after this name?" every few seconds on a standby. The default implementation filters a full
 //!   `list` (right, not cheap); backends that can do better override it, and wrappers pass it on.
 //! - `delete` of a missing key succeeds (idempotent).
+//! - Streams ([`stream`]): [`put_stream`] stores a byte stream of unknown length through the
+//!   `upload_*` steps (multipart on S3, a temp file + fsync + rename locally), atomically: a
+//!   failed or cancelled one leaves nothing visible under the key, and is never replayed by any
+//!   layer — the caller restarts from its source. `get_stream(key, offset)` reads an object in
+//!   chunks from `offset`; the retry layer resumes it at the offset reached after a failure.
 //! - Cancellation: dropping a future mid-`put` never leaves a partial object visible under the
 //!   key (local writes go through a temp file; S3 uploads are single requests or multipart
 //!   uploads that are only completed at the end).
@@ -36,11 +41,13 @@ pub mod local;
 pub mod memory;
 pub mod retry;
 pub mod s3;
+pub mod stream;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::fmt::Debug;
 use std::sync::Arc;
+pub use stream::{ByteStream, Part, PartReceipt, Upload, put_stream};
 
 /// What the storage knows about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +129,56 @@ pub trait Storage: Send + Sync + Debug {
     }
     /// Removes an object; removing a missing object succeeds.
     async fn delete(&self, key: &str) -> StorageResult<()>;
+    /// Starts an upload to `key` for [`put_stream`] (its only caller). Every backend in this
+    /// crate implements the four `upload_*` steps; the defaults refuse, for test doubles.
+    async fn upload_start(&self, key: &str) -> StorageResult<Upload> {
+        Err(StorageError::Permanent(format!(
+            "{}: streamed uploads are not supported (key {key})",
+            self.describe()
+        )))
+    }
+    /// Stores one part; storing the same part again replaces it (so a retry is safe).
+    async fn upload_part(
+        &self,
+        upload: &Upload,
+        part: Part,
+        data: Bytes,
+    ) -> StorageResult<PartReceipt> {
+        let _ = (part, data);
+        Err(StorageError::Permanent(format!(
+            "{}: streamed uploads are not supported (key {})",
+            self.describe(),
+            upload.key
+        )))
+    }
+    /// Makes the object whole, durable and visible from `parts` (in order, `total` bytes).
+    async fn upload_finish(
+        &self,
+        upload: &Upload,
+        parts: &[PartReceipt],
+        total: u64,
+    ) -> StorageResult<()> {
+        let _ = (parts, total);
+        Err(StorageError::Permanent(format!(
+            "{}: streamed uploads are not supported (key {})",
+            self.describe(),
+            upload.key
+        )))
+    }
+    /// Gives an upload up: nothing becomes visible. Aborting an unknown upload succeeds.
+    async fn upload_abort(&self, upload: &Upload) -> StorageResult<()> {
+        let _ = upload;
+        Ok(())
+    }
+    /// The object's bytes from `offset` on, in chunks. A missing key is `NotFound`. The
+    /// default reads the whole object first (test doubles); real backends stream.
+    async fn get_stream(&self, key: &str, offset: u64) -> StorageResult<ByteStream> {
+        let data = self.get(key).await?;
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        Ok(stream::chunks_of(data.slice(start..), 1 << 20))
+    }
     /// A short description for logs and errors (never contains secrets).
     fn describe(&self) -> String;
 }

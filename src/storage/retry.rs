@@ -14,15 +14,22 @@
 //! its first attempt has the plain deadline, and when that expires the object's size is asked
 //! with a `head` (one small request) and the next attempts get the deadline of that size.
 //!
+//! Streams: each step of a streamed upload is its own call here (a part is retried with its
+//! bytes, which the caller holds), and the stream itself is never replayed. A streamed get
+//! gets a deadline per chunk; when a chunk fails or does not come, the object is opened again
+//! at the offset reached, up to `attempts` times in a row without progress.
+//!
 //! `put_if_absent` and retries: when an attempt times out or fails after the store already
 //! wrote the object, the next attempt finds that object and reports
 //! [`PutOutcome::AlreadyExists`] although this call wrote it. Callers of `put_if_absent`
 //! already have to compare the existing object with what they meant to write (an identical
 //! object is success), so that answer is safe; it is never reported as `Written` wrongly.
 
+use super::stream::{ByteStream, Part, PartReceipt, Upload};
 use super::{DynStorage, ListPage, ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use rand::Rng;
 use std::future::Future;
 use std::sync::Arc;
@@ -245,8 +252,134 @@ impl Storage for RetryingStorage {
         self.run("delete", key, || self.inner.delete(key)).await
     }
 
+    async fn upload_start(&self, key: &str) -> StorageResult<Upload> {
+        self.run("upload_start", key, || self.inner.upload_start(key))
+            .await
+    }
+
+    async fn upload_part(
+        &self,
+        upload: &Upload,
+        part: Part,
+        data: Bytes,
+    ) -> StorageResult<PartReceipt> {
+        let size = Transfer::Bytes(data.len() as u64);
+        self.run_sized("upload_part", &upload.key, size, || {
+            self.inner.upload_part(upload, part, data.clone())
+        })
+        .await
+    }
+
+    /// Sized by the whole object: a store may take a while to assemble many parts.
+    async fn upload_finish(
+        &self,
+        upload: &Upload,
+        parts: &[PartReceipt],
+        total: u64,
+    ) -> StorageResult<()> {
+        self.run_sized("upload_finish", &upload.key, Transfer::Bytes(total), || {
+            self.inner.upload_finish(upload, parts, total)
+        })
+        .await
+    }
+
+    async fn upload_abort(&self, upload: &Upload) -> StorageResult<()> {
+        self.run("upload_abort", &upload.key, || {
+            self.inner.upload_abort(upload)
+        })
+        .await
+    }
+
+    async fn get_stream(&self, key: &str, offset: u64) -> StorageResult<ByteStream> {
+        let first = self
+            .run("get_stream", key, || self.inner.get_stream(key, offset))
+            .await?;
+        let resume = Resume {
+            inner: self.inner.clone(),
+            policy: self.policy,
+            key: key.to_string(),
+            offset,
+            stream: Some(first),
+            failures: 0,
+        };
+        Ok(futures::stream::unfold(resume, Resume::next).boxed())
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+}
+
+/// A streamed get that re-opens its object where it left off.
+struct Resume {
+    inner: DynStorage,
+    policy: RetryPolicy,
+    key: String,
+    /// Offset of the next byte to deliver.
+    offset: u64,
+    /// `None` once finished or failed for good.
+    stream: Option<ByteStream>,
+    /// Failures in a row without a byte delivered.
+    failures: u32,
+}
+
+impl Resume {
+    async fn next(mut self) -> Option<(std::io::Result<Bytes>, Resume)> {
+        loop {
+            let stream = self.stream.as_mut()?;
+            let failure =
+                match tokio::time::timeout(self.policy.attempt_timeout, stream.next()).await {
+                    Ok(None) => return None,
+                    Ok(Some(Ok(chunk))) => {
+                        self.offset += chunk.len() as u64;
+                        self.failures = 0;
+                        return Some((Ok(chunk), self));
+                    }
+                    Ok(Some(Err(e))) => e.to_string(),
+                    Err(_) => format!("no data within {:?}", self.policy.attempt_timeout),
+                };
+            if let Err(e) = self.reopen(failure).await {
+                self.stream = None;
+                return Some((Err(e), self));
+            }
+        }
+    }
+
+    /// Opens the object again at `offset`, retrying, or says why it gave up.
+    async fn reopen(&mut self, mut failure: String) -> std::io::Result<()> {
+        loop {
+            self.failures += 1;
+            if self.failures >= self.policy.attempts.max(1) {
+                return Err(std::io::Error::other(format!(
+                    "get `{}` on {}: {failure} at byte {} (gave up after {} attempts)",
+                    self.key,
+                    self.inner.describe(),
+                    self.offset,
+                    self.failures
+                )));
+            }
+            let delay = self.policy.backoff(self.failures);
+            tracing::warn!(key = %self.key, offset = self.offset, error = %failure, retry_in = ?delay,
+                "streamed read failed, resuming");
+            tokio::time::sleep(delay).await;
+            let open = self.inner.get_stream(&self.key, self.offset);
+            match tokio::time::timeout(self.policy.attempt_timeout, open).await {
+                Ok(Ok(s)) => {
+                    self.stream = Some(s);
+                    return Ok(());
+                }
+                Ok(Err(StorageError::Transient(m))) => failure = m,
+                Ok(Err(e)) => {
+                    return Err(std::io::Error::other(format!(
+                        "get `{}` on {}: cannot resume at byte {}: {e}",
+                        self.key,
+                        self.inner.describe(),
+                        self.offset
+                    )));
+                }
+                Err(_) => failure = format!("no answer within {:?}", self.policy.attempt_timeout),
+            }
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! No message ever contains the secret key: messages are built from the bucket, key, HTTP status
 //! and the service's error code and message.
 
+use super::stream::{ByteStream as Chunks, Part, PartReceipt, Upload};
 use super::{ListPage, ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
 use crate::config::S3Config;
 use anyhow::Context;
@@ -670,6 +671,154 @@ impl Storage for S3Storage {
                 other => Err(other),
             },
         }
+    }
+
+    async fn upload_start(&self, key: &str) -> StorageResult<Upload> {
+        let full = self.full_key(key)?;
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| self.error("start multipart upload", Some(key), e))?;
+        let id = created.upload_id().map(str::to_string).ok_or_else(|| {
+            StorageError::Transient(format!(
+                "s3 put {}: the store returned no multipart upload id",
+                self.url(Some(key))
+            ))
+        })?;
+        Ok(Upload {
+            key: key.to_string(),
+            id,
+        })
+    }
+
+    async fn upload_part(
+        &self,
+        upload: &Upload,
+        part: Part,
+        data: Bytes,
+    ) -> StorageResult<PartReceipt> {
+        let full = self.full_key(&upload.key)?;
+        let len = data.len() as u64;
+        let number = i32::try_from(part.number).map_err(|_| {
+            StorageError::Permanent(format!("part number {} is out of range", part.number))
+        })?;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&full)
+            .upload_id(&upload.id)
+            .part_number(number)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| {
+                self.error(
+                    &format!("upload part {} of", part.number),
+                    Some(&upload.key),
+                    e,
+                )
+            })?;
+        Ok(PartReceipt {
+            number: part.number,
+            len,
+            etag: out.e_tag().map(str::to_string),
+            crc32: out.checksum_crc32().map(str::to_string),
+        })
+    }
+
+    async fn upload_finish(
+        &self,
+        upload: &Upload,
+        parts: &[PartReceipt],
+        _total: u64,
+    ) -> StorageResult<()> {
+        let full = self.full_key(&upload.key)?;
+        let completed: Vec<CompletedPart> = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number as i32)
+                    .set_e_tag(p.etag.clone())
+                    .set_checksum_crc32(p.crc32.clone())
+                    .build()
+            })
+            .collect();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .upload_id(&upload.id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("complete multipart upload", Some(&upload.key), e))
+    }
+
+    async fn upload_abort(&self, upload: &Upload) -> StorageResult<()> {
+        let full = self.full_key(&upload.key)?;
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .upload_id(&upload.id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+            Err(e) => match self.error("abort multipart upload", Some(&upload.key), e) {
+                StorageError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn get_stream(&self, key: &str, offset: u64) -> StorageResult<Chunks> {
+        let full = self.full_key(key)?;
+        let mut req = self.client.get_object().bucket(&self.bucket).key(&full);
+        if offset > 0 {
+            req = req.range(format!("bytes={offset}-"));
+        }
+        let out = match req.send().await {
+            Ok(out) => out,
+            // A range that starts at the end of the object: nothing left to read.
+            Err(e) if offset > 0 && status_of(&e) == Some(416) => {
+                return Ok(futures::stream::empty().boxed());
+            }
+            Err(e) => return Err(self.error("get", Some(key), e)),
+        };
+        let url = self.url(Some(key));
+        let chunks = futures::stream::unfold(Some(out.body), move |state| {
+            let url = url.clone();
+            async move {
+                let mut body = state?;
+                match body.next().await {
+                    None => None,
+                    Some(Ok(chunk)) => Some((Ok(chunk), Some(body))),
+                    Some(Err(e)) => Some((
+                        Err(std::io::Error::other(format!(
+                            "s3 get {url}: reading the body failed: {}",
+                            DisplayErrorContext(&e)
+                        ))),
+                        None,
+                    )),
+                }
+            }
+        });
+        Ok(chunks.boxed())
     }
 
     fn describe(&self) -> String {
