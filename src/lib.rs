@@ -16,4 +16,5 @@ pub mod pg;
 pub mod repo;
 pub mod restore;
 pub mod storage;
+pub mod units;
 pub mod wal;

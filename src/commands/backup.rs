@@ -3,11 +3,11 @@
 //! The work is [`crate::backup::run_backup`]; this file only prints the result. The `--json`
 //! object is a stable, documented format: fields are only ever added.
 
-use crate::backup::progress::human_bytes;
 use crate::backup::{BackupOptions, BackupOutcome, run_backup};
 use crate::context::Context;
 use crate::output;
 use crate::pg::Lsn;
+use crate::units;
 use anyhow::Result;
 use serde::Serialize;
 use std::io::IsTerminal;
@@ -61,26 +61,33 @@ impl Summary {
     }
 
     fn text(&self, o: &BackupOutcome) -> String {
+        let new_data = if self.new_bytes == 0 {
+            "nothing new: every block was already stored".to_string()
+        } else {
+            format!(
+                "{} ({} stored compressed), dedup ratio {:.1}x",
+                units::bytes(self.new_bytes),
+                units::bytes(self.stored_bytes),
+                self.dedup_ratio
+            )
+        };
         let mut out = format!(
             "backup {} complete\n\
-             \x20 size:       {} in {} files\n\
-             \x20 new data:   {} ({} stored compressed), dedup ratio {:.1}x\n\
+             \x20 size:       {} in {}\n\
+             \x20 new data:   {new_data}\n\
              \x20 WAL:        {} .. {} on timeline {} ({} .. {})\n\
-             \x20 duration:   {:.1} s ({:.0} MB/s)\n\
+             \x20 duration:   {:.1} s ({})\n\
              \x20 bad pages:  {}\n",
             self.label,
-            human_bytes(self.total_bytes),
-            o.stats.files,
-            human_bytes(self.new_bytes),
-            human_bytes(self.stored_bytes),
-            self.dedup_ratio,
+            units::bytes(self.total_bytes),
+            units::count(o.stats.files, "file", "files"),
             self.start_lsn,
             self.stop_lsn,
             self.timeline,
             o.start_wal,
             o.stop_wal,
             self.duration_ms as f64 / 1000.0,
-            self.mb_per_s,
+            units::rate(self.total_bytes, self.duration_ms as f64 / 1000.0),
             self.bad_pages,
         );
         if self.bad_pages > 0 {
@@ -178,6 +185,6 @@ mod tests {
         assert_eq!(v["bad_pages"], 1);
         let text = s.text(&o);
         assert!(text.contains("base/5/16384"), "{text}");
-        assert!(text.contains("1.00 GB"), "{text}");
+        assert!(text.contains("953.7 MiB"), "{text}");
     }
 }

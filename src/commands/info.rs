@@ -13,6 +13,7 @@ use crate::repo::wal_catalog::{SegmentRange, WalCatalog};
 use crate::restore::archive;
 use crate::restore::plan::{self, ArchiveView, PlanRequest};
 use crate::restore::target::{RecoveryTarget, TimelineChoice};
+use crate::units;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
@@ -163,10 +164,6 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
     output::stdout(&text).context("cannot write the report to standard output")
 }
 
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
-}
-
 pub fn render_text(r: &InfoReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
@@ -176,8 +173,8 @@ pub fn render_text(r: &InfoReport) -> String {
         s,
         "postgresql         {} (WAL segment {}, backup block {})",
         r.pg_major,
-        mib(r.wal_segment_size),
-        mib(r.block_size)
+        units::bytes(r.wal_segment_size),
+        units::bytes(r.block_size)
     );
     let _ = writeln!(
         s,
@@ -194,7 +191,7 @@ pub fn render_text(r: &InfoReport) -> String {
             "  timeline {}: {} segments, {} stored{}",
             Timeline(t.timeline).0,
             t.segments,
-            mib(t.stored_bytes),
+            units::bytes(t.stored_bytes),
             if t.has_history_file {
                 ", history file archived"
             } else {
@@ -233,8 +230,8 @@ pub fn render_text(r: &InfoReport) -> String {
             b.stop_time,
             b.start_lsn,
             b.stop_lsn,
-            mib(b.total_bytes),
-            mib(b.stored_bytes),
+            units::bytes(b.total_bytes),
+            units::bytes(b.stored_bytes),
             if b.bad_pages > 0 {
                 format!("  BAD PAGES: {}", b.bad_pages)
             } else {

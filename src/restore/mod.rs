@@ -585,8 +585,8 @@ fn spawn_progress(p: Arc<Progress>, total: u64) -> tokio::task::JoinHandle<()> {
             let done = p.bytes_done.load(Ordering::Relaxed);
             let secs = start.elapsed().as_secs_f64().max(0.001);
             tracing::info!(
-                done = %report::human_bytes(done),
-                total = %report::human_bytes(total),
+                done = %crate::units::bytes(done),
+                total = %crate::units::bytes(total),
                 percent = format_args!("{:.0}", done as f64 * 100.0 / total.max(1) as f64),
                 mb_per_s = format_args!("{:.0}", done as f64 / 1e6 / secs),
                 "restoring"

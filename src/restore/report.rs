@@ -4,23 +4,8 @@
 
 use crate::restore::plan::RestorePlan;
 use crate::restore::{RestoreOutcome, RestoreStats};
+use crate::units;
 use std::fmt::Write as _;
-
-/// `1.2 GiB`, `340.0 MiB`, `12 B`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
 
 pub fn render_plan(o: &RestoreOutcome, delta: bool, inclusive: bool, action: &str) -> String {
     let p: &RestorePlan = &o.plan;
@@ -43,7 +28,7 @@ pub fn render_plan(o: &RestoreOutcome, delta: bool, inclusive: bool, action: &st
         b.start_lsn,
         b.stop_lsn,
         b.stop_time,
-        human_bytes(b.total_bytes),
+        units::bytes(b.total_bytes),
         b.files
     );
     let _ = writeln!(s, "  because     {}", p.reason);
@@ -104,18 +89,18 @@ pub fn render_result(o: &RestoreOutcome, r: &RestoreStats, delta: bool) -> Strin
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "restored {} files ({}) and {} directories in {:.1} s ({:.0} MB/s)",
-        r.files,
-        human_bytes(r.bytes),
-        r.directories,
+        "restored {} ({}) and {} in {:.1} s ({})",
+        units::count(r.files, "file", "files"),
+        units::bytes(r.bytes),
+        units::count(r.directories, "directory", "directories"),
         r.duration_ms as f64 / 1000.0,
-        r.mb_per_s
+        units::rate(r.bytes, r.duration_ms as f64 / 1000.0)
     );
     let _ = writeln!(
         s,
         "  blocks      {} fetched ({} compressed){}",
         r.blocks_fetched,
-        human_bytes(r.bytes_fetched),
+        units::bytes(r.bytes_fetched),
         if delta {
             format!(", {} already in place", r.blocks_reused)
         } else {
@@ -143,16 +128,4 @@ pub fn render_result(o: &RestoreOutcome, r: &RestoreStats, delta: bool) -> Strin
         let _ = writeln!(s, "note: {n}");
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes() {
-        assert_eq!(human_bytes(12), "12 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
-    }
 }

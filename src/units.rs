@@ -1,0 +1,59 @@
+//! How pgward writes sizes, rates and counts for people — one way everywhere: binary units
+//! (`12 B`, `1.5 KiB`, `340.0 MiB`, `1.2 GiB`, as PostgreSQL's own `pg_size_pretty` family
+//! and the segment size "16 MiB" read), one decimal, and counts with the right plural
+//! ("1 segment", "3 segments"). JSON output never goes through here: it carries plain numbers.
+
+/// `12 B`, `1.5 KiB`, `340.0 MiB`, `1.2 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `bytes` per `seconds` as `85.3 MiB/s` (a zero or negative duration counts as 1 ms).
+pub fn rate(bytes: u64, seconds: f64) -> String {
+    let per_second = bytes as f64 / seconds.max(0.001);
+    format!("{}/s", self::bytes(per_second.round() as u64))
+}
+
+/// `1 segment`, `0 segments`, `3 directories`.
+pub fn count(n: u64, singular: &str, plural: &str) -> String {
+    if n == 1 {
+        format!("1 {singular}")
+    } else {
+        format!("{n} {plural}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_rates_and_counts() {
+        for (n, want) in [
+            (0, "0 B"),
+            (12, "12 B"),
+            (1023, "1023 B"),
+            (1536, "1.5 KiB"),
+            (16 << 20, "16.0 MiB"),
+            (3 << 30, "3.0 GiB"),
+        ] {
+            assert_eq!(bytes(n), want, "{n}");
+        }
+        assert_eq!(rate(500 << 20, 2.0), "250.0 MiB/s");
+        assert_eq!(rate(1 << 20, 0.0), "1000.0 MiB/s");
+        assert_eq!(count(1, "segment", "segments"), "1 segment");
+        assert_eq!(count(0, "segment", "segments"), "0 segments");
+        assert_eq!(count(7, "directory", "directories"), "7 directories");
+    }
+}
