@@ -19,6 +19,7 @@ pub mod archive;
 pub mod delta;
 pub mod dest;
 pub mod direct;
+pub mod files;
 pub mod plan;
 pub mod prepare;
 pub mod readahead;
@@ -326,7 +327,7 @@ async fn write_all(
         .with_context(|| format!("cannot fsync {}", dest.pgdata.display()))?;
     let (control, control_index) = layout.control.clone();
     let control_path = control.path.clone();
-    prepare::create_file(&control, req.delta, owner, false)?;
+    files::create_file(&control, req.delta, owner, false)?;
     let mut control_plan = WritePlan::new(m.block_size);
     control_plan.add(
         control,

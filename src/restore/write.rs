@@ -17,6 +17,7 @@
 //! [`sync_dirs`]), in parallel, rather than one fsync per write in the hot path.
 
 use super::direct::{AlignedBuf, FileSink};
+use super::files::{Creator, FileJob};
 use super::readahead::ReadAhead;
 use crate::codec::{self, Sha256Digest};
 use crate::repo::layout;
@@ -34,18 +35,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
-
-/// One file to produce.
-#[derive(Debug, Clone)]
-pub struct FileJob {
-    /// The manifest path, for messages.
-    pub rel: String,
-    /// Where it goes on disk.
-    pub path: PathBuf,
-    pub size: u64,
-    pub mode: u32,
-    pub mtime: i64,
-}
 
 /// One place a stored block goes: `len` bytes from `from` in the block, at `at` within block
 /// `block` of file `file`.
@@ -75,12 +64,6 @@ pub struct WritePlan {
     composite: Vec<(usize, u64, Recipe)>,
     /// Every file's recipes, in block order: what the writers walk.
     recipes: Vec<Vec<Recipe>>,
-}
-
-/// How writers create files: with this owner (when restoring as root).
-#[derive(Debug, Clone, Copy)]
-pub struct Creator {
-    pub owner: Option<(u32, u32)>,
 }
 
 /// Counters, shared with the progress reporter.
@@ -283,7 +266,7 @@ fn write_chunk(
     if let Some(c) = s.plan.creator
         && job.size <= s.plan.chunk_bytes
     {
-        crate::restore::prepare::create_file(job, false, c.owner, false)?;
+        crate::restore::files::create_file(job, false, c.owner, false)?;
     }
     // Delta mode reads what is on disk, so it stays in the page cache; a full restore writes
     // around it (see direct.rs).
@@ -657,7 +640,7 @@ mod tests {
         plan.chunk_bytes = 2 * BLOCK;
         plan.add(job.clone(), &recipes, &mut HashMap::new())
             .unwrap();
-        crate::restore::prepare::create_file(&job, false, None, true).unwrap();
+        crate::restore::files::create_file(&job, false, None, true).unwrap();
         let progress = Arc::new(Progress::default());
         let plan = write_blocks(storage, plan, 2, false, progress.clone())
             .await
