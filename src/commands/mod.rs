@@ -2,7 +2,6 @@
 
 pub mod backup;
 pub mod demo;
-pub mod detached;
 pub mod info;
 pub mod init;
 pub mod restore;

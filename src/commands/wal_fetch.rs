@@ -8,7 +8,7 @@
 //! successful fetch makes sure a detached prefetcher is downloading the next segments.
 //! See <https://www.postgresql.org/docs/15/runtime-config-wal.html#GUC-RESTORE-COMMAND>.
 
-use crate::commands::detached::{self, Log};
+use crate::wal::detached::{self, Log};
 use crate::context::Context;
 use crate::pg::WalFileName;
 use crate::pg::control::ControlFile;

@@ -2,7 +2,7 @@
 //! starts when the archiver has a backlog. At most one runs per spool (an exclusive lock on
 //! `pusher.lock`); it exits when the archiver is idle or caught up. See `wal::background`.
 
-use crate::commands::detached;
+use crate::wal::detached;
 use crate::commands::wal_push::pusher_for;
 use crate::context::Context;
 use crate::wal::background::{self, Limits};

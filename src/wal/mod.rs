@@ -3,7 +3,9 @@
 //! prefetch use.
 
 pub mod background;
+pub mod detached;
 pub mod fetch;
+pub mod prefetch;
 pub mod push;
 pub mod spool;
 pub mod validate;
