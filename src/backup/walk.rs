@@ -133,6 +133,7 @@ pub struct Walk {
 impl Walk {
     /// Walks `pgdata`; `version_dir` is this server's directory inside tablespaces.
     pub fn new(pgdata: &Path, version_dir: &str) -> Result<Walk> {
+        hook::before_listing(pgdata);
         let children = list_dir(pgdata)?
             .with_context(|| format!("data directory {} does not exist", pgdata.display()))?;
         Ok(Walk {
@@ -207,6 +208,7 @@ impl Walk {
                 continue;
             }
             if ft.is_dir() {
+                hook::before_listing(&abs);
                 let Some(children) = list_dir(&abs)? else {
                     continue;
                 };
@@ -286,6 +288,44 @@ impl Iterator for Walk {
                 self.done = true;
                 Some(Err(e))
             }
+        }
+    }
+}
+
+/// A pause point for tests: what happens to a backup when the cluster changes while it is
+/// being copied (a tablespace created mid-copy, say) cannot be timed from outside. A test
+/// sets a callback that the walk runs before it lists each directory (on the walk's own
+/// thread, so the copy waits while it runs). Off, it costs one relaxed load per directory.
+pub mod hook {
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    type Callback = Arc<dyn Fn(&Path) + Send + Sync>;
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static CALLBACK: Mutex<Option<Callback>> = Mutex::new(None);
+
+    /// Runs `f(dir)` before every directory the walk lists, in every walk of this process
+    /// (tests running in parallel filter on the path), until [`clear`].
+    pub fn set_before_listing(f: impl Fn(&Path) + Send + Sync + 'static) {
+        *CALLBACK.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(f));
+        ON.store(true, Ordering::SeqCst);
+    }
+
+    pub fn clear() {
+        ON.store(false, Ordering::SeqCst);
+        *CALLBACK.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub(super) fn before_listing(dir: &Path) {
+        if !ON.load(Ordering::Relaxed) {
+            return;
+        }
+        // Not called under the lock: the callback may take long (it runs SQL).
+        let f = CALLBACK.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(f) = f {
+            f(dir);
         }
     }
 }
