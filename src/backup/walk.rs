@@ -4,7 +4,9 @@
 //! memory grows with the depth of the tree and the width of one directory, not with the size
 //! of the cluster. It applies the rules of [`super::exclude`], follows the tablespace links in
 //! `pg_tblspc` (only into this server's version directory, as `pg_basebackup` does) and records
-//! their files under `pg_tblspc/<oid>/…`, which is how PostgreSQL addresses them.
+//! their files under `pg_tblspc/<oid>/…`, which is how PostgreSQL addresses them. It records
+//! each link it followed ([`Walk::followed`]), so the backup can tell which tablespaces were
+//! created while it ran (see [`super::tablespaces`]).
 //!
 //! Files and directories may disappear while the cluster runs (a dropped table, a finished
 //! temporary file): an entry that is gone by the time it is looked at is skipped. Any other
@@ -21,6 +23,7 @@ use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// The directory tablespaces link to from `pg_tblspc`.
 pub const TBLSPC_DIR: &str = "pg_tblspc";
@@ -105,6 +108,7 @@ pub fn tablespaces(pgdata: &Path) -> Result<Vec<TablespaceEntry>> {
         out.push(TablespaceEntry {
             oid,
             location: target.to_string_lossy().into_owned(),
+            ..Default::default()
         });
     }
     out.sort_by_key(|t| t.oid);
@@ -127,7 +131,26 @@ pub struct Walk {
     pending: VecDeque<Entry>,
     /// `global/pg_control`, held back until the end.
     control: Option<Entry>,
+    followed: Followed,
     done: bool,
+}
+
+/// The tablespace links a [`Walk`] followed, readable after the walk has moved to the copy's
+/// thread.
+#[derive(Debug, Clone, Default)]
+pub struct Followed(Arc<Mutex<Vec<TablespaceEntry>>>);
+
+impl Followed {
+    /// The links followed so far, by oid.
+    pub fn take(&self) -> Vec<TablespaceEntry> {
+        let mut v = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        v.sort_by_key(|t| t.oid);
+        v
+    }
+
+    fn push(&self, t: TablespaceEntry) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+    }
 }
 
 impl Walk {
@@ -146,8 +169,14 @@ impl Walk {
             }],
             pending: VecDeque::new(),
             control: None,
+            followed: Followed::default(),
             done: false,
         })
+    }
+
+    /// A handle on the tablespace links this walk follows.
+    pub fn followed(&self) -> Followed {
+        self.followed.clone()
     }
 
     fn step(&mut self) -> Result<Option<Entry>> {
@@ -258,6 +287,16 @@ impl Walk {
         if !target.is_dir() {
             tracing::warn!(link = %abs.display(), "tablespace link does not point to a directory; skipping it");
             return Ok(());
+        }
+        let oid = rel.rsplit('/').next().and_then(|n| n.parse::<u32>().ok());
+        if let Some(oid) = oid {
+            let location = fs::read_link(&abs)
+                .with_context(|| format!("cannot read link {}", abs.display()))?;
+            self.followed.push(TablespaceEntry {
+                oid,
+                location: location.to_string_lossy().into_owned(),
+                ..Default::default()
+            });
         }
         self.pending
             .push_back(dir_entry(rel.clone(), mode_of(&target), &target));
@@ -447,10 +486,9 @@ mod tests {
     #[test]
     fn walks_with_the_exclusion_rules() {
         let (pg, ts) = sample();
-        let entries: Vec<Entry> = Walk::new(pg.path(), "PG_15_202209061")
-            .unwrap()
-            .collect::<Result<_>>()
-            .unwrap();
+        let walk = Walk::new(pg.path(), "PG_15_202209061").unwrap();
+        let followed = walk.followed();
+        let entries: Vec<Entry> = walk.collect::<Result<_>>().unwrap();
         let dirs: Vec<&str> = entries
             .iter()
             .filter(|e| matches!(e, Entry::Dir { .. }))
@@ -524,8 +562,14 @@ mod tests {
             ts_list,
             [TablespaceEntry {
                 oid: 16399,
-                location: ts.path().to_string_lossy().into_owned()
+                location: ts.path().to_string_lossy().into_owned(),
+                ..Default::default()
             }]
+        );
+        assert_eq!(
+            followed.take(),
+            ts_list,
+            "the walk records the links it followed"
         );
     }
 

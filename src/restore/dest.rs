@@ -6,7 +6,7 @@
 //! location (no `..`, no absolute paths), whatever the manifest says.
 
 use crate::pg::postmaster_pid::PostmasterPid;
-use crate::repo::manifest::Manifest;
+use crate::repo::manifest::{Manifest, TablespaceEntry};
 use anyhow::{Context as _, Result, bail};
 use std::collections::BTreeMap;
 use std::fs;
@@ -209,7 +209,7 @@ fn describe_tablespaces(m: &Manifest) -> String {
     }
     m.tablespaces
         .iter()
-        .map(|t| format!("{} ({})", t.oid, t.location))
+        .map(TablespaceEntry::describe)
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -355,7 +355,6 @@ pub fn owner_for(dir: &Path) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::manifest::TablespaceEntry;
 
     fn manifest(tablespaces: &[(u32, &str)]) -> Manifest {
         let text = r#"{"format_version":1,"label":"L","system_identifier":"1","pg_major":15,
@@ -371,6 +370,7 @@ mod tests {
             .map(|(oid, l)| TablespaceEntry {
                 oid: *oid,
                 location: l.to_string(),
+                ..Default::default()
             })
             .collect();
         m

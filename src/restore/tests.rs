@@ -169,6 +169,7 @@ async fn make_repo() -> TestRepo {
             tablespaces: vec![TablespaceEntry {
                 oid: 16385,
                 location: ts_location.to_string_lossy().into_owned(),
+                ..Default::default()
             }],
             files: files.clone(),
             bad_pages: vec![],
