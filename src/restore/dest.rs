@@ -203,6 +203,59 @@ impl Destination {
     }
 }
 
+/// Refuses tablespace locations that the source cluster on this host (`source`, its data
+/// directory) links to from its own `pg_tblspc`, delta or not: a tablespace restored without
+/// `--tablespace-map` next to its source would otherwise be written into (and with `--delta`
+/// cleaned out of) the production one. A restore into the source's own data directory is left
+/// to the other checks (no running server; `--delta` over the same cluster).
+pub fn check_not_source_tablespaces(dest: &Destination, m: &Manifest, source: &Path) -> Result<()> {
+    let Ok(source) = source.canonicalize() else {
+        return Ok(()); // no such cluster on this host
+    };
+    if dest.pgdata.canonicalize().is_ok_and(|d| d == source) {
+        return Ok(());
+    }
+    let Ok(links) = crate::backup::walk::tablespaces(&source) else {
+        return Ok(());
+    };
+    for (oid, loc) in &dest.tablespaces {
+        let Ok(loc_c) = loc.canonicalize() else {
+            continue; // absent: nobody's tablespace yet
+        };
+        let Some(used) = (links.iter()).find(|l| {
+            Path::new(&l.location)
+                .canonicalize()
+                .is_ok_and(|l| l == loc_c)
+        }) else {
+            continue;
+        };
+        let link = source.join(format!("pg_tblspc/{}", used.oid));
+        let entry = m.tablespaces.iter().find(|t| t.oid == *oid);
+        if let Some(t) = entry.filter(|t| t.created_during_backup) {
+            bail!(
+                "tablespace {} cannot be restored on this host: its location is the source \
+                 cluster's own tablespace ({} links there), and it was created while backup {} \
+                 was being copied, so recovery replays its CREATE TABLESPACE there whatever \
+                 --tablespace-map says\n\
+                 hint: restore this backup on a host where {} is free, or take a new backup \
+                 (`pgward backup`) and restore that one",
+                t.describe(),
+                link.display(),
+                m.label,
+                t.location
+            );
+        }
+        bail!(
+            "tablespace {oid} would be restored to {}, which is the source cluster's own \
+             tablespace ({} links there)\n\
+             hint: map it elsewhere with --tablespace-map {oid}=/new/location",
+            loc.display(),
+            link.display()
+        );
+    }
+    Ok(())
+}
+
 fn describe_tablespaces(m: &Manifest) -> String {
     if m.tablespaces.is_empty() {
         return "none".into();

@@ -167,7 +167,8 @@ pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOu
         .map(|b| (b.label.clone(), b.start_lsn))
         .collect();
     // Every check the real run makes, dry or not: a dry run never approves what the run refuses.
-    let checked = preflight(&req, &pgdata, &manifest, &known)?;
+    let source = ctx.config.postgres.pgdata.as_deref();
+    let checked = preflight(&req, &pgdata, &manifest, &known, source)?;
     if req.dry_run {
         return Ok(RestoreOutcome {
             plan,
@@ -234,14 +235,19 @@ struct Checked {
 
 /// The checks before anything is written (shared by the run and `--dry-run`): the target
 /// directory and tablespace locations, the mapping, and the binary `restore_command` will run.
+/// `source` is `[postgres] pgdata`, the source cluster when restoring on its host.
 fn preflight(
     req: &RestoreRequest,
     pgdata: &Path,
     m: &Manifest,
     known_backups: &[(String, Lsn)],
+    source: Option<&Path>,
 ) -> Result<Checked> {
     let dest = Destination::new(pgdata, m, &req.tablespace_map)?;
     let layout = Layout::of(&dest, m)?;
+    if let Some(source) = source {
+        dest::check_not_source_tablespaces(&dest, m, source)?;
+    }
     check_destination(&dest, m, req, known_backups)?;
     let exe = exe_path(req)?;
     Ok(Checked { dest, layout, exe })
