@@ -94,6 +94,30 @@ impl Destination {
                 );
             }
         }
+        for t in manifest
+            .tablespaces
+            .iter()
+            .filter(|t| t.created_during_backup)
+        {
+            if let Some(to) = map.get(&t.oid).filter(|to| **to != Path::new(&t.location)) {
+                bail!(
+                    "tablespace {} cannot be restored to {}: it was created while backup {} \
+                     was being copied, so recovery replays its CREATE TABLESPACE, which links \
+                     pg_tblspc/{} back to {} whatever --tablespace-map says and then writes the \
+                     tablespace there (on the source's host, into the source's own tablespace)\n\
+                     hint: leave out --tablespace-map {}=… and restore on a host where {} is \
+                     free, or take a new backup (`pgward backup`) and restore that one, which \
+                     maps this tablespace like any other",
+                    t.describe(),
+                    to.display(),
+                    manifest.label,
+                    t.oid,
+                    t.location,
+                    t.oid,
+                    t.location
+                );
+            }
+        }
         let mut tablespaces = BTreeMap::new();
         for t in &manifest.tablespaces {
             let location = map
@@ -495,6 +519,31 @@ mod tests {
                 Destination::new(Path::new("/data/pg"), &m, &map).unwrap_err()
             );
             assert!(msg.contains(want), "{msg}");
+        }
+        // A tablespace created during the copy can only go back where it was: recovery
+        // replays its CREATE TABLESPACE there.
+        let mut m = manifest(&[(16385, "/srv/ts1"), (16390, "/srv/new")]);
+        m.tablespaces[1].created_during_backup = true;
+        m.tablespaces[1].name = Some("ts_new".into());
+        let map = BTreeMap::from([(16390, PathBuf::from("/mnt/elsewhere"))]);
+        let msg = format!(
+            "{:#}",
+            Destination::new(Path::new("/data/pg"), &m, &map).unwrap_err()
+        );
+        assert!(
+            msg.starts_with(
+                "tablespace 16390 (ts_new, /srv/new) cannot be restored to /mnt/elsewhere: it was \
+                 created while backup L was being copied"
+            ) && msg.contains("\nhint: leave out --tablespace-map 16390=… and restore on a host"),
+            "{msg}"
+        );
+        for map in [
+            BTreeMap::new(),
+            BTreeMap::from([(16390, PathBuf::from("/srv/new"))]),
+            BTreeMap::from([(16385, PathBuf::from("/mnt/ts1"))]),
+        ] {
+            let d = Destination::new(Path::new("/data/pg"), &m, &map).unwrap();
+            assert_eq!(d.tablespaces[&16390], PathBuf::from("/srv/new"));
         }
         assert_eq!(
             parse_tablespace_mapping("16385=/srv/x").unwrap(),

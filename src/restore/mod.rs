@@ -476,6 +476,23 @@ fn check_destination(
     if !delta {
         for (oid, loc) in &dest.tablespaces {
             if !dest::is_empty_or_absent(loc)? {
+                if let Some(t) =
+                    (m.tablespaces.iter()).find(|t| t.oid == *oid && t.created_during_backup)
+                {
+                    bail!(
+                        "tablespace {} cannot be restored: its location is not empty, and \
+                         backup {} can restore that tablespace only there: it was created while \
+                         the backup was being copied, and recovery replays its CREATE \
+                         TABLESPACE at {} whatever --tablespace-map says\n\
+                         hint: on the source's host that directory is the source's own \
+                         tablespace: restore this backup on a host where {} is free, or take a \
+                         new backup (`pgward backup`) and restore that one",
+                        t.describe(),
+                        m.label,
+                        t.location,
+                        t.location
+                    );
+                }
                 bail!(
                     "the location of tablespace {oid}, {}, is not empty\nhint: map it to an \
                      empty directory with --tablespace-map {oid}=/new/location, or add --delta",
