@@ -13,13 +13,15 @@
 //! unreferenced blocks, which garbage collection removes.
 //!
 //! Submodules: [`exclude`] (what is not copied), [`walk`] (what is), [`pipeline`] (reading,
-//! checking, hashing, compressing, uploading), [`session`] (the server calls), [`wal`] (the
-//! WAL check), [`progress`] (the terminal display).
+//! checking, hashing, compressing, uploading), [`session`] (the server calls), [`tablespaces`]
+//! (which were created during the copy), [`wal`] (the WAL check), [`progress`] (the terminal
+//! display).
 
 pub mod exclude;
 pub mod pipeline;
 pub mod progress;
 pub mod session;
+pub mod tablespaces;
 pub mod wal;
 pub mod walk;
 
@@ -195,9 +197,12 @@ async fn take(
     let wait = ctx.config.backup.wal_wait_timeout;
     let seg_size = identity.wal_segment_size;
 
-    // Listed before the backup starts: the server need not sit in backup mode meanwhile.
+    // Listed before the backup starts: the server need not sit in backup mode meanwhile. A
+    // tablespace linked after this listing counts as created during the copy, which is the
+    // safe side: its CREATE TABLESPACE may come after the start's checkpoint, and is then
+    // replayed (see `tablespaces`).
     let known = Arc::new(KnownBlocks::load(storage).await?);
-    let tablespaces = walk::tablespaces(pgdata)?;
+    let listed_at_start = walk::tablespaces(pgdata)?;
     let version_dir = walk::tablespace_version_dir(identity.pg_major, control.catalog_version);
 
     let start_lsn = session::start(client, server.version_num, label).await?;
@@ -223,6 +228,7 @@ async fn take(
         None
     };
     let entries = walk::Walk::new(pgdata, &version_dir)?;
+    let followed = entries.followed();
     let config = PipelineConfig {
         block_size: identity.block_size,
         jobs: ctx.config.backup.jobs,
@@ -232,6 +238,15 @@ async fn take(
     let copied = pipeline::run(storage.clone(), entries, known, config, progress.clone()).await;
     drop(display);
     let copied = copied?;
+    let names = session::tablespace_names(client).await.unwrap_or_else(|e| {
+        // Names only make messages clearer; the backup does not need them.
+        tracing::warn!("{e:#}");
+        BTreeMap::new()
+    });
+    let tablespaces = tablespaces::of_backup(listed_at_start, followed.take(), &names);
+    for t in tablespaces.iter().filter(|t| t.created_during_backup) {
+        tracing::warn!("{}", tablespaces::created_during_warning(t));
+    }
     tracing::info!(
         files = copied.stats.files,
         bytes = copied.stats.total_bytes,

@@ -9,6 +9,7 @@
 
 use crate::pg::Lsn;
 use anyhow::{Context, Result, anyhow, bail};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 
@@ -88,6 +89,15 @@ pub async fn stop(client: &Client, version_num: u32, timeout: Duration) -> Resul
         backup_label: row.get(1),
         tablespace_map: row.get::<_, Option<String>>(2).unwrap_or_default(),
     })
+}
+
+/// The name of every tablespace by oid, for messages about them.
+pub async fn tablespace_names(client: &Client) -> Result<BTreeMap<u32, String>> {
+    let rows = client
+        .query("select oid, spcname::text from pg_tablespace", &[])
+        .await
+        .map_err(|e| anyhow!("cannot list pg_tablespace: {}", pg_error(&e)))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// `; last archiving failure: <wal> at <time>` from `pg_stat_archiver`, if any.

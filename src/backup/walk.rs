@@ -4,7 +4,9 @@
 //! memory grows with the depth of the tree and the width of one directory, not with the size
 //! of the cluster. It applies the rules of [`super::exclude`], follows the tablespace links in
 //! `pg_tblspc` (only into this server's version directory, as `pg_basebackup` does) and records
-//! their files under `pg_tblspc/<oid>/…`, which is how PostgreSQL addresses them.
+//! their files under `pg_tblspc/<oid>/…`, which is how PostgreSQL addresses them. It records
+//! each link it followed ([`Walk::followed`]), so the backup can tell which tablespaces were
+//! created while it ran (see [`super::tablespaces`]).
 //!
 //! Files and directories may disappear while the cluster runs (a dropped table, a finished
 //! temporary file): an entry that is gone by the time it is looked at is skipped. Any other
@@ -21,6 +23,7 @@ use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// The directory tablespaces link to from `pg_tblspc`.
 pub const TBLSPC_DIR: &str = "pg_tblspc";
@@ -105,6 +108,7 @@ pub fn tablespaces(pgdata: &Path) -> Result<Vec<TablespaceEntry>> {
         out.push(TablespaceEntry {
             oid,
             location: target.to_string_lossy().into_owned(),
+            ..Default::default()
         });
     }
     out.sort_by_key(|t| t.oid);
@@ -127,12 +131,32 @@ pub struct Walk {
     pending: VecDeque<Entry>,
     /// `global/pg_control`, held back until the end.
     control: Option<Entry>,
+    followed: Followed,
     done: bool,
+}
+
+/// The tablespace links a [`Walk`] followed, readable after the walk has moved to the copy's
+/// thread.
+#[derive(Debug, Clone, Default)]
+pub struct Followed(Arc<Mutex<Vec<TablespaceEntry>>>);
+
+impl Followed {
+    /// The links followed so far, by oid.
+    pub fn take(&self) -> Vec<TablespaceEntry> {
+        let mut v = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        v.sort_by_key(|t| t.oid);
+        v
+    }
+
+    fn push(&self, t: TablespaceEntry) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+    }
 }
 
 impl Walk {
     /// Walks `pgdata`; `version_dir` is this server's directory inside tablespaces.
     pub fn new(pgdata: &Path, version_dir: &str) -> Result<Walk> {
+        hook::before_listing(pgdata);
         let children = list_dir(pgdata)?
             .with_context(|| format!("data directory {} does not exist", pgdata.display()))?;
         Ok(Walk {
@@ -145,8 +169,14 @@ impl Walk {
             }],
             pending: VecDeque::new(),
             control: None,
+            followed: Followed::default(),
             done: false,
         })
+    }
+
+    /// A handle on the tablespace links this walk follows.
+    pub fn followed(&self) -> Followed {
+        self.followed.clone()
     }
 
     fn step(&mut self) -> Result<Option<Entry>> {
@@ -207,6 +237,7 @@ impl Walk {
                 continue;
             }
             if ft.is_dir() {
+                hook::before_listing(&abs);
                 let Some(children) = list_dir(&abs)? else {
                     continue;
                 };
@@ -257,6 +288,16 @@ impl Walk {
             tracing::warn!(link = %abs.display(), "tablespace link does not point to a directory; skipping it");
             return Ok(());
         }
+        let oid = rel.rsplit('/').next().and_then(|n| n.parse::<u32>().ok());
+        if let Some(oid) = oid {
+            let location = fs::read_link(&abs)
+                .with_context(|| format!("cannot read link {}", abs.display()))?;
+            self.followed.push(TablespaceEntry {
+                oid,
+                location: location.to_string_lossy().into_owned(),
+                ..Default::default()
+            });
+        }
         self.pending
             .push_back(dir_entry(rel.clone(), mode_of(&target), &target));
         self.stack.push(Frame {
@@ -286,6 +327,44 @@ impl Iterator for Walk {
                 self.done = true;
                 Some(Err(e))
             }
+        }
+    }
+}
+
+/// A pause point for tests: what happens to a backup when the cluster changes while it is
+/// being copied (a tablespace created mid-copy, say) cannot be timed from outside. A test
+/// sets a callback that the walk runs before it lists each directory (on the walk's own
+/// thread, so the copy waits while it runs). Off, it costs one relaxed load per directory.
+pub mod hook {
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    type Callback = Arc<dyn Fn(&Path) + Send + Sync>;
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static CALLBACK: Mutex<Option<Callback>> = Mutex::new(None);
+
+    /// Runs `f(dir)` before every directory the walk lists, in every walk of this process
+    /// (tests running in parallel filter on the path), until [`clear`].
+    pub fn set_before_listing(f: impl Fn(&Path) + Send + Sync + 'static) {
+        *CALLBACK.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(f));
+        ON.store(true, Ordering::SeqCst);
+    }
+
+    pub fn clear() {
+        ON.store(false, Ordering::SeqCst);
+        *CALLBACK.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub(super) fn before_listing(dir: &Path) {
+        if !ON.load(Ordering::Relaxed) {
+            return;
+        }
+        // Not called under the lock: the callback may take long (it runs SQL).
+        let f = CALLBACK.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(f) = f {
+            f(dir);
         }
     }
 }
@@ -407,10 +486,9 @@ mod tests {
     #[test]
     fn walks_with_the_exclusion_rules() {
         let (pg, ts) = sample();
-        let entries: Vec<Entry> = Walk::new(pg.path(), "PG_15_202209061")
-            .unwrap()
-            .collect::<Result<_>>()
-            .unwrap();
+        let walk = Walk::new(pg.path(), "PG_15_202209061").unwrap();
+        let followed = walk.followed();
+        let entries: Vec<Entry> = walk.collect::<Result<_>>().unwrap();
         let dirs: Vec<&str> = entries
             .iter()
             .filter(|e| matches!(e, Entry::Dir { .. }))
@@ -484,8 +562,14 @@ mod tests {
             ts_list,
             [TablespaceEntry {
                 oid: 16399,
-                location: ts.path().to_string_lossy().into_owned()
+                location: ts.path().to_string_lossy().into_owned(),
+                ..Default::default()
             }]
+        );
+        assert_eq!(
+            followed.take(),
+            ts_list,
+            "the walk records the links it followed"
         );
     }
 

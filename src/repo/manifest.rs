@@ -44,11 +44,30 @@ pub struct Manifest {
     pub stats: BackupStats,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TablespaceEntry {
     pub oid: u32,
     /// Where the tablespace lived on the source (the target of `pg_tblspc/<oid>`).
     pub location: String,
+    /// `pg_tablespace.spcname` when the copy ended, for messages (absent in older manifests,
+    /// or when the server could not be asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Not there when the backup started, but copied: recovery replays its `CREATE
+    /// TABLESPACE`, which links it to `location` whatever the restore maps it to, so it can
+    /// be restored only at `location` (see `backup/tablespaces.rs`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created_during_backup: bool,
+}
+
+impl TablespaceEntry {
+    /// `16395 (ts_new, /srv/ts)`, or `16395 (/srv/ts)` without a name, for messages.
+    pub fn describe(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{} ({name}, {})", self.oid, self.location),
+            None => format!("{} ({})", self.oid, self.location),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +230,7 @@ mod tests {
             tablespaces: vec![TablespaceEntry {
                 oid: 16384,
                 location: "/srv/ts1".into(),
+                ..Default::default()
             }],
             files: vec![
                 FileEntry {

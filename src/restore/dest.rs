@@ -6,7 +6,7 @@
 //! location (no `..`, no absolute paths), whatever the manifest says.
 
 use crate::pg::postmaster_pid::PostmasterPid;
-use crate::repo::manifest::Manifest;
+use crate::repo::manifest::{Manifest, TablespaceEntry};
 use anyhow::{Context as _, Result, bail};
 use std::collections::BTreeMap;
 use std::fs;
@@ -91,6 +91,30 @@ impl Destination {
                      hint: its tablespaces are: {}",
                     manifest.label,
                     describe_tablespaces(manifest)
+                );
+            }
+        }
+        for t in manifest
+            .tablespaces
+            .iter()
+            .filter(|t| t.created_during_backup)
+        {
+            if let Some(to) = map.get(&t.oid).filter(|to| **to != Path::new(&t.location)) {
+                bail!(
+                    "tablespace {} cannot be restored to {}: it was created while backup {} \
+                     was being copied, so recovery replays its CREATE TABLESPACE, which links \
+                     pg_tblspc/{} back to {} whatever --tablespace-map says and then writes the \
+                     tablespace there (on the source's host, into the source's own tablespace)\n\
+                     hint: leave out --tablespace-map {}=… and restore on a host where {} is \
+                     free, or take a new backup (`pgward backup`) and restore that one, which \
+                     maps this tablespace like any other",
+                    t.describe(),
+                    to.display(),
+                    manifest.label,
+                    t.oid,
+                    t.location,
+                    t.oid,
+                    t.location
                 );
             }
         }
@@ -203,13 +227,66 @@ impl Destination {
     }
 }
 
+/// Refuses tablespace locations that the source cluster on this host (`source`, its data
+/// directory) links to from its own `pg_tblspc`, delta or not: a tablespace restored without
+/// `--tablespace-map` next to its source would otherwise be written into (and with `--delta`
+/// cleaned out of) the production one. A restore into the source's own data directory is left
+/// to the other checks (no running server; `--delta` over the same cluster).
+pub fn check_not_source_tablespaces(dest: &Destination, m: &Manifest, source: &Path) -> Result<()> {
+    let Ok(source) = source.canonicalize() else {
+        return Ok(()); // no such cluster on this host
+    };
+    if dest.pgdata.canonicalize().is_ok_and(|d| d == source) {
+        return Ok(());
+    }
+    let Ok(links) = crate::backup::walk::tablespaces(&source) else {
+        return Ok(());
+    };
+    for (oid, loc) in &dest.tablespaces {
+        let Ok(loc_c) = loc.canonicalize() else {
+            continue; // absent: nobody's tablespace yet
+        };
+        let Some(used) = (links.iter()).find(|l| {
+            Path::new(&l.location)
+                .canonicalize()
+                .is_ok_and(|l| l == loc_c)
+        }) else {
+            continue;
+        };
+        let link = source.join(format!("pg_tblspc/{}", used.oid));
+        let entry = m.tablespaces.iter().find(|t| t.oid == *oid);
+        if let Some(t) = entry.filter(|t| t.created_during_backup) {
+            bail!(
+                "tablespace {} cannot be restored on this host: its location is the source \
+                 cluster's own tablespace ({} links there), and it was created while backup {} \
+                 was being copied, so recovery replays its CREATE TABLESPACE there whatever \
+                 --tablespace-map says\n\
+                 hint: restore this backup on a host where {} is free, or take a new backup \
+                 (`pgward backup`) and restore that one",
+                t.describe(),
+                link.display(),
+                m.label,
+                t.location
+            );
+        }
+        bail!(
+            "tablespace {oid} would be restored to {}, which is the source cluster's own \
+             tablespace ({} links there)\n\
+             hint: map it elsewhere with --tablespace-map {oid}=/new/location",
+            loc.display(),
+            link.display()
+        );
+    }
+    Ok(())
+}
+
 fn describe_tablespaces(m: &Manifest) -> String {
     if m.tablespaces.is_empty() {
         return "none".into();
     }
     m.tablespaces
         .iter()
-        .map(|t| format!("{} ({})", t.oid, t.location))
+        .map(TablespaceEntry::describe)
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -355,7 +432,6 @@ pub fn owner_for(dir: &Path) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::manifest::TablespaceEntry;
 
     fn manifest(tablespaces: &[(u32, &str)]) -> Manifest {
         let text = r#"{"format_version":1,"label":"L","system_identifier":"1","pg_major":15,
@@ -371,6 +447,7 @@ mod tests {
             .map(|(oid, l)| TablespaceEntry {
                 oid: *oid,
                 location: l.to_string(),
+                ..Default::default()
             })
             .collect();
         m
@@ -442,6 +519,31 @@ mod tests {
                 Destination::new(Path::new("/data/pg"), &m, &map).unwrap_err()
             );
             assert!(msg.contains(want), "{msg}");
+        }
+        // A tablespace created during the copy can only go back where it was: recovery
+        // replays its CREATE TABLESPACE there.
+        let mut m = manifest(&[(16385, "/srv/ts1"), (16390, "/srv/new")]);
+        m.tablespaces[1].created_during_backup = true;
+        m.tablespaces[1].name = Some("ts_new".into());
+        let map = BTreeMap::from([(16390, PathBuf::from("/mnt/elsewhere"))]);
+        let msg = format!(
+            "{:#}",
+            Destination::new(Path::new("/data/pg"), &m, &map).unwrap_err()
+        );
+        assert!(
+            msg.starts_with(
+                "tablespace 16390 (ts_new, /srv/new) cannot be restored to /mnt/elsewhere: it was \
+                 created while backup L was being copied"
+            ) && msg.contains("\nhint: leave out --tablespace-map 16390=… and restore on a host"),
+            "{msg}"
+        );
+        for map in [
+            BTreeMap::new(),
+            BTreeMap::from([(16390, PathBuf::from("/srv/new"))]),
+            BTreeMap::from([(16385, PathBuf::from("/mnt/ts1"))]),
+        ] {
+            let d = Destination::new(Path::new("/data/pg"), &m, &map).unwrap();
+            assert_eq!(d.tablespaces[&16390], PathBuf::from("/srv/new"));
         }
         assert_eq!(
             parse_tablespace_mapping("16385=/srv/x").unwrap(),

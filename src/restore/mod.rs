@@ -168,7 +168,8 @@ pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOu
         .map(|b| (b.label.clone(), b.start_lsn))
         .collect();
     // Every check the real run makes, dry or not: a dry run never approves what the run refuses.
-    let checked = preflight(&req, &pgdata, &manifest, &known)?;
+    let source = ctx.config.postgres.pgdata.as_deref();
+    let checked = preflight(&req, &pgdata, &manifest, &known, source)?;
     if req.dry_run {
         return Ok(RestoreOutcome {
             plan,
@@ -235,14 +236,19 @@ struct Checked {
 
 /// The checks before anything is written (shared by the run and `--dry-run`): the target
 /// directory and tablespace locations, the mapping, and the binary `restore_command` will run.
+/// `source` is `[postgres] pgdata`, the source cluster when restoring on its host.
 fn preflight(
     req: &RestoreRequest,
     pgdata: &Path,
     m: &Manifest,
     known_backups: &[(String, Lsn)],
+    source: Option<&Path>,
 ) -> Result<Checked> {
     let dest = Destination::new(pgdata, m, &req.tablespace_map)?;
     let layout = Layout::of(&dest, m)?;
+    if let Some(source) = source {
+        dest::check_not_source_tablespaces(&dest, m, source)?;
+    }
     check_destination(&dest, m, req, known_backups)?;
     let exe = exe_path(req)?;
     Ok(Checked { dest, layout, exe })
@@ -471,6 +477,23 @@ fn check_destination(
     if !delta {
         for (oid, loc) in &dest.tablespaces {
             if !dest::is_empty_or_absent(loc)? {
+                if let Some(t) =
+                    (m.tablespaces.iter()).find(|t| t.oid == *oid && t.created_during_backup)
+                {
+                    bail!(
+                        "tablespace {} cannot be restored: its location is not empty, and \
+                         backup {} can restore that tablespace only there: it was created while \
+                         the backup was being copied, and recovery replays its CREATE \
+                         TABLESPACE at {} whatever --tablespace-map says\n\
+                         hint: on the source's host that directory is the source's own \
+                         tablespace: restore this backup on a host where {} is free, or take a \
+                         new backup (`pgward backup`) and restore that one",
+                        t.describe(),
+                        m.label,
+                        t.location,
+                        t.location
+                    );
+                }
                 bail!(
                     "the location of tablespace {oid}, {}, is not empty\nhint: map it to an \
                      empty directory with --tablespace-map {oid}=/new/location, or add --delta",

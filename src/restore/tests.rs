@@ -169,6 +169,7 @@ async fn make_repo() -> TestRepo {
             tablespaces: vec![TablespaceEntry {
                 oid: 16385,
                 location: ts_location.to_string_lossy().into_owned(),
+                ..Default::default()
             }],
             files: files.clone(),
             bad_pages: vec![],
@@ -403,6 +404,45 @@ async fn refuses_occupied_directories() {
         "{msg}"
     );
     assert!(!pgdata2.exists(), "refused before writing anything");
+}
+
+/// On the source's host (`[postgres] pgdata` names it), a location the source's own
+/// `pg_tblspc` links to is never written, delta or not.
+#[tokio::test]
+async fn refuses_the_source_clusters_own_tablespaces() {
+    let repo = make_repo().await;
+    let out = tempfile::tempdir().unwrap();
+    let source = out.path().join("source");
+    fs::create_dir_all(source.join("pg_tblspc")).unwrap();
+    fs::create_dir_all(&repo.ts_location).unwrap();
+    std::os::unix::fs::symlink(&repo.ts_location, source.join("pg_tblspc/16385")).unwrap();
+    let text = format!(
+        "[postgres]\npgdata = {:?}\n[repo]\nurl = \"/nonexistent/repo\"\n",
+        source.display().to_string()
+    );
+    let config: Config = toml::from_str(&text).unwrap();
+    let ctx = Context::with_storage(config, PathBuf::from("/etc/pgward.toml"), repo.storage);
+    let pgdata = out.path().join("data");
+    let mut req = request(&pgdata, Path::new("/unused"));
+    req.tablespace_map.clear();
+    for delta in [false, true] {
+        req.delta = delta;
+        let msg = refusal(&ctx, req.clone()).await;
+        assert!(
+            msg.starts_with(&format!(
+                "tablespace 16385 would be restored to {}, which is the source cluster's own \
+                 tablespace ({}/pg_tblspc/16385 links there)",
+                repo.ts_location.display(),
+                source.display()
+            )) && msg.contains("\nhint: map it elsewhere with --tablespace-map 16385="),
+            "{msg}"
+        );
+    }
+    assert!(!pgdata.exists(), "refused before writing anything");
+    // Mapped elsewhere, it restores.
+    req.delta = false;
+    req.tablespace_map = BTreeMap::from([(16385, out.path().join("ts"))]);
+    run_restore(&ctx, req).await.unwrap();
 }
 
 #[tokio::test]
