@@ -130,10 +130,18 @@ pub async fn run_backup(ctx: &Context, opts: BackupOptions) -> Result<BackupOutc
     check_same_cluster(&identity, &control, &pgdata, &server)?;
 
     let lease = Lease::acquire(storage.clone(), LEASE_NAME, "backup").await?;
-    let result = with_lease(
-        ctx, &storage, &client, &server, &identity, &control, &pgdata, &opts, started,
-    )
-    .await;
+    let job = Job {
+        ctx,
+        storage: &storage,
+        client: &client,
+        server: &server,
+        identity: &identity,
+        control: &control,
+        pgdata: &pgdata,
+        opts: &opts,
+        started,
+    };
+    let result = with_lease(&job).await;
     if let Err(e) = lease.release().await {
         // The backup's own result matters more; a lease left behind names this host and pid,
         // and the next run here takes it over once this process is gone.
@@ -142,23 +150,36 @@ pub async fn run_backup(ctx: &Context, opts: BackupOptions) -> Result<BackupOutc
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn with_lease(
-    ctx: &Context,
-    storage: &DynStorage,
-    client: &Client,
-    server: &Server,
-    identity: &RepoIdentity,
-    control: &ControlFile,
-    pgdata: &Path,
-    opts: &BackupOptions,
+/// Everything one backup run works with, gathered before the lease is taken.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    ctx: &'a Context,
+    storage: &'a DynStorage,
+    client: &'a Client,
+    server: &'a Server,
+    identity: &'a RepoIdentity,
+    control: &'a ControlFile,
+    pgdata: &'a Path,
+    opts: &'a BackupOptions,
     started: Instant,
-) -> Result<BackupOutcome> {
+}
+
+async fn with_lease(job: &Job<'_>) -> Result<BackupOutcome> {
+    let storage = job.storage;
     let start_time = Utc::now();
     let start_time_text = start_time.to_rfc3339_opts(SecondsFormat::Secs, true);
     let label = claim_label(storage, start_time, &start_time_text).await?;
     let marker = layout::in_progress_key(&label);
-    let result = take(
+    let result = take(job, &label, &start_time_text).await;
+    // Removed on success too: once the manifest exists, the marker has done its job.
+    if let Err(e) = storage.delete(&marker).await {
+        tracing::warn!("cannot remove {marker}: {e}");
+    }
+    result
+}
+
+async fn take(job: &Job<'_>, label: &str, start_time: &str) -> Result<BackupOutcome> {
+    let Job {
         ctx,
         storage,
         client,
@@ -168,31 +189,7 @@ async fn with_lease(
         pgdata,
         opts,
         started,
-        &label,
-        &start_time_text,
-    )
-    .await;
-    // Removed on success too: once the manifest exists, the marker has done its job.
-    if let Err(e) = storage.delete(&marker).await {
-        tracing::warn!("cannot remove {marker}: {e}");
-    }
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn take(
-    ctx: &Context,
-    storage: &DynStorage,
-    client: &Client,
-    server: &Server,
-    identity: &RepoIdentity,
-    control: &ControlFile,
-    pgdata: &Path,
-    opts: &BackupOptions,
-    started: Instant,
-    label: &str,
-    start_time: &str,
-) -> Result<BackupOutcome> {
+    } = *job;
     let level = ctx.config.repo.compression_level.0;
     let wait = ctx.config.backup.wal_wait_timeout;
     let seg_size = identity.wal_segment_size;

@@ -8,13 +8,13 @@
 //! successful fetch makes sure a detached prefetcher is downloading the next segments.
 //! See <https://www.postgresql.org/docs/15/runtime-config-wal.html#GUC-RESTORE-COMMAND>.
 
-use crate::wal::detached::{self, Log};
 use crate::context::Context;
 use crate::pg::WalFileName;
 use crate::pg::control::ControlFile;
 use crate::pg::version::read_major_version;
 use crate::repo::identity::RepoIdentity;
 use crate::storage::Storage;
+use crate::wal::detached::{self, Log};
 use crate::wal::fetch;
 use crate::wal::spool::FetchSpool;
 use anyhow::{Context as _, Result, anyhow};

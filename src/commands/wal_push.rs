@@ -9,10 +9,10 @@
 //! recorded. Without the binary at hand (library callers), push-ahead runs inside the call.
 //! See <https://www.postgresql.org/docs/15/continuous-archiving.html#BACKUP-ARCHIVING-WAL>.
 
-use crate::wal::detached::{self, Log};
 use crate::context::Context;
 use crate::pg::WalFileName;
 use crate::repo::identity::RepoIdentity;
+use crate::wal::detached::{self, Log};
 use crate::wal::push::{self, Pusher};
 use crate::wal::spool::PushSpool;
 use anyhow::{Context as _, Result, anyhow};

@@ -2,10 +2,10 @@
 //! starts when the archiver has a backlog. At most one runs per spool (an exclusive lock on
 //! `pusher.lock`); it exits when the archiver is idle or caught up. See `wal::background`.
 
-use crate::wal::detached;
 use crate::commands::wal_push::pusher_for;
 use crate::context::Context;
 use crate::wal::background::{self, Limits};
+use crate::wal::detached;
 use crate::wal::spool::PushSpool;
 use anyhow::Result;
 use std::path::PathBuf;
