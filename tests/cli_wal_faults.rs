@@ -339,7 +339,7 @@ fn fetch_failures_stop_archive_recovery_but_not_the_end_of_the_archive() {
 
     // A hole: segment 2 is missing while a later segment of the timeline is archived.
     let later = s.repo.join(format!(
-        "wal/00000001/000000010000000000000003-{}.zst",
+        "wal/00000001/00000000/000000010000000000000003-{}.zst",
         "ab".repeat(32)
     ));
     write_postgres_file(&later, b"not read: its key alone shows the archive goes on");

@@ -66,17 +66,13 @@ impl Objects {
 
     /// The one stored object of a WAL segment.
     fn wal_key(&self, segment: &str) -> String {
-        let prefix = format!("wal/{}/{segment}-", &segment[..8]);
+        // Format 2: `wal/<TLI>/<LOG>/<segment>-<sha256>.zst`.
+        let dir = format!("wal/{}/{}/", &segment[..8], &segment[8..16]);
+        let prefix = format!("{dir}{segment}-");
         let keys: Vec<String> = match self {
-            Objects::Local(root) => fs::read_dir(root.join(&prefix[..13]))
+            Objects::Local(root) => fs::read_dir(root.join(&dir))
                 .unwrap()
-                .map(|e| {
-                    format!(
-                        "{}{}",
-                        &prefix[..13],
-                        e.unwrap().file_name().to_string_lossy()
-                    )
-                })
+                .map(|e| format!("{dir}{}", e.unwrap().file_name().to_string_lossy()))
                 .filter(|k| k.starts_with(&prefix))
                 .collect(),
             Objects::S3 { storage, rt, .. } => rt

@@ -63,7 +63,7 @@ async fn archive_and_recover_s3() {
         .map(|o| o.key)
         .collect();
     for seg in &archived {
-        let prefix = format!("wal/00000001/{seg}-");
+        let prefix = format!("wal/00000001/{}/{seg}-", &seg[8..16]);
         let matching: Vec<&String> = keys.iter().filter(|k| k.starts_with(&prefix)).collect();
         assert_eq!(matching.len(), 1, "objects for {seg}: {matching:?}");
         let sha = matching[0][prefix.len()..].strip_suffix(".zst");

@@ -261,6 +261,19 @@ async fn contract(s: DynStorage, many: bool) {
         vec![wal_key(2, 5)]
     );
 
+    // Across directories, in key order (`a-x` sorts before `a/…`): what sharded WAL keys need.
+    let nested = ["nest/a-x", "nest/a/1", "nest/a/2", "nest/b/1", "nest/c"];
+    for k in nested {
+        s.put(k, Bytes::from_static(b"n")).await.unwrap();
+    }
+    assert_eq!(after("nest/", "nest/a/1".into(), 10).await, nested[2..]);
+    assert_eq!(after("nest/", "nest/a-x".into(), 10).await, nested[1..]);
+    assert_eq!(after("nest/", "nest/a/~".into(), 1).await, ["nest/b/1"]);
+    assert_eq!(after("nest/", "nest/".into(), 2).await, nested[..2]);
+    for k in nested {
+        s.delete(k).await.unwrap();
+    }
+
     let everything = s.list("").await.unwrap();
     let sizes: Vec<(String, u64)> = everything.iter().map(|m| (m.key.clone(), m.size)).collect();
     for (key, data) in &cases {
@@ -292,6 +305,50 @@ async fn contract(s: DynStorage, many: bool) {
         let want: Vec<String> = (0..n).map(|i| format!("many/k{i:05}")).collect();
         assert_eq!(listed, want);
         assert_eq!(keys(&s, "many/k0105").await, want[1050..1060].to_vec());
+    }
+
+    // --- copy ---------------------------------------------------------------------------------
+    s.put("cp/a", Bytes::from_static(b"alpha")).await.unwrap();
+    s.put("cp/taken", Bytes::from_static(b"kept"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.copy_if_absent("cp/a", "cp/sub/b").await.unwrap(),
+        PutOutcome::Written
+    );
+    assert_eq!(
+        s.get("cp/sub/b").await.unwrap(),
+        Bytes::from_static(b"alpha")
+    );
+    assert_eq!(
+        s.get("cp/a").await.unwrap(),
+        Bytes::from_static(b"alpha"),
+        "{desc}: source kept"
+    );
+    assert_eq!(
+        s.copy_if_absent("cp/a", "cp/taken").await.unwrap(),
+        PutOutcome::AlreadyExists
+    );
+    assert_eq!(
+        s.get("cp/taken").await.unwrap(),
+        Bytes::from_static(b"kept")
+    );
+    assert!(
+        s.copy_if_absent("cp/missing", "cp/c")
+            .await
+            .unwrap_err()
+            .is_not_found(),
+        "{desc}: copy of a missing object"
+    );
+    assert_eq!(s.head("cp/c").await.unwrap(), None);
+    // The copy is independent of its source.
+    s.delete("cp/a").await.unwrap();
+    assert_eq!(
+        s.get("cp/sub/b").await.unwrap(),
+        Bytes::from_static(b"alpha")
+    );
+    for k in ["cp/sub/b", "cp/taken"] {
+        s.delete(k).await.unwrap();
     }
 
     // --- streams ------------------------------------------------------------------------------

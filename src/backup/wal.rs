@@ -139,12 +139,15 @@ mod tests {
         let b = WalSegmentName::parse("000000010000000000000005").unwrap();
         assert_eq!(
             listing_prefix(&a, &a),
-            "wal/00000001/000000010000000000000002-"
+            "wal/00000001/00000000/000000010000000000000002-"
         );
         assert_eq!(
             listing_prefix(&a, &b),
-            "wal/00000001/00000001000000000000000"
+            "wal/00000001/00000000/00000001000000000000000"
         );
+        // Across a log directory the listing covers the timeline from there on.
+        let c = WalSegmentName::parse("000000010000000100000000").unwrap();
+        assert_eq!(listing_prefix(&a, &c), "wal/00000001/0000000");
     }
 
     async fn put(mem: &MemoryStorage, name: &str) {

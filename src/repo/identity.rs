@@ -67,8 +67,34 @@ impl RepoIdentity {
         Ok(())
     }
 
-    /// Reads `repo.json`; `None` when the repository has not been initialised.
+    /// Reads `repo.json`; `None` when the repository has not been initialised. A repository in
+    /// another format is refused, naming what to do.
     pub async fn load(storage: &dyn Storage) -> Result<Option<RepoIdentity>> {
+        let Some(id) = RepoIdentity::load_any_format(storage).await? else {
+            return Ok(None);
+        };
+        if id.format_version < FORMAT_VERSION {
+            bail!(
+                "repository {} is in format version {}; this pgward reads format {FORMAT_VERSION} \
+                 (WAL filed in one directory per log number)\nhint: run `pgward init --upgrade` \
+                 once, as the user that runs PostgreSQL; it moves the WAL keys, can be \
+                 interrupted and run again, and archiving resumes when it is done",
+                storage.describe(),
+                id.format_version
+            );
+        }
+        if id.format_version != FORMAT_VERSION {
+            bail!(
+                "repository format version {} is not supported by this pgward (supports \
+                 {FORMAT_VERSION})\nhint: use the pgward version that wrote the repository",
+                id.format_version
+            );
+        }
+        Ok(Some(id))
+    }
+
+    /// Reads `repo.json` whatever its format version (for `init --upgrade`).
+    pub async fn load_any_format(storage: &dyn Storage) -> Result<Option<RepoIdentity>> {
         let bytes = match storage.get(REPO_JSON).await {
             Ok(b) => b,
             Err(StorageError::NotFound(_)) => return Ok(None),
@@ -87,13 +113,6 @@ impl RepoIdentity {
                 storage.describe()
             )
         })?;
-        if id.format_version != FORMAT_VERSION {
-            bail!(
-                "repository format version {} is not supported by this pgward (supports \
-                 {FORMAT_VERSION})\nhint: use the pgward version that wrote the repository",
-                id.format_version
-            );
-        }
         Ok(Some(id))
     }
 

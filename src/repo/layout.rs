@@ -1,8 +1,8 @@
-//! The repository's keys (format version 1). Only this module knows them.
+//! The repository's keys (format version 2). Only this module knows them.
 //!
 //! ```text
 //! repo.json
-//! wal/<TLI>/<segment name>-<sha256>.zst       also <name>.partial-… and <name>.<off>.backup-…
+//! wal/<TLI>/<LOG>/<segment name>-<sha256>.zst  also <name>.partial-… and <name>.<off>.backup-…
 //! wal/<TLI>.history-<sha256>.zst
 //! blocks/<2 hex>/<block id>.zst                content-addressed base-backup blocks
 //! backups/<label>/manifest.json.zst            a complete base backup (written last)
@@ -11,11 +11,20 @@
 //! ```
 //! The sha256 is of the original bytes, so two different files pushed under one WAL name can
 //! never overwrite each other: they get different keys, and the conflict is detected by listing.
+//!
+//! WAL keys are sharded by log number (`<LOG>` is the 8 hex digits in the middle of a segment
+//! name, the "xlogid"): at most 256 segments per directory with 16 MiB segments, as pgBackRest
+//! files them. `wal-push` and `wal-fetch` list one name's prefix, so their cost no longer
+//! grows with the archive (format 1 had one flat `wal/<TLI>/` directory, and every call read
+//! all of it). Keys still sort in WAL order, so a listing of `wal/<TLI>/` is the timeline in
+//! order and "is anything archived after this segment?" is one `start-after` request.
+//! A format-1 repository is converted by `pgward init --upgrade` ([`v1_wal_key`] names its
+//! keys); every other command refuses it until then.
 
 use crate::codec::Sha256Digest;
 use crate::pg::{Timeline, WalFileName, WalSegmentName};
 
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const REPO_JSON: &str = "repo.json";
 pub const WAL_PREFIX: &str = "wal/";
 pub const BLOCKS_PREFIX: &str = "blocks/";
@@ -30,21 +39,48 @@ pub fn wal_timeline_prefix(tli: Timeline) -> String {
     format!("{WAL_PREFIX}{tli}/")
 }
 
+/// The directory of one log number's segments on a timeline: `wal/<TLI>/<LOG>/`.
+pub fn wal_log_prefix(seg: &WalSegmentName) -> String {
+    format!("{}{:08X}/", wal_timeline_prefix(seg.tli), seg.log)
+}
+
 /// The key prefix shared by every object stored for this WAL file name, whatever its hash.
 pub fn wal_name_prefix(name: &WalFileName) -> String {
-    match name {
-        WalFileName::History(_) => format!("{WAL_PREFIX}{name}-"),
-        other => format!("{}{other}-", wal_timeline_prefix(other.timeline())),
+    match name.segment() {
+        None => format!("{WAL_PREFIX}{name}-"),
+        Some(seg) => format!("{}{name}-", wal_log_prefix(&seg)),
     }
 }
 
 /// Where a listing of the WAL archived after `seg` on its timeline starts: `(prefix,
 /// start_after)`. Every key of `seg` itself (`<seg>-…`, `<seg>.partial-…`, `<seg>.<off>.backup-…`:
-/// `-` and `.` sort before `~`) sorts before `start_after`, every key of a later segment after it.
+/// `-` and `.` sort before `~`) sorts before `start_after`, every key of a later segment after
+/// it, in this log directory or a later one (log directories are fixed-width hex).
 pub fn wal_after_segment(seg: &WalSegmentName) -> (String, String) {
     let prefix = wal_timeline_prefix(seg.tli);
-    let start_after = format!("{prefix}{seg}~");
+    let start_after = format!("{}{seg}~", wal_log_prefix(seg));
     (prefix, start_after)
+}
+
+/// Where format 1 kept a WAL file (`wal/<TLI>/<name>-<sha256>.zst`, one flat directory per
+/// timeline; history files were where they still are). Only `init --upgrade` uses it.
+pub fn v1_wal_key(name: &WalFileName, sha: &Sha256Digest) -> String {
+    match name {
+        WalFileName::History(_) => wal_key(name, sha),
+        other => format!(
+            "{}{other}-{sha}{ZST}",
+            wal_timeline_prefix(other.timeline())
+        ),
+    }
+}
+
+/// Parses a format-1 WAL key (`wal/<TLI>/<file>`, no log directory); `None` for anything else.
+pub fn parse_v1_wal_key(key: &str) -> Option<(WalFileName, Sha256Digest)> {
+    let rest = key.strip_prefix(WAL_PREFIX)?.strip_suffix(ZST)?;
+    let (dir, file) = rest.split_once('/')?;
+    let tli: Timeline = dir.parse().ok()?;
+    let (name, sha) = split_name_sha(file)?;
+    (name.timeline() == tli && name.segment().is_some()).then_some((name, sha))
 }
 
 /// The key of one stored WAL file.
@@ -52,22 +88,16 @@ pub fn wal_key(name: &WalFileName, sha: &Sha256Digest) -> String {
     format!("{}{}{ZST}", wal_name_prefix(name), sha)
 }
 
-/// Parses a key under `wal/` back into the WAL file name and hash; `None` for foreign keys.
+/// Parses a key under `wal/` back into the WAL file name and hash; `None` for foreign keys
+/// (format-1 keys included: see [`parse_v1_wal_key`]).
 pub fn parse_wal_key(key: &str) -> Option<(WalFileName, Sha256Digest)> {
-    let rest = key.strip_prefix(WAL_PREFIX)?.strip_suffix(ZST)?;
-    let file = match rest.split_once('/') {
-        Some((dir, file)) => {
-            let tli: Timeline = dir.parse().ok()?;
-            let (name, sha) = split_name_sha(file)?;
-            if name.timeline() != tli || matches!(name, WalFileName::History(_)) {
-                return None;
-            }
-            return Some((name, sha));
-        }
-        None => rest,
-    };
-    let (name, sha) = split_name_sha(file)?;
-    matches!(name, WalFileName::History(_)).then_some((name, sha))
+    let (name, sha) = split_name_sha(
+        key.strip_prefix(WAL_PREFIX)?
+            .strip_suffix(ZST)?
+            .rsplit('/')
+            .next()?,
+    )?;
+    (wal_key(&name, &sha) == key).then_some((name, sha))
 }
 
 /// The key of a base-backup block (its id is the sha256 of its bytes).
@@ -153,12 +183,73 @@ mod tests {
         let seg = WalFileName::parse("0000000200000001000000FE").unwrap();
         assert_eq!(
             wal_key(&seg, &sha()),
-            format!("wal/00000002/0000000200000001000000FE-{}.zst", sha())
+            format!(
+                "wal/00000002/00000001/0000000200000001000000FE-{}.zst",
+                sha()
+            )
+        );
+        let backup = WalFileName::parse("000000020000000A00000003.00000028.backup").unwrap();
+        assert_eq!(
+            wal_key(&backup, &sha()),
+            format!(
+                "wal/00000002/0000000A/000000020000000A00000003.00000028.backup-{}.zst",
+                sha()
+            )
         );
         let hist = WalFileName::parse("00000002.history").unwrap();
         assert_eq!(
             wal_key(&hist, &sha()),
             format!("wal/00000002.history-{}.zst", sha())
+        );
+    }
+
+    #[test]
+    fn format_1_keys_are_recognised_only_as_such() {
+        let seg = WalFileName::parse("000000010000000200000003").unwrap();
+        let v1 = v1_wal_key(&seg, &sha());
+        assert_eq!(
+            v1,
+            format!("wal/00000001/000000010000000200000003-{}.zst", sha())
+        );
+        assert_eq!(parse_v1_wal_key(&v1), Some((seg.clone(), sha())));
+        assert_eq!(
+            parse_wal_key(&v1),
+            None,
+            "a format-1 key is not a format-2 key"
+        );
+        assert_eq!(parse_v1_wal_key(&wal_key(&seg, &sha())), None);
+        let hist = WalFileName::parse("00000002.history").unwrap();
+        assert_eq!(v1_wal_key(&hist, &sha()), wal_key(&hist, &sha()));
+        assert_eq!(
+            parse_v1_wal_key(&wal_key(&hist, &sha())),
+            None,
+            "nothing to move"
+        );
+    }
+
+    #[test]
+    fn keys_sort_in_wal_order_across_log_directories() {
+        let names = [
+            "0000000100000000000000FF",
+            "0000000100000000000000FF.partial",
+            "000000010000000100000000",
+            "000000010000000100000000.00000028.backup",
+            "000000010000000100000001",
+            "00000001000000100000000F",
+        ];
+        let keys: Vec<String> = names
+            .iter()
+            .map(|n| wal_key(&WalFileName::parse(n).unwrap(), &sha()))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        let last_of_log_0 = WalFileName::parse("0000000100000000000000FF").unwrap();
+        let (prefix, after) = wal_after_segment(&last_of_log_0.segment().unwrap());
+        assert_eq!(prefix, "wal/00000001/");
+        assert!(
+            keys[0] < after && keys[1] < after && keys[2] > after,
+            "{after}"
         );
     }
 
@@ -200,9 +291,14 @@ mod tests {
         ] {
             assert_eq!(parse_wal_key(k), None, "{k}");
         }
-        // A segment filed under the wrong timeline directory is not ours.
+        // A segment filed under the wrong timeline or log directory is not ours.
         let seg = WalFileName::parse("000000010000000000000003").unwrap();
-        let wrong = format!("wal/00000002/{seg}-{}.zst", sha());
-        assert_eq!(parse_wal_key(&wrong), None);
+        for wrong in [
+            format!("wal/00000002/00000000/{seg}-{}.zst", sha()),
+            format!("wal/00000001/00000001/{seg}-{}.zst", sha()),
+            format!("wal/00000001/{seg}-{}.zst", sha()),
+        ] {
+            assert_eq!(parse_wal_key(&wrong), None, "{wrong}");
+        }
     }
 }

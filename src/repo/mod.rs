@@ -6,6 +6,7 @@ pub mod identity;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod upgrade;
 pub mod wal_catalog;
 
 /// Serde for u64 values kept as JSON strings (system identifiers do not fit a JavaScript

@@ -298,6 +298,13 @@ impl Storage for FaultyStorage {
         self.inner.delete(key).await
     }
 
+    async fn copy_if_absent(&self, from: &str, to: &str) -> StorageResult<PutOutcome> {
+        self.before("copy_if_absent", to, true).await?;
+        let outcome = self.inner.copy_if_absent(from, to).await?;
+        self.lose_this_ack("copy_if_absent", to)?;
+        Ok(outcome)
+    }
+
     async fn upload_start(&self, key: &str) -> StorageResult<Upload> {
         self.before("upload_start", key, true).await?;
         self.inner.upload_start(key).await

@@ -45,6 +45,29 @@ impl LocalStorage {
         Ok(self.root.join(key))
     }
 
+    /// The directory a listing of `prefix` reads, the key prefix of its entries and the name
+    /// prefix they must have (only the part of `prefix` up to its last `/` names a directory).
+    fn listing_of(&self, prefix: &str) -> StorageResult<(PathBuf, String, String)> {
+        let (dir_part, name_prefix) = match prefix.rfind('/') {
+            Some(i) => (&prefix[..i], &prefix[i + 1..]),
+            None => ("", prefix),
+        };
+        if prefix.starts_with('/') {
+            return Err(StorageError::Permanent(format!(
+                "list prefix `{prefix}` must be relative (no leading `/`)"
+            )));
+        }
+        if !dir_part.is_empty() {
+            validate_segments(dir_part, prefix)?;
+        }
+        let key_base = if dir_part.is_empty() {
+            String::new()
+        } else {
+            format!("{dir_part}/")
+        };
+        Ok((self.root.join(dir_part), key_base, name_prefix.to_string()))
+    }
+
     /// The temp file of a streamed upload: `id` is its name, beside the key's final path.
     fn upload_path(&self, upload: &Upload) -> StorageResult<(PathBuf, PathBuf)> {
         let path = self.path_of(&upload.key)?;
@@ -245,31 +268,37 @@ impl Storage for LocalStorage {
     }
 
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
-        // Only the part up to the last `/` names a directory; the rest filters its entries.
-        let (dir_part, name_prefix) = match prefix.rfind('/') {
-            Some(i) => (&prefix[..i], &prefix[i + 1..]),
-            None => ("", prefix),
-        };
-        if prefix.starts_with('/') {
-            return Err(StorageError::Permanent(format!(
-                "list prefix `{prefix}` must be relative (no leading `/`)"
-            )));
-        }
-        if !dir_part.is_empty() {
-            validate_segments(dir_part, prefix)?;
-        }
-        let dir = self.root.join(dir_part);
-        let key_base = if dir_part.is_empty() {
-            String::new()
-        } else {
-            format!("{dir_part}/")
-        };
-        let name_prefix = name_prefix.to_string();
+        let (dir, key_base, name_prefix) = self.listing_of(prefix)?;
         blocking(move || {
             let mut out = Vec::new();
             list_dir(&dir, &key_base, &name_prefix, &mut out)
                 .map_err(|e| map_io("list", &dir, e, false))?;
             out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Walks the directories in key order and skips every subtree whose keys all sort before
+    /// `start_after`, so asking for the WAL after a segment reads its log directory and the
+    /// next one, not the whole timeline.
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> StorageResult<Vec<ObjectMeta>> {
+        let (dir, key_base, name_prefix) = self.listing_of(prefix)?;
+        let start_after = start_after.to_string();
+        blocking(move || {
+            let mut out = Vec::new();
+            let mut walk = SortedWalk {
+                start_after: &start_after,
+                limit,
+                out: &mut out,
+            };
+            walk.dir(&dir, &key_base, &name_prefix)
+                .map_err(|e| map_io("list", &dir, e, false))?;
             Ok(out)
         })
         .await
@@ -281,6 +310,33 @@ impl Storage for LocalStorage {
             Ok(()) => Ok(()),
             Err(e) if is_absent(&e) => Ok(()),
             Err(e) => Err(map_io("delete", &path, e, true)),
+        })
+        .await
+    }
+
+    /// A hard link: no bytes copied, and `link(2)` refuses an existing target atomically.
+    async fn copy_if_absent(&self, from: &str, to: &str) -> StorageResult<PutOutcome> {
+        let src = self.path_of(from)?;
+        let dst = self.path_of(to)?;
+        let root = self.root.clone();
+        let from = from.to_string();
+        blocking(move || {
+            if let Some(dir) = dst.parent() {
+                fsutil::ensure_dir_durable(&root, dir)
+                    .map_err(|e| map_io("write", dir, e, true))?;
+            }
+            let outcome = match fs::hard_link(&src, &dst) {
+                Ok(()) => PutOutcome::Written,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => PutOutcome::AlreadyExists,
+                Err(e) if is_absent(&e) && !src.exists() => {
+                    return Err(StorageError::NotFound(from));
+                }
+                Err(e) => return Err(map_io("link", &dst, e, true)),
+            };
+            if let Some(dir) = dst.parent() {
+                fsutil::fsync_dir(dir).map_err(|e| map_io("fsync", dir, e, true))?;
+            }
+            Ok(outcome)
         })
         .await
     }
@@ -416,6 +472,69 @@ impl Storage for LocalStorage {
 
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
+    }
+}
+
+/// A listing in key order that starts after a key and stops at a limit.
+struct SortedWalk<'a> {
+    start_after: &'a str,
+    limit: usize,
+    out: &'a mut Vec<ObjectMeta>,
+}
+
+impl SortedWalk<'_> {
+    fn full(&self) -> bool {
+        self.out.len() >= self.limit
+    }
+
+    /// The entries of `dir` in the order of their keys: a directory's keys are `name/…`, so it
+    /// sorts as `name/` (after `name-x` and `name.x`, which a plain name sort would put later).
+    fn dir(&mut self, dir: &Path, key_base: &str, name_prefix: &str) -> io::Result<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if is_absent(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut items: Vec<(String, bool, u64)> = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(TEMP_PREFIX) || !name.starts_with(name_prefix) {
+                continue;
+            }
+            let meta = match fs::metadata(entry.path()) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if meta.is_dir() {
+                items.push((format!("{key_base}{name}/"), true, 0));
+            } else if meta.is_file() {
+                items.push((format!("{key_base}{name}"), false, meta.len()));
+            }
+        }
+        items.sort();
+        for (key, is_dir, size) in items {
+            if self.full() {
+                break;
+            }
+            if is_dir {
+                // Every key below sorts before `start_after` unless it is a prefix of it.
+                if key.as_str() <= self.start_after && !self.start_after.starts_with(&key) {
+                    continue;
+                }
+                let name = key
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default();
+                self.dir(&dir.join(name), &key, "")?;
+            } else if key.as_str() > self.start_after {
+                self.out.push(ObjectMeta { key, size });
+            }
+        }
+        Ok(())
     }
 }
 

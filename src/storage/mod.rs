@@ -24,6 +24,8 @@
 //!   after this name?" every few seconds on a standby. The default implementation filters a full
 //!   `list` (right, not cheap); backends that can do better override it, and wrappers pass it on.
 //! - `delete` of a missing key succeeds (idempotent).
+//! - `copy_if_absent(from, to)` gives `to` the bytes of `from` unless `to` exists, without
+//!   moving the bytes through pgward where the backend can (local: `link(2)`, S3: CopyObject).
 //! - Streams ([`stream`]): [`put_stream`] stores a byte stream of unknown length through the
 //!   `upload_*` steps (multipart on S3, a temp file + fsync + rename locally), atomically: a
 //!   failed or cancelled one leaves nothing visible under the key, and is never replayed by any
@@ -129,6 +131,14 @@ pub trait Storage: Send + Sync + Debug {
     }
     /// Removes an object; removing a missing object succeeds.
     async fn delete(&self, key: &str) -> StorageResult<()>;
+    /// Makes `to` hold the bytes of `from`, unless an object exists under `to` (then it is
+    /// left alone: callers copy to content-addressed keys, where "exists" means "same
+    /// content"). A missing `from` is `NotFound`. Local: a hard link; S3: a server-side copy
+    /// (check-then-copy); the default reads and writes the bytes.
+    async fn copy_if_absent(&self, from: &str, to: &str) -> StorageResult<PutOutcome> {
+        let data = self.get(from).await?;
+        self.put_if_absent(to, data).await
+    }
     /// Starts an upload to `key` for [`put_stream`] (its only caller). Every backend in this
     /// crate implements the four `upload_*` steps; the defaults refuse, for test doubles.
     async fn upload_start(&self, key: &str) -> StorageResult<Upload> {

@@ -252,6 +252,11 @@ impl Storage for RetryingStorage {
         self.run("delete", key, || self.inner.delete(key)).await
     }
 
+    async fn copy_if_absent(&self, from: &str, to: &str) -> StorageResult<PutOutcome> {
+        self.run("copy_if_absent", to, || self.inner.copy_if_absent(from, to))
+            .await
+    }
+
     async fn upload_start(&self, key: &str) -> StorageResult<Upload> {
         self.run("upload_start", key, || self.inner.upload_start(key))
             .await

@@ -439,6 +439,18 @@ impl S3Storage {
     }
 }
 
+/// Percent-encodes a key for `x-amz-copy-source`, keeping `/` and the unreserved characters.
+fn urlencode_path(key: &str) -> String {
+    key.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Marker message of a conditional write the store does not implement.
 const CONDITIONAL_UNSUPPORTED: &str = "conditional writes are not supported by this store";
 
@@ -671,6 +683,28 @@ impl Storage for S3Storage {
                 other => Err(other),
             },
         }
+    }
+
+    /// Check-then-copy (CopyObject has no `If-None-Match` on every store): callers copy to
+    /// content-addressed keys, where a concurrent copy writes the same content.
+    async fn copy_if_absent(&self, from: &str, to: &str) -> StorageResult<PutOutcome> {
+        if self.head(to).await?.is_some() {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        let src = self.full_key(from)?;
+        let dst = self.full_key(to)?;
+        // The copy source is `bucket/key`, URL-encoded; keys are plain ASCII here but `+`
+        // and the like still must not be taken for spaces.
+        let source = format!("{}/{}", self.bucket, urlencode_path(&src));
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(&dst)
+            .copy_source(source)
+            .send()
+            .await
+            .map(|_| PutOutcome::Written)
+            .map_err(|e| self.error("copy to", Some(to), e))
     }
 
     async fn upload_start(&self, key: &str) -> StorageResult<Upload> {
