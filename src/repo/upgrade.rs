@@ -13,6 +13,7 @@
 //! 3. Move again: a pgward of format 1 (an old binary as `archive_command`) may have pushed
 //!    between the first listing and the new `repo.json`; after it, such binaries refuse the
 //!    repository too.
+//!
 //! History files keep their keys (format 2 did not change them), backups and blocks too.
 
 use crate::repo::identity::RepoIdentity;
