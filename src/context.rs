@@ -1,6 +1,7 @@
 //! What every command needs: the configuration and the repository storage built from it.
 
 use crate::config::{Config, RepoUrl};
+use crate::events::{Events, LogSink};
 use crate::storage::DynStorage;
 use crate::storage::local::LocalStorage;
 use crate::storage::retry::{self, RetryPolicy};
@@ -10,6 +11,7 @@ use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 pub struct Context {
     pub config: Config,
@@ -17,6 +19,11 @@ pub struct Context {
     /// `restore_command`.
     pub config_path: PathBuf,
     pub storage: DynStorage,
+    /// Where long work reports what happens (`events`); the command line logs it.
+    pub events: Events,
+    /// Cancels long work (a backup, a restore) cleanly: SIGINT/SIGTERM on the command line,
+    /// the agent's shutdown, a test.
+    pub cancel: CancellationToken,
 }
 
 /// Whether the repository directory may be created (only `init` does that).
@@ -39,6 +46,8 @@ impl Context {
             config,
             config_path,
             storage,
+            events: Arc::new(LogSink::new(false)),
+            cancel: CancellationToken::new(),
         }
     }
 

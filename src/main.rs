@@ -11,9 +11,12 @@ use pgward::cli::{Cli, Command};
 use pgward::commands;
 use pgward::config::Config;
 use pgward::context::{Context, CreateRepo};
+use pgward::events::LogSink;
 use pgward::wal::fetch::{self, Outcome, RecoveryMode};
+use std::io::IsTerminal as _;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// How long finished commands wait for leftover blocking work before exiting anyway.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
@@ -58,6 +61,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// SIGINT or SIGTERM cancels the command's work cleanly (a backup removes its marker and lease,
+/// a restore says what it left); a second one exits at once.
+fn cancel_on_signals(ctx: &Context) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let token = ctx.cancel.clone();
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot watch for SIGINT/SIGTERM; an interrupted command cannot clean up");
+        return;
+    };
+    tokio::spawn(async move {
+        for round in 0.. {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if round > 0 {
+                tracing::error!("interrupted again: exiting without cleaning up");
+                std::process::exit(1);
+            }
+            tracing::warn!("interrupted: cancelling (interrupt again to exit at once)");
+            token.cancel();
+        }
+    });
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // The demo writes its own configuration in its own directory: it must not need one.
     if let Command::Demo(a) = &cli.command {
@@ -69,7 +100,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(_) => CreateRepo::Yes,
         _ => CreateRepo::No,
     };
-    let ctx = Context::open(config, path, create).await?;
+    let mut ctx = Context::open(config, path, create).await?;
+    if let Command::Backup(a) = &cli.command {
+        // The progress line only on a terminal, never into logs or pipes.
+        let terminal = !a.json && std::io::stderr().is_terminal();
+        ctx.events = Arc::new(LogSink::new(terminal));
+    }
+    if matches!(cli.command, Command::Backup(_) | Command::Restore(_)) {
+        cancel_on_signals(&ctx);
+    }
     match &cli.command {
         Command::Init(a) => commands::init::run(&ctx, a).await,
         Command::WalPush(a) => {

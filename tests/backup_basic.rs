@@ -10,25 +10,23 @@
 
 mod common;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use common::pg::*;
-use pgward::backup::{BackupOptions, run_backup};
+use pgward::backup::run_backup;
 use pgward::codec;
 use pgward::config::Config;
 use pgward::context::Context;
+use pgward::events::{Event, TestSink};
 use pgward::pg::page_checksum::{self, BLCKSZ, PageCheck, RELSEG_SIZE};
 use pgward::repo::layout;
 use pgward::repo::manifest::{FileKind, Manifest};
+use pgward::storage::DynStorage;
 use pgward::storage::faulty::FaultyStorage;
 use pgward::storage::local::LocalStorage;
 use pgward::storage::retry::{self, RetryPolicy};
-use pgward::storage::{DynStorage, ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// A cluster archiving into `<dir>/repo`, with a pgward configuration that can back it up.
@@ -498,63 +496,6 @@ fn closed_output_pipes_do_not_stop_a_backup() {
 // Storage faults, in process
 // ---------------------------------------------------------------------------------------------
 
-/// Injects faults into block uploads only, so they hit the pipeline mid-copy.
-#[derive(Debug)]
-struct BlockFaults {
-    inner: DynStorage,
-    transient: AtomicUsize,
-    permanent: AtomicBool,
-    injected: AtomicUsize,
-}
-
-impl BlockFaults {
-    fn check(&self, key: &str) -> StorageResult<()> {
-        if !key.starts_with(layout::BLOCKS_PREFIX) {
-            return Ok(());
-        }
-        if self
-            .transient
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            self.injected.fetch_add(1, Ordering::SeqCst);
-            return Err(StorageError::Transient(format!("injected: put {key}")));
-        }
-        if self.permanent.load(Ordering::SeqCst) {
-            self.injected.fetch_add(1, Ordering::SeqCst);
-            return Err(StorageError::Permanent(format!("injected: put {key}")));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Storage for BlockFaults {
-    async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
-        self.check(key)?;
-        self.inner.put(key, data).await
-    }
-    async fn put_if_absent(&self, key: &str, data: Bytes) -> StorageResult<PutOutcome> {
-        self.check(key)?;
-        self.inner.put_if_absent(key, data).await
-    }
-    async fn get(&self, key: &str) -> StorageResult<Bytes> {
-        self.inner.get(key).await
-    }
-    async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
-        self.inner.head(key).await
-    }
-    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> StorageResult<()> {
-        self.inner.delete(key).await
-    }
-    fn describe(&self) -> String {
-        format!("block-faults({})", self.inner.describe())
-    }
-}
-
 fn fast_retries(inner: DynStorage) -> DynStorage {
     retry::wrap(
         inner,
@@ -594,12 +535,9 @@ async fn backup_under_storage_faults() {
     // Transient failures of the first calls are retried: the backup succeeds.
     let faulty = Arc::new(FaultyStorage::new(local.clone()));
     faulty.fail_next(3);
-    let out = run_backup(
-        &ctx_with(fast_retries(faulty.clone())),
-        BackupOptions::default(),
-    )
-    .await
-    .expect("transient faults are retried");
+    let out = run_backup(&ctx_with(fast_retries(faulty.clone())))
+        .await
+        .expect("transient faults are retried");
     assert_eq!(faulty.injected_failures(), 3);
     assert!(out.stats.new_blocks > 0);
     assert!(s.repo.join(layout::manifest_key(&out.label)).is_file());
@@ -613,12 +551,9 @@ async fn backup_under_storage_faults() {
     faulty
         .lose_acks(layout::LOCKS_PREFIX, 1)
         .lose_acks(layout::BACKUPS_PREFIX, 2);
-    let lost = run_backup(
-        &ctx_with(fast_retries(faulty.clone())),
-        BackupOptions::default(),
-    )
-    .await
-    .expect("a committed write whose answer was lost is this backup's own");
+    let lost = run_backup(&ctx_with(fast_retries(faulty.clone())))
+        .await
+        .expect("a committed write whose answer was lost is this backup's own");
     assert_eq!(faulty.injected_failures(), 3);
     let (after, markers) = backups_in(&s.repo);
     assert_eq!(after.len(), before.len() + 1, "{after:?}");
@@ -628,19 +563,12 @@ async fn backup_under_storage_faults() {
 
     // Transient failures of block uploads mid-copy are retried too.
     psql("insert into f select g, md5(g::text) from generate_series(20101, 40000) g");
-    let blocks = Arc::new(BlockFaults {
-        inner: local.clone(),
-        transient: AtomicUsize::new(3),
-        permanent: AtomicBool::new(false),
-        injected: AtomicUsize::new(0),
-    });
-    let out2 = run_backup(
-        &ctx_with(fast_retries(blocks.clone())),
-        BackupOptions::default(),
-    )
-    .await
-    .expect("transient block faults are retried");
-    assert_eq!(blocks.injected.load(Ordering::SeqCst), 3);
+    let blocks = Arc::new(FaultyStorage::new(local.clone()));
+    blocks.fail_keys("put", layout::BLOCKS_PREFIX, 3);
+    let out2 = run_backup(&ctx_with(fast_retries(blocks.clone())))
+        .await
+        .expect("transient block faults are retried");
+    assert_eq!(blocks.injected_failures(), 3);
     let m2 = Manifest::load(local.as_ref(), &out2.label).await.unwrap();
     for id in m2.block_ids() {
         assert!(local.head(&layout::block_key(id)).await.unwrap().is_some());
@@ -649,28 +577,93 @@ async fn backup_under_storage_faults() {
     // A store that refuses block uploads fails the backup: no manifest, no marker, no lease.
     psql("insert into f select g, md5(g::text) from generate_series(40001, 60000) g");
     let before = backups_in(&s.repo).0;
-    blocks.permanent.store(true, Ordering::SeqCst);
-    let err = run_backup(
-        &ctx_with(fast_retries(blocks.clone())),
-        BackupOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    blocks.refuse_keys("put", layout::BLOCKS_PREFIX, true);
+    let err = run_backup(&ctx_with(fast_retries(blocks.clone())))
+        .await
+        .unwrap_err();
     assert!(format!("{err:#}").contains("cannot store block"), "{err:#}");
     let (after, markers) = backups_in(&s.repo);
     assert_eq!(after, before);
     assert!(markers.is_empty(), "{markers:?}");
     assert!(!s.repo.join(layout::lock_key("backup")).exists());
 
+    // Events: a backup reports its start, its progress and its result, in that order; and a
+    // backup cancelled midway writes no manifest, leaves no marker or lease, and the next
+    // backup succeeds.
+    psql("insert into f select g, md5(g::text) from generate_series(60001, 100000) g");
+    let sink = TestSink::new();
+    let mut ctx = ctx_with(fast_retries(local.clone()));
+    ctx.events = sink.clone();
+    let done = run_backup(&ctx)
+        .await
+        .expect("a backup reporting to a test sink");
+    assert_eq!(
+        sink.sequence(),
+        ["backup_started", "backup_progress", "backup_finished"]
+    );
+    match sink.events().last() {
+        Some(Event::BackupFinished {
+            label, total_bytes, ..
+        }) => {
+            assert_eq!(*label, done.label);
+            assert_eq!(*total_bytes, done.stats.total_bytes);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    psql("insert into f select g, md5(g::text) from generate_series(100001, 140000) g");
+    let before = backups_in(&s.repo).0;
+    let slow = Arc::new(FaultyStorage::new(local.clone()));
+    slow.delay("put", layout::BLOCKS_PREFIX, Duration::from_millis(300));
+    let sink = TestSink::new();
+    let mut ctx = ctx_with(fast_retries(slow.clone()));
+    ctx.events = sink.clone();
+    let cancel = ctx.cancel.clone();
+    let running = tokio::spawn(async move { run_backup(&ctx).await });
+    let t0 = std::time::Instant::now();
+    while !sink.sequence().contains(&"backup_started".to_string()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the backup never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cancel.cancel();
+    let err = running
+        .await
+        .unwrap()
+        .expect_err("a cancelled backup fails");
+    assert!(
+        err.chain().any(|c| c.is::<pgward::backup::Cancelled>()),
+        "{err:#}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30), "cancelled promptly");
+    let (after, markers) = backups_in(&s.repo);
+    assert_eq!(after, before, "a cancelled backup writes no manifest");
+    assert!(markers.is_empty(), "{markers:?}");
+    assert!(!s.repo.join(layout::lock_key("backup")).exists());
+    match sink.events().last() {
+        Some(Event::BackupFailed {
+            cancelled, label, ..
+        }) => {
+            assert!(*cancelled);
+            assert!(label.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    let next = run_backup(&ctx_with(fast_retries(local.clone())))
+        .await
+        .expect("the backup after a cancelled one");
+    assert!(s.repo.join(layout::manifest_key(&next.label)).is_file());
+
     // A store that refuses every write fails at once, before anything is written.
+    let before = backups_in(&s.repo).0;
     let faulty = Arc::new(FaultyStorage::new(local.clone()));
     faulty.fail_puts_permanently(true);
-    let err = run_backup(
-        &ctx_with(fast_retries(faulty.clone())),
-        BackupOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    let err = run_backup(&ctx_with(fast_retries(faulty.clone())))
+        .await
+        .unwrap_err();
     assert!(
         format!("{err:#}").contains("injected permanent failure"),
         "{err:#}"
@@ -680,7 +673,7 @@ async fn backup_under_storage_faults() {
     // The server went on working throughout (its backup was aborted with the session).
     tokio::task::spawn_blocking(move || {
         let s = s;
-        assert_eq!(s.cluster.psql("select count(*) from f"), "60000");
+        assert_eq!(s.cluster.psql("select count(*) from f"), "140000");
         s.cluster.assert_no_fatal();
         drop(s);
         drop(dir);

@@ -16,8 +16,8 @@ mod common;
 
 use common::backup_scenarios::{Source, no_archiving, start_restored, switch_and_archive};
 use common::pg::*;
+use pgward::backup::run_backup;
 use pgward::backup::walk::hook;
-use pgward::backup::{BackupOptions, run_backup};
 use pgward::config::Config;
 use pgward::context::Context;
 use pgward::repo::layout;
@@ -96,7 +96,7 @@ async fn tablespace_created_during_the_copy() {
 
     // The backup, paused before pg_tblspc while the tablespace and its table are created.
     let (paused, go) = pause_before_pg_tblspc(&src.cluster.datadir);
-    let backup = tokio::spawn(async move { run_backup(&ctx, BackupOptions::default()).await });
+    let backup = tokio::spawn(async move { run_backup(&ctx).await });
     let new_oid = {
         let (src, ts_new_src) = (src.clone(), ts_new_src.clone());
         tokio::task::spawn_blocking(move || {

@@ -26,6 +26,7 @@ pub mod wal;
 pub mod walk;
 
 use crate::context::Context;
+use crate::events::Event;
 use crate::pg::backup_label::BackupLabel;
 use crate::pg::control::ControlFile;
 use crate::pg::version::read_major_version;
@@ -52,13 +53,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The lease that keeps backups (and, later, garbage collection) from running at once.
 pub const LEASE_NAME: &str = "backup";
-
-/// Choices of the caller (the command line, or a test).
-#[derive(Debug, Clone, Default)]
-pub struct BackupOptions {
-    /// Draw a progress line on standard error (only sensible when it is a terminal).
-    pub progress: bool,
-}
 
 /// What a finished backup is, for the command's output and for tests.
 #[derive(Debug, Clone)]
@@ -97,7 +91,35 @@ struct Server {
 
 /// Takes a base backup of the cluster at `[postgres] pgdata` through `[postgres] conninfo`
 /// into the repository; see the module documentation.
-pub async fn run_backup(ctx: &Context, opts: BackupOptions) -> Result<BackupOutcome> {
+///
+/// Reports through `ctx.events` (started, progress, finished or failed) and stops when
+/// `ctx.cancel` fires: a cancelled backup writes no manifest, removes its in-progress marker and
+/// releases its lease, and fails with [`Cancelled`].
+pub async fn run_backup(ctx: &Context) -> Result<BackupOutcome> {
+    let claimed = std::sync::Mutex::new(None);
+    let result = backup(ctx, &claimed).await;
+    if let Err(e) = &result {
+        ctx.events.emit(&Event::BackupFailed {
+            label: claimed.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            error: format!("{e:#}"),
+            cancelled: e.chain().any(|c| c.is::<Cancelled>()),
+        });
+    }
+    result
+}
+
+/// A backup stopped by its context's cancellation token before it wrote a manifest.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the backup was cancelled before it completed: no manifest was written, and its in-progress marker and lease were removed"
+)]
+pub struct Cancelled;
+
+/// `claimed` receives the label once one is claimed (for the `backup_failed` event).
+async fn backup(
+    ctx: &Context,
+    claimed: &std::sync::Mutex<Option<String>>,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     let storage = ctx.storage.clone();
     let identity = RepoIdentity::require(storage.as_ref()).await?;
@@ -138,10 +160,9 @@ pub async fn run_backup(ctx: &Context, opts: BackupOptions) -> Result<BackupOutc
         identity: &identity,
         control: &control,
         pgdata: &pgdata,
-        opts: &opts,
         started,
     };
-    let result = with_lease(&job).await;
+    let result = with_lease(&job, claimed).await;
     if let Err(e) = lease.release().await {
         // The backup's own result matters more; a lease left behind names this host and pid,
         // and the next run here takes it over once this process is gone.
@@ -160,17 +181,32 @@ struct Job<'a> {
     identity: &'a RepoIdentity,
     control: &'a ControlFile,
     pgdata: &'a Path,
-    opts: &'a BackupOptions,
     started: Instant,
 }
 
-async fn with_lease(job: &Job<'_>) -> Result<BackupOutcome> {
+async fn with_lease(
+    job: &Job<'_>,
+    claimed: &std::sync::Mutex<Option<String>>,
+) -> Result<BackupOutcome> {
     let storage = job.storage;
     let start_time = Utc::now();
     let start_time_text = start_time.to_rfc3339_opts(SecondsFormat::Secs, true);
     let label = claim_label(storage, start_time, &start_time_text).await?;
+    *claimed.lock().unwrap_or_else(|e| e.into_inner()) = Some(label.clone());
     let marker = layout::in_progress_key(&label);
-    let result = take(job, &label, &start_time_text).await;
+    // Until the manifest is written, cancelling drops the work (the pipeline's threads stop;
+    // the session's connection, closed with the client, ends backup mode on the server).
+    let result = tokio::select! {
+        biased;
+        () = job.ctx.cancel.cancelled() => Err(anyhow!(Cancelled)),
+        copied = copy(job, &label, &start_time_text) => copied,
+    };
+    // Once everything the manifest names is stored, storing it is not interrupted: a backup
+    // whose manifest exists is complete, and must not be reported as cancelled.
+    let result = match result {
+        Ok(manifest) => store_manifest(job, manifest).await,
+        Err(e) => Err(e),
+    };
     // Removed on success too: once the manifest exists, the marker has done its job.
     if let Err(e) = storage.delete(&marker).await {
         tracing::warn!("cannot remove {marker}: {e}");
@@ -178,7 +214,8 @@ async fn with_lease(job: &Job<'_>) -> Result<BackupOutcome> {
     result
 }
 
-async fn take(job: &Job<'_>, label: &str, start_time: &str) -> Result<BackupOutcome> {
+/// Everything up to the manifest: blocks copied, the backup stopped, its WAL archived.
+async fn copy(job: &Job<'_>, label: &str, start_time: &str) -> Result<Manifest> {
     let Job {
         ctx,
         storage,
@@ -187,7 +224,6 @@ async fn take(job: &Job<'_>, label: &str, start_time: &str) -> Result<BackupOutc
         identity,
         control,
         pgdata,
-        opts,
         started,
     } = *job;
     let level = ctx.config.repo.compression_level.0;
@@ -203,27 +239,27 @@ async fn take(job: &Job<'_>, label: &str, start_time: &str) -> Result<BackupOutc
     let version_dir = walk::tablespace_version_dir(identity.pg_major, control.catalog_version);
 
     let start_lsn = session::start(client, server.version_num, label).await?;
-    tracing::info!(label, start_lsn = %start_lsn, known_blocks = known.len(), "backup started");
+    tracing::debug!(label, known_blocks = known.len(), "known blocks loaded");
+    ctx.events.emit(&Event::BackupStarted {
+        label: label.to_string(),
+        start_lsn,
+    });
 
     let progress = Arc::new(Progress::default());
-    let display = if opts.progress {
-        let (dir, vdir, p) = (pgdata.to_path_buf(), version_dir.clone(), progress.clone());
-        // A size estimate for the percentage: one cheap walk (metadata only).
-        tokio::task::spawn_blocking(move || {
-            let total: u64 = walk::Walk::new(&dir, &vdir)
-                .into_iter()
-                .flatten()
-                .filter_map(|e| match e {
-                    Ok(walk::Entry::File { size, .. }) => Some(size),
-                    _ => None,
-                })
-                .sum();
-            p.bytes_total.store(total, Ordering::Relaxed);
-        });
-        Some(progress::Display::start(progress.clone()))
-    } else {
-        None
-    };
+    let (dir, vdir, p) = (pgdata.to_path_buf(), version_dir.clone(), progress.clone());
+    // A size estimate for the progress events: one cheap walk (metadata only).
+    tokio::task::spawn_blocking(move || {
+        let total: u64 = walk::Walk::new(&dir, &vdir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| match e {
+                Ok(walk::Entry::File { size, .. }) => Some(size),
+                _ => None,
+            })
+            .sum();
+        p.bytes_total.store(total, Ordering::Relaxed);
+    });
+    let reporter = progress::Reporter::start(ctx.events.clone(), label, progress.clone());
     let entries = walk::Walk::new(pgdata, &version_dir)?;
     let followed = entries.followed();
     let config = PipelineConfig {
@@ -233,7 +269,7 @@ async fn take(job: &Job<'_>, label: &str, start_time: &str) -> Result<BackupOutc
         verify_from: server.data_checksums.then_some(start_lsn),
     };
     let copied = pipeline::run(storage.clone(), entries, known, config, progress.clone()).await;
-    drop(display);
+    drop(reporter);
     let copied = copied?;
     let names = session::tablespace_names(client).await.unwrap_or_else(|e| {
         // Names only make messages clearer; the backup does not need them.
@@ -274,7 +310,7 @@ async fn take(job: &Job<'_>, label: &str, start_time: &str) -> Result<BackupOutc
 
     let mut stats = copied.stats;
     stats.duration_ms = started.elapsed().as_millis() as u64;
-    let manifest = Manifest {
+    Ok(Manifest {
         format_version: MANIFEST_VERSION,
         label: label.to_string(),
         system_identifier: identity.system_identifier,
@@ -294,14 +330,25 @@ async fn take(job: &Job<'_>, label: &str, start_time: &str) -> Result<BackupOutc
         files: copied.files,
         bad_pages: copied.bad_pages,
         stats,
-    };
-    manifest.store(storage.as_ref(), level).await?;
+    })
+}
+
+/// Writes the manifest (the backup is complete from then on) and reports it.
+async fn store_manifest(job: &Job<'_>, manifest: Manifest) -> Result<BackupOutcome> {
+    let level = job.ctx.config.repo.compression_level.0;
+    manifest.store(job.storage.as_ref(), level).await?;
     report_bad_pages(&manifest.bad_pages);
-    tracing::info!(label, "backup complete");
+    job.ctx.events.emit(&Event::BackupFinished {
+        label: manifest.label.clone(),
+        total_bytes: manifest.stats.total_bytes,
+        new_bytes: manifest.stats.new_bytes,
+        stored_bytes: manifest.stats.stored_bytes,
+        duration_ms: manifest.stats.duration_ms,
+    });
     Ok(BackupOutcome {
         label: manifest.label,
-        timeline,
-        start_lsn,
+        timeline: manifest.timeline,
+        start_lsn: manifest.start_lsn,
         stop_lsn: manifest.stop_lsn,
         start_wal: manifest.start_wal,
         stop_wal: manifest.stop_wal,

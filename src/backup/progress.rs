@@ -1,86 +1,61 @@
-//! A one-line progress display on standard error, for people watching a backup in a terminal.
-//! It is only started when stderr is a terminal, so logs and pipes never see control
-//! characters, and redraws at most four times a second.
+//! A backup's progress, reported as events ([`Event::BackupProgress`]) every
+//! [`PROGRESS_EVERY`] while the copy runs. How it is shown (a terminal line, a log line every
+//! few seconds) is the sink's business (`events::LogSink`).
 
 use super::pipeline::Progress;
-use crate::units;
-use std::io::Write;
+use crate::events::{Event, Events, PROGRESS_EVERY};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const INTERVAL: Duration = Duration::from_millis(250);
-
-/// Redraws until dropped; dropping clears the line.
-pub struct Display {
+/// Reports until dropped, and once more when dropped (so even a short copy reports its
+/// final figures).
+pub struct Reporter {
     task: tokio::task::JoinHandle<()>,
+    events: Events,
+    label: String,
+    progress: Arc<Progress>,
+    started: Instant,
 }
 
-impl Display {
-    pub fn start(progress: Arc<Progress>) -> Display {
+impl Reporter {
+    pub fn start(events: Events, label: &str, progress: Arc<Progress>) -> Reporter {
         let started = Instant::now();
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(INTERVAL);
-            loop {
+        let task = {
+            let (events, label, progress) = (events.clone(), label.to_string(), progress.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(PROGRESS_EVERY);
                 tick.tick().await;
-                let line = render(&progress, started.elapsed());
-                let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r{line}\x1b[K");
-                let _ = err.flush();
-            }
-        });
-        Display { task }
+                loop {
+                    tick.tick().await;
+                    events.emit(&event(&label, &progress, started));
+                }
+            })
+        };
+        Reporter {
+            task,
+            events,
+            label: label.to_string(),
+            progress,
+            started,
+        }
     }
 }
 
-impl Drop for Display {
+impl Drop for Reporter {
     fn drop(&mut self) {
         self.task.abort();
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[K");
-        let _ = err.flush();
+        self.events
+            .emit(&event(&self.label, &self.progress, self.started));
     }
 }
 
-fn render(p: &Progress, elapsed: Duration) -> String {
-    let done = p.bytes_done.load(Ordering::Relaxed);
-    let total = p.bytes_total.load(Ordering::Relaxed);
-    let stored = p.stored_bytes.load(Ordering::Relaxed);
-    let head = if total > 0 {
-        let pct = (done as f64 * 100.0 / total as f64).min(100.0);
-        format!(
-            "{} / {} ({pct:.0}%)",
-            units::bytes(done),
-            units::bytes(total)
-        )
-    } else {
-        units::bytes(done)
-    };
-    let new = if stored == 0 {
-        "nothing new stored yet".to_string()
-    } else {
-        format!("{} new stored", units::bytes(stored))
-    };
-    format!(
-        "backup: {head}, {}, {new}",
-        units::rate(done, elapsed.as_secs_f64())
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn render_shows_percent_when_the_total_is_known() {
-        let p = Progress::default();
-        p.bytes_done.store(500 << 20, Ordering::Relaxed);
-        p.bytes_total.store(1000 << 20, Ordering::Relaxed);
-        let line = render(&p, Duration::from_secs(1));
-        assert!(
-            line.contains("(50%)") && line.contains("500.0 MiB/s"),
-            "{line}"
-        );
-        assert!(line.contains("nothing new stored yet"), "{line}");
+fn event(label: &str, p: &Progress, started: Instant) -> Event {
+    Event::BackupProgress {
+        label: label.to_string(),
+        bytes_done: p.bytes_done.load(Ordering::Relaxed),
+        bytes_total: p.bytes_total.load(Ordering::Relaxed),
+        stored_bytes: p.stored_bytes.load(Ordering::Relaxed),
+        elapsed_ms: started.elapsed().as_millis() as u64,
     }
 }

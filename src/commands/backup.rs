@@ -3,14 +3,13 @@
 //! The work is [`crate::backup::run_backup`]; this file only prints the result. The `--json`
 //! object is a stable, documented format: fields are only ever added.
 
-use crate::backup::{BackupOptions, BackupOutcome, run_backup};
+use crate::backup::{BackupOutcome, run_backup};
 use crate::context::Context;
 use crate::output;
 use crate::pg::Lsn;
 use crate::units;
 use anyhow::Result;
 use serde::Serialize;
-use std::io::IsTerminal;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -104,10 +103,7 @@ fn round2(x: f64) -> f64 {
 }
 
 pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
-    let opts = BackupOptions {
-        progress: !args.json && std::io::stderr().is_terminal(),
-    };
-    let outcome = run_backup(ctx, opts).await?;
+    let outcome = run_backup(ctx).await?;
     let summary = Summary::of(&outcome);
     let text = if args.json {
         serde_json::to_string_pretty(&summary)? + "\n"

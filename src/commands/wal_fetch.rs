@@ -59,7 +59,7 @@ pub async fn run(ctx: &Context, args: &Args, exe: Option<&Path>) -> Result<()> {
                 }
             }
         };
-        report.log();
+        ctx.events.emit(&report.event());
         Ok::<_, anyhow::Error>(())
     };
     match tokio::time::timeout(limit, work).await {

@@ -95,7 +95,7 @@ async fn push(
     let background = exe.filter(|_| pushes_ahead);
     if let Some(report) = push::verify_pushed_ahead(ctx.storage.as_ref(), &spool, path, &name).await
     {
-        report.log(false);
+        ctx.events.emit(&report.event(false));
         if let Some(exe) = background
             && !push::ready_backlog(path, &name).is_empty()
         {
@@ -114,7 +114,7 @@ async fn push(
         if let Some(report) =
             push::verify_pushed_ahead(ctx.storage.as_ref(), &spool, path, &name).await
         {
-            report.log(false);
+            ctx.events.emit(&report.event(false));
             return Ok(());
         }
     }
@@ -154,18 +154,20 @@ async fn push(
             tracing::warn!("push-ahead abandoned at wal.timeout");
         }
     }
-    result?.log(false);
+    ctx.events.emit(&result?.event(false));
     Ok(())
 }
 
 /// A pusher into the configured repository, which must be initialised.
 pub async fn pusher_for(ctx: &Context) -> Result<Pusher> {
     let identity = RepoIdentity::require(ctx.storage.as_ref()).await?;
-    Ok(Pusher::new(
+    let mut pusher = Pusher::new(
         ctx.storage.clone(),
         identity,
         ctx.config.repo.compression_level.0,
-    ))
+    );
+    pusher.events = ctx.events.clone();
+    Ok(pusher)
 }
 
 /// The background pusher's log is appended to, and started afresh beyond this size.

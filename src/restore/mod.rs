@@ -29,6 +29,7 @@ pub mod target;
 pub mod write;
 
 use crate::context::Context;
+use crate::events::{Event, Events, PROGRESS_EVERY};
 use crate::pg::Lsn;
 use crate::repo::identity::RepoIdentity;
 use crate::repo::manifest::Manifest;
@@ -48,7 +49,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Everything a restore is asked to do.
 #[derive(Debug, Clone)]
@@ -126,7 +127,14 @@ pub struct RestoreStats {
     pub notes: Vec<String>,
 }
 
-/// Plans and (unless `dry_run`) runs a restore.
+/// A restore stopped by its context's cancellation token before the directory was complete.
+#[derive(Debug, thiserror::Error)]
+#[error("the restore was cancelled")]
+pub struct Cancelled;
+
+/// Plans and (unless `dry_run`) runs a restore. Reports through `ctx.events`; stops when
+/// `ctx.cancel` fires, leaving a directory without `pg_control` (which cannot be started) and
+/// saying so: `--delta` resumes it.
 pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOutcome> {
     if req.exclusive && !req.target.has_inclusive() {
         bail!(
@@ -178,15 +186,29 @@ pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOu
             result: None,
         });
     }
-    let stats = execute(ctx, &req, &plan, &manifest, checked)
-        .await
-        .map_err(|e| {
-            e.context(format!(
+    let stats = match execute(ctx, &req, &plan, &manifest, checked).await {
+        Ok(stats) => stats,
+        Err(e) => {
+            let e = e.context(format!(
                 "restore of backup {} into {} failed",
                 manifest.label,
                 pgdata.display()
-            ))
-        })?;
+            ));
+            ctx.events.emit(&Event::RestoreFailed {
+                backup: manifest.label.clone(),
+                error: format!("{e:#}"),
+                // The error chain was flattened into text by `incomplete`.
+                cancelled: ctx.cancel.is_cancelled(),
+            });
+            return Err(e);
+        }
+    };
+    ctx.events.emit(&Event::RestoreFinished {
+        backup: manifest.label.clone(),
+        files: stats.files,
+        bytes: stats.bytes,
+        duration_ms: stats.duration_ms,
+    });
     Ok(RestoreOutcome {
         plan,
         pgdata,
@@ -290,22 +312,41 @@ async fn write_all(
     let total_bytes: u64 =
         layout.files.iter().map(|(f, _)| f.size).sum::<u64>() + layout.control.0.size;
 
+    ctx.events.emit(&Event::RestoreStarted {
+        backup: m.label.clone(),
+        pgdata: dest.pgdata.display().to_string(),
+        bytes_total: total_bytes,
+    });
     let progress = Arc::new(Progress::default());
-    let reporter = spawn_progress(progress.clone(), total_bytes);
-    let written = write::write_blocks(
-        ctx.storage.clone(),
-        prepared.plan,
-        jobs,
-        req.delta,
-        progress.clone(),
-    )
-    .await;
+    let started_writing = Instant::now();
+    let reporter = spawn_progress(ctx.events.clone(), progress.clone(), total_bytes);
+    let written = tokio::select! {
+        biased;
+        () = ctx.cancel.cancelled() => Err(anyhow!(Cancelled)),
+        written = write::write_blocks(
+            ctx.storage.clone(),
+            prepared.plan,
+            jobs,
+            req.delta,
+            progress.clone(),
+        ) => written,
+    };
     reporter.abort();
+    ctx.events.emit(&Event::RestoreProgress {
+        bytes_done: progress.bytes_done.load(Ordering::Relaxed),
+        bytes_total: total_bytes,
+        elapsed_ms: started_writing.elapsed().as_millis() as u64,
+    });
     let written = written?;
     tracing::debug!("blocks written");
     let files = written.files.len() as u64 + 1;
     write::finish_files(written.files, sync_threads).await?;
     tracing::debug!("files durable");
+    // The last cancellation point: what follows is short, and a directory that gets its
+    // pg_control must never be reported as cancelled.
+    if ctx.cancel.is_cancelled() {
+        return Err(anyhow!(Cancelled));
+    }
 
     // The recovery configuration, then pg_control: from then on the directory is startable.
     let settings = RecoverySettings {
@@ -598,23 +639,19 @@ async fn set_dir_modes(dirs: Vec<(PathBuf, u32)>) -> Result<()> {
     .map_err(|e| anyhow!("setting directory modes failed: {e}"))?
 }
 
-/// Logs progress every 10 seconds until aborted.
-fn spawn_progress(p: Arc<Progress>, total: u64) -> tokio::task::JoinHandle<()> {
+/// Reports progress as events until aborted.
+fn spawn_progress(events: Events, p: Arc<Progress>, total: u64) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let start = Instant::now();
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
         tick.tick().await;
         loop {
             tick.tick().await;
-            let done = p.bytes_done.load(Ordering::Relaxed);
-            let secs = start.elapsed().as_secs_f64().max(0.001);
-            tracing::info!(
-                done = %crate::units::bytes(done),
-                total = %crate::units::bytes(total),
-                percent = format_args!("{:.0}", done as f64 * 100.0 / total.max(1) as f64),
-                mb_per_s = format_args!("{:.0}", done as f64 / 1e6 / secs),
-                "restoring"
-            );
+            events.emit(&Event::RestoreProgress {
+                bytes_done: p.bytes_done.load(Ordering::Relaxed),
+                bytes_total: total,
+                elapsed_ms: start.elapsed().as_millis() as u64,
+            });
         }
     })
 }

@@ -4,11 +4,13 @@
 use super::*;
 use crate::codec::{self, Sha256Digest};
 use crate::config::Config;
+use crate::events::TestSink;
 use crate::pg::{Lsn, Timeline, WalFileName};
 use crate::repo::layout;
 use crate::repo::manifest::{
     BackupStats, FileEntry, FileKind, MANIFEST_VERSION, Recipe, TablespaceEntry,
 };
+use crate::storage::faulty::FaultyStorage;
 use crate::storage::memory::MemoryStorage;
 use crate::storage::{DynStorage, Storage};
 use bytes::Bytes;
@@ -242,12 +244,18 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
 #[tokio::test]
 async fn full_restore_lays_down_every_file() {
     let repo = make_repo().await;
-    let ctx = context(repo.storage.clone());
+    let mut ctx = context(repo.storage.clone());
+    let sink = TestSink::new();
+    ctx.events = sink.clone();
     let out = tempfile::tempdir().unwrap();
     let pgdata = out.path().join("restored/data");
     let ts = out.path().join("ts-new");
     let o = run_restore(&ctx, request(&pgdata, &ts)).await.unwrap();
     assert_eq!(o.plan.backup.label, "20261122T110000Z");
+    assert_eq!(
+        sink.sequence(),
+        ["restore_started", "restore_progress", "restore_finished"]
+    );
     let r = o.result.unwrap();
 
     for (path, content) in source_tree() {
@@ -455,7 +463,9 @@ async fn corrupt_or_missing_blocks_abort_naming_the_file() {
 
     // The block of global/1262 comes back with a flipped byte.
     let corrupt_id = Sha256Digest::of(&bytes(2, 8192));
-    let ctx_corrupt = context(Arc::new(CorruptBlocks(repo.storage.clone(), corrupt_id)));
+    let corrupting = Arc::new(FaultyStorage::new(repo.storage.clone()));
+    corrupting.corrupt_reads_of(&layout::block_key(&corrupt_id));
+    let ctx_corrupt = context(corrupting);
     let msg = format!(
         "{:#}",
         run_restore(&ctx_corrupt, request(&pgdata, &ts))
@@ -509,52 +519,56 @@ async fn corrupt_or_missing_blocks_abort_naming_the_file() {
     );
 }
 
-/// Flips a byte in one block object whenever it is read; everything else reads fine, so
-/// planning works and the failure is the block check's. (`FaultyStorage::corrupt_reads`
-/// corrupts every read, the manifests included, so planning would fail first.)
-#[derive(Debug)]
-struct CorruptBlocks(Arc<MemoryStorage>, Sha256Digest);
-
-#[async_trait::async_trait]
-impl Storage for CorruptBlocks {
-    async fn put(&self, key: &str, data: Bytes) -> crate::storage::StorageResult<()> {
-        self.0.put(key, data).await
-    }
-    async fn put_if_absent(
-        &self,
-        key: &str,
-        data: Bytes,
-    ) -> crate::storage::StorageResult<crate::storage::PutOutcome> {
-        self.0.put_if_absent(key, data).await
-    }
-    async fn get(&self, key: &str) -> crate::storage::StorageResult<Bytes> {
-        let b = self.0.get(key).await?;
-        if key != layout::block_key(&self.1) {
-            return Ok(b);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_restore_says_what_it_left_and_delta_resumes_it() {
+    let repo = make_repo().await;
+    let slow = Arc::new(FaultyStorage::new(repo.storage.clone()));
+    slow.delay(
+        "get",
+        layout::BLOCKS_PREFIX,
+        std::time::Duration::from_millis(300),
+    );
+    let mut ctx = context(slow.clone());
+    let sink = TestSink::new();
+    ctx.events = sink.clone();
+    let cancel = ctx.cancel.clone();
+    let out = tempfile::tempdir().unwrap();
+    let pgdata = out.path().join("data");
+    let ts = out.path().join("ts");
+    let t0 = std::time::Instant::now();
+    let canceller = async {
+        while !sink.sequence().contains(&"restore_started".to_string()) {
+            assert!(t0.elapsed().as_secs() < 30, "the restore never started");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let mut v = b.to_vec();
-        let mid = v.len() / 2;
-        v[mid] ^= 0x40;
-        Ok(Bytes::from(v))
-    }
-    async fn head(
-        &self,
-        key: &str,
-    ) -> crate::storage::StorageResult<Option<crate::storage::ObjectMeta>> {
-        self.0.head(key).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-    ) -> crate::storage::StorageResult<Vec<crate::storage::ObjectMeta>> {
-        self.0.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> crate::storage::StorageResult<()> {
-        self.0.delete(key).await
-    }
-    fn describe(&self) -> String {
-        "corrupting test storage".into()
-    }
+        cancel.cancel();
+    };
+    let (result, ()) = tokio::join!(run_restore(&ctx, request(&pgdata, &ts)), canceller);
+    let msg = format!("{:#}", result.unwrap_err());
+    assert!(t0.elapsed().as_secs() < 10, "cancelled promptly");
+    assert!(msg.contains("cancelled"), "{msg}");
+    assert!(
+        msg.contains("has no global/pg_control yet") && msg.contains("--delta to resume"),
+        "{msg}"
+    );
+    assert!(!pgdata.join("global/pg_control").exists());
+    assert!(matches!(
+        sink.events().last(),
+        Some(crate::events::Event::RestoreFailed {
+            cancelled: true,
+            ..
+        })
+    ));
+
+    let mut req = request(&pgdata, &ts);
+    req.delta = true;
+    run_restore(&context(repo.storage.clone()), req)
+        .await
+        .unwrap();
+    assert_eq!(
+        fs::read(pgdata.join("global/pg_control")).unwrap(),
+        control_file(SYSID)
+    );
 }
 
 #[tokio::test]

@@ -19,15 +19,25 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+/// A failure rule for calls of one method on keys with a prefix.
+#[derive(Debug)]
+struct KeyRule {
+    op: &'static str,
+    prefix: String,
+    /// Calls still to fail; `None` while the rule is on for good.
+    remaining: Option<usize>,
+    permanent: bool,
+}
+
 #[derive(Debug)]
 pub struct FaultyStorage {
     inner: DynStorage,
     fail_next: AtomicUsize,
     fail_puts_permanently: AtomicBool,
     hang: Mutex<Option<Duration>>,
-    corrupt_reads: AtomicBool,
+    corrupt_reads: Mutex<Option<String>>,
     failing_ops: Mutex<Vec<&'static str>>,
-    counted_op_failures: Mutex<Vec<(&'static str, usize)>>,
+    key_rules: Mutex<Vec<KeyRule>>,
     lost_acks: Mutex<Vec<(String, usize)>>,
     delays: Mutex<Vec<(&'static str, String, Duration)>>,
     throttle: Mutex<Option<u64>>,
@@ -44,9 +54,9 @@ impl FaultyStorage {
             fail_next: AtomicUsize::new(0),
             fail_puts_permanently: AtomicBool::new(false),
             hang: Mutex::new(None),
-            corrupt_reads: AtomicBool::new(false),
+            corrupt_reads: Mutex::new(None),
             failing_ops: Mutex::new(Vec::new()),
-            counted_op_failures: Mutex::new(Vec::new()),
+            key_rules: Mutex::new(Vec::new()),
             lost_acks: Mutex::new(Vec::new()),
             delays: Mutex::new(Vec::new()),
             throttle: Mutex::new(None),
@@ -76,7 +86,15 @@ impl FaultyStorage {
 
     /// While on, `get` returns the object with the byte in its middle flipped.
     pub fn corrupt_reads(&self, on: bool) -> &Self {
-        self.corrupt_reads.store(on, Ordering::SeqCst);
+        *self.corrupt_reads.lock().unwrap_or_else(|e| e.into_inner()) = on.then(String::new);
+        self
+    }
+
+    /// Like [`FaultyStorage::corrupt_reads`], for keys starting with `key_prefix` only (one
+    /// block, say, so that planning still reads its manifests).
+    pub fn corrupt_reads_of(&self, key_prefix: &str) -> &Self {
+        *self.corrupt_reads.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(key_prefix.to_string());
         self
     }
 
@@ -93,16 +111,53 @@ impl FaultyStorage {
     }
 
     /// The next `n` calls of the method named `op` fail with `Transient` (replaces an earlier
-    /// count for `op`).
+    /// rule for `op` on all keys).
     pub fn fail_op_next(&self, op: &'static str, n: usize) -> &Self {
-        let mut rules = self
-            .counted_op_failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        rules.retain(|(o, _)| *o != op);
-        rules.push((op, n));
+        self.fail_keys(op, "", n)
+    }
+
+    /// The next `n` calls of `op` on keys starting with `key_prefix` fail with `Transient`
+    /// (replaces an earlier rule for the same pair).
+    pub fn fail_keys(&self, op: &'static str, key_prefix: &str, n: usize) -> &Self {
+        self.set_rule(op, key_prefix, Some(n), false)
+    }
+
+    /// While on, every call of `op` on keys starting with `key_prefix` fails with `Permanent`.
+    pub fn refuse_keys(&self, op: &'static str, key_prefix: &str, on: bool) -> &Self {
+        self.set_rule(op, key_prefix, if on { None } else { Some(0) }, true)
+    }
+
+    fn set_rule(
+        &self,
+        op: &'static str,
+        prefix: &str,
+        remaining: Option<usize>,
+        permanent: bool,
+    ) -> &Self {
+        let mut rules = self.key_rules.lock().unwrap_or_else(|e| e.into_inner());
+        rules.retain(|r| !(r.op == op && r.prefix == prefix));
+        if remaining != Some(0) {
+            rules.push(KeyRule {
+                op,
+                prefix: prefix.to_string(),
+                remaining,
+                permanent,
+            });
+        }
         drop(rules);
         self
+    }
+
+    /// The rule that fails this call, if any (counting it down): `Some(permanent)`.
+    fn rule_for(&self, op: &str, key: &str) -> Option<bool> {
+        let mut rules = self.key_rules.lock().unwrap_or_else(|e| e.into_inner());
+        let rule = rules
+            .iter_mut()
+            .find(|r| r.op == op && key.starts_with(r.prefix.as_str()) && r.remaining != Some(0))?;
+        if let Some(n) = &mut rule.remaining {
+            *n -= 1;
+        }
+        Some(rule.permanent)
     }
 
     /// The next `n` writes (`put`, `put_if_absent`) of keys starting with `key_prefix` reach
@@ -208,20 +263,26 @@ impl FaultyStorage {
                 "injected transient failure: {op} {key}"
             )));
         }
-        let counted = self
-            .counted_op_failures
+        match self.rule_for(op, key) {
+            Some(true) => {
+                self.injected.fetch_add(1, Ordering::SeqCst);
+                return Err(StorageError::Permanent(format!(
+                    "injected permanent failure: {op} {key}"
+                )));
+            }
+            Some(false) => {
+                self.injected.fetch_add(1, Ordering::SeqCst);
+                return Err(StorageError::Transient(format!(
+                    "injected transient failure: {op} {key}"
+                )));
+            }
+            None => {}
+        }
+        let op_fails = self
+            .failing_ops
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter_mut()
-            .find(|(o, n)| *o == op && *n > 0)
-            .map(|(_, n)| *n -= 1)
-            .is_some();
-        let op_fails = counted
-            || self
-                .failing_ops
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&op);
+            .contains(&op);
         if op_fails {
             self.injected.fetch_add(1, Ordering::SeqCst);
             return Err(StorageError::Transient(format!(
@@ -259,7 +320,13 @@ impl Storage for FaultyStorage {
         self.before("get", key, false).await?;
         let data = self.inner.get(key).await?;
         self.transfer(data.len()).await;
-        if self.corrupt_reads.load(Ordering::SeqCst) && !data.is_empty() {
+        let corrupt = self
+            .corrupt_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+            .is_some_and(|p| key.starts_with(p));
+        if corrupt && !data.is_empty() {
             let mut v = data.to_vec();
             let mid = v.len() / 2;
             v[mid] ^= 0xff;

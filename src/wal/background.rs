@@ -143,7 +143,7 @@ fn start(
         // on the claim, and must find the record when it gets it.
         let res = res.and_then(|report| {
             // Logged before the record exists, so the log is complete once a call used it.
-            report.log(true);
+            pusher.events.emit(&report.event(true));
             if !push::record_pushed(&spool, &report) {
                 anyhow::bail!("stored, but the push-ahead record could not be written");
             }

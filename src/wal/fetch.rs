@@ -29,6 +29,7 @@
 //! crc32c check and is fetched again. pgBackRest's archive-get does not fsync either.
 
 use crate::codec::{self, DecodeError, Sha256Digest};
+use crate::events::Event;
 use crate::fsutil;
 use crate::pg::WalFileName;
 use crate::repo::layout;
@@ -215,21 +216,15 @@ pub struct FetchReport {
 }
 
 impl FetchReport {
-    pub fn log(&self) {
-        let ratio = if self.stored_bytes == 0 {
-            0.0
-        } else {
-            self.raw_bytes as f64 / self.stored_bytes as f64
-        };
-        tracing::info!(
-            wal = %self.name,
-            bytes = self.raw_bytes,
-            stored = self.stored_bytes,
-            ratio = format_args!("{ratio:.1}"),
-            ms = self.elapsed.as_millis() as u64,
-            prefetched = self.from_spool,
-            "fetched"
-        );
+    /// What this fetch reports ([`Event::WalFetched`]).
+    pub fn event(&self) -> Event {
+        Event::WalFetched {
+            wal: self.name.to_string(),
+            bytes: self.raw_bytes,
+            stored_bytes: self.stored_bytes,
+            ms: self.elapsed.as_millis() as u64,
+            from_spool: self.from_spool,
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! means "already archived" (success), a different hash is refused loudly.
 
 use crate::codec::Sha256Digest;
+use crate::events::{Event, Events, LogSink, WalPushOutcome};
 use crate::pg::WalFileName;
 use crate::repo::identity::RepoIdentity;
 use crate::repo::layout;
@@ -43,31 +44,20 @@ pub struct PushReport {
 }
 
 impl PushReport {
-    pub fn log(&self, ahead: bool) {
-        let ratio = if self.stored_bytes == 0 {
-            0.0
-        } else {
-            self.raw_bytes as f64 / self.stored_bytes as f64
-        };
-        let ms = self.elapsed.as_millis() as u64;
-        match self.outcome {
-            PushOutcome::AlreadyArchived => tracing::warn!(
-                wal = %self.name, bytes = self.raw_bytes, ms,
-                "already archived with identical content; nothing to do"
-            ),
-            PushOutcome::PushedAhead => tracing::info!(
-                wal = %self.name, bytes = self.raw_bytes, ms,
-                "archived earlier by push-ahead; local file verified"
-            ),
-            PushOutcome::Stored => tracing::info!(
-                wal = %self.name,
-                bytes = self.raw_bytes,
-                stored = self.stored_bytes,
-                ratio = format_args!("{ratio:.1}"),
-                ms,
-                ahead,
-                "pushed"
-            ),
+    /// What this push reports ([`Event::WalPushed`]); `ahead`: stored by the background
+    /// pusher.
+    pub fn event(&self, ahead: bool) -> Event {
+        Event::WalPushed {
+            wal: self.name.to_string(),
+            outcome: match self.outcome {
+                PushOutcome::Stored => WalPushOutcome::Stored,
+                PushOutcome::AlreadyArchived => WalPushOutcome::AlreadyArchived,
+                PushOutcome::PushedAhead => WalPushOutcome::PushedAhead,
+            },
+            bytes: self.raw_bytes,
+            stored_bytes: self.stored_bytes,
+            ms: self.elapsed.as_millis() as u64,
+            ahead,
         }
     }
 }
@@ -89,6 +79,8 @@ pub struct Pusher {
     /// while push-ahead runs beside it: concurrent encodes already use the cores, and zstd's
     /// per-worker buffers on top of them would raise peak memory.
     pub multithread: bool,
+    /// Where pushes are reported.
+    pub events: Events,
 }
 
 impl Pusher {
@@ -103,6 +95,7 @@ impl Pusher {
             cpu: Arc::new(Semaphore::new(cores)),
             cores: cores as u32,
             multithread: true,
+            events: Arc::new(LogSink::new(false)),
         }
     }
 
@@ -357,7 +350,7 @@ pub async fn push_ahead(
         match res {
             Ok(report) => {
                 if recorded {
-                    report.log(true);
+                    pusher.events.emit(&report.event(true));
                 }
             }
             Err(e) => {
