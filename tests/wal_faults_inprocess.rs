@@ -16,8 +16,6 @@
 mod common;
 
 use anyhow::Result;
-use async_trait::async_trait;
-use bytes::Bytes;
 use common::pg::{InitOpts, PgCluster, TestDir};
 use common::s3_server::S3Server;
 use pgward::codec::{self, Sha256Digest};
@@ -32,7 +30,7 @@ use pgward::repo::layout;
 use pgward::storage::faulty::FaultyStorage;
 use pgward::storage::memory::MemoryStorage;
 use pgward::storage::retry::{self, RetryPolicy};
-use pgward::storage::{DynStorage, ObjectMeta, PutOutcome, Storage, StorageResult};
+use pgward::storage::{DynStorage, Storage};
 use pgward::wal::push::{PushOutcome, Pusher};
 use pgward::wal::spool::{PushRecord, PushSpool};
 use std::fs;
@@ -462,50 +460,6 @@ async fn hanging_store_fails_the_push_within_wal_timeout() {
     assert!(env.records().is_empty());
 }
 
-/// A store whose calls take a time that depends on the key: `slow_for(key)`.
-#[derive(Debug)]
-struct Delay {
-    inner: DynStorage,
-    slow_for: fn(&str) -> Duration,
-}
-
-impl Delay {
-    async fn wait(&self, key: &str) {
-        tokio::time::sleep((self.slow_for)(key)).await;
-    }
-}
-
-#[async_trait]
-impl Storage for Delay {
-    async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
-        self.wait(key).await;
-        self.inner.put(key, data).await
-    }
-    async fn put_if_absent(&self, key: &str, data: Bytes) -> StorageResult<PutOutcome> {
-        self.wait(key).await;
-        self.inner.put_if_absent(key, data).await
-    }
-    async fn get(&self, key: &str) -> StorageResult<Bytes> {
-        self.wait(key).await;
-        self.inner.get(key).await
-    }
-    async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
-        self.wait(key).await;
-        self.inner.head(key).await
-    }
-    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
-        self.wait(prefix).await;
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> StorageResult<()> {
-        self.wait(key).await;
-        self.inner.delete(key).await
-    }
-    fn describe(&self) -> String {
-        format!("delay({})", self.inner.describe())
-    }
-}
-
 /// At wal.timeout the whole call is over, push-ahead included ("abandoned at wal.timeout"):
 /// nothing it started may still be storing objects or writing records after `wal_push::run`
 /// has returned its error. (The binary exits right after, which ends such tasks; a caller of
@@ -514,29 +468,24 @@ impl Storage for Delay {
 async fn push_ahead_does_not_outlive_a_timed_out_push() {
     // The main push (segment 1) is stuck; push-ahead (segments 2..4) is merely slow: each of
     // its calls takes 700 ms, so it finishes after the 1 s deadline.
-    fn slow_for(key: &str) -> Duration {
-        if key.contains(SEG1) {
-            Duration::from_secs(60)
-        } else if key.starts_with(layout::WAL_PREFIX) {
-            Duration::from_millis(700)
-        } else {
-            Duration::ZERO
-        }
-    }
     let env = Env::with_inner(
         Opts {
             push_ahead: 3,
             timeout: "1s",
             attempt_timeout: Duration::from_secs(5),
         },
-        |mem| {
-            Arc::new(Delay {
-                inner: mem,
-                slow_for,
-            })
-        },
+        |mem| mem,
     )
     .await;
+    let seg1 = layout::wal_name_prefix(&WalFileName::parse(SEG1).unwrap());
+    for op in ["put", "put_if_absent", "get", "head", "list", "list_after"] {
+        // The first matching rule wins: segment 1's before the rest of the WAL.
+        env.faulty.delay(op, &seg1, Duration::from_secs(60)).delay(
+            op,
+            layout::WAL_PREFIX,
+            Duration::from_millis(700),
+        );
+    }
     let path = env.add_segment(1, true);
     for segno in 2..=4 {
         env.add_segment(segno, true);
