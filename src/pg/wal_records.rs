@@ -111,6 +111,40 @@ pub struct SegmentRecords {
 }
 
 impl SegmentRecords {
+    /// Only the records that start before `upto`: the part of a segment that belongs to one
+    /// history when a timeline branched off inside it.
+    pub fn before(&self, upto: Lsn) -> SegmentRecords {
+        SegmentRecords {
+            records: self.records,
+            xact_ends: self
+                .xact_ends
+                .iter()
+                .filter(|x| x.start < upto)
+                .copied()
+                .collect(),
+            restore_points: (self.restore_points.iter())
+                .filter(|r| r.start < upto)
+                .cloned()
+                .collect(),
+            running_xacts: (self.running_xacts.iter())
+                .filter(|r| r.start < upto)
+                .copied()
+                .collect(),
+            xids: self
+                .xids
+                .iter()
+                .filter(|(at, _)| *at < upto)
+                .copied()
+                .collect(),
+            end_lsn: self.end_lsn.min(upto),
+            end: if self.end_lsn > upto {
+                ReadEnd::SegmentEnd
+            } else {
+                self.end.clone()
+            },
+        }
+    }
+
     /// The latest commit or abort (the last in WAL order; xact times are taken just before the
     /// record is inserted, so they follow WAL order up to a few microseconds).
     pub fn last_xact_end(&self) -> Option<&XactEnd> {
@@ -662,5 +696,7 @@ fn le_i64(b: &[u8], at: usize) -> Option<i64> {
     Some(i64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
