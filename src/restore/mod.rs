@@ -58,6 +58,9 @@ pub struct RestoreRequest {
     pub target: RecoveryTarget,
     pub action: TargetAction,
     pub timeline: TimelineChoice,
+    /// `--target-timeline` was given (`timeline` is otherwise the default, `latest`): a time
+    /// target after a fork is then not ambiguous.
+    pub timeline_given: bool,
     /// `recovery_target_inclusive = off`.
     pub exclusive: bool,
     /// Tablespace OID → new location.
@@ -80,6 +83,7 @@ impl RestoreRequest {
             target: RecoveryTarget::EndOfArchive,
             action: TargetAction::Promote,
             timeline: TimelineChoice::Latest,
+            timeline_given: false,
             exclusive: false,
             tablespace_map: BTreeMap::new(),
             delta: false,
@@ -146,10 +150,16 @@ pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOu
         backup: req.backup.clone(),
         target: req.target.clone(),
         timeline: req.timeline,
+        timeline_given: req.timeline_given,
     };
     let mut plan = plan::plan(&view, &preq)?;
     tracing::debug!(backup = %plan.backup.label, "planned");
     plan.warnings.extend(loaded.warnings.iter().cloned());
+    for w in &plan.warnings {
+        // What a restore leaves out or could not check must not scroll past unseen in the
+        // plan: also on standard error (the plan text keeps them too).
+        tracing::warn!("{w}");
+    }
     let pgdata = std::path::absolute(&req.pgdata)
         .with_context(|| format!("cannot resolve {}", req.pgdata.display()))?;
     let manifest = Manifest::load(storage, &plan.backup.label).await?;
