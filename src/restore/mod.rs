@@ -4,6 +4,10 @@
 //! timeline and which WAL from what the repository holds, without IO; [`run_restore`] loads
 //! that view, builds the plan, and unless it is a dry run carries it out:
 //!
+//! Before anything else, time, xid and name targets are checked against a bounded read of the
+//! archived WAL ([`wal_facts`], judged by [`reachable`]): a target the archive shows recovery
+//! cannot reach is refused instead of failing in PostgreSQL after a restore that "succeeded".
+//!
 //! 1. checks the target (no running server; empty, or `--delta` over the same cluster);
 //! 2. creates directories, tablespace links and files, and in delta mode removes what the
 //!    backup does not have (`prepare`);
@@ -21,10 +25,12 @@ pub mod dest;
 pub mod direct;
 pub mod plan;
 pub mod prepare;
+pub mod reachable;
 pub mod readahead;
 pub mod recovery_conf;
 pub mod report;
 pub mod target;
+pub mod wal_facts;
 pub mod write;
 
 use crate::context::Context;
@@ -154,6 +160,18 @@ pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOu
     };
     let mut plan = plan::plan(&view, &preq)?;
     tracing::debug!(backup = %plan.backup.label, "planned");
+    // Time, xid and name targets: what the archive shows about reaching them (a bounded read
+    // of WAL along the planned path), judged purely with the clock passed in.
+    let reach = reachable::ReachRequest {
+        inclusive: !req.exclusive,
+        timeline_given: req.timeline_given,
+        now: chrono::Utc::now(),
+    };
+    // What needs no WAL (a time in the future) is refused before any is read.
+    reachable::check(&plan, &reachable::WalFacts::default(), &reach)?;
+    let facts = wal_facts::gather(storage, &loaded.wal, &plan, req.timeline_given).await;
+    let not_checked = reachable::check(&plan, &facts, &reach)?;
+    plan.warnings.extend(not_checked);
     plan.warnings.extend(loaded.warnings.iter().cloned());
     for w in &plan.warnings {
         // What a restore leaves out or could not check must not scroll past unseen in the
