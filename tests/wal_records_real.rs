@@ -17,6 +17,40 @@ fn lsn(s: &str) -> Lsn {
     s.parse().unwrap()
 }
 
+/// A transaction end as the server reported it.
+struct Expected {
+    kind: XactEndKind,
+    xid: u32,
+    /// `pg_xact_commit_timestamp`, µs since the Unix epoch (none for aborts).
+    time_us: Option<i64>,
+    /// The insert position before and after the statement.
+    before: Lsn,
+    after: Lsn,
+}
+
+/// Runs `sql`, which ends one transaction and prints its xid (or `xid` is given).
+fn observe(c: &PgCluster, kind: XactEndKind, sql: &str, xid: Option<String>) -> Expected {
+    let insert_lsn = || lsn(&c.psql("select pg_current_wal_insert_lsn()"));
+    let before = insert_lsn();
+    let printed = c.psql(sql);
+    let after = insert_lsn();
+    let xid = xid.unwrap_or(printed);
+    let time_us = (kind != XactEndKind::Abort).then(|| {
+        c.psql(&format!(
+            "select (extract(epoch from pg_xact_commit_timestamp('{xid}'::xid)) * 1000000)::bigint"
+        ))
+        .parse()
+        .unwrap()
+    });
+    Expected {
+        kind,
+        xid: xid.parse().unwrap(),
+        time_us,
+        before,
+        after,
+    }
+}
+
 #[test]
 fn reads_what_postgres_reports() {
     let dir = TestDir::new("walrec");
@@ -39,75 +73,27 @@ fn reads_what_postgres_reports() {
     let segment = c.psql("select pg_walfile_name(pg_current_wal_insert_lsn())");
     c.psql("create table t (i int, pad text)");
 
-    // (kind, xid, commit time in µs since the Unix epoch or None for aborts, LSN before it,
-    // LSN after it)
-    let mut expected: Vec<(XactEndKind, u32, Option<i64>, Lsn, Lsn)> = Vec::new();
-    let commit_time = |c: &PgCluster, xid: &str| -> i64 {
-        c.psql(&format!(
-            "select (extract(epoch from pg_xact_commit_timestamp('{xid}'::xid)) * 1000000)::bigint"
-        ))
-        .parse()
-        .unwrap()
-    };
-    let insert_lsn = |c: &PgCluster| lsn(&c.psql("select pg_current_wal_insert_lsn()"));
     // Small commits, and one with 60 kB of incompressible data: records across pages.
-    for pad in [
-        "'a'",
-        "(select string_agg(md5(g::text), '') from generate_series(1, 2000) g)",
-    ] {
-        let before = insert_lsn(&c);
-        let xid = c.psql(&format!(
+    let pad = "(select string_agg(md5(g::text), '') from generate_series(1, 2000) g)";
+    let mut expected = Vec::new();
+    for pad in ["'a'", pad] {
+        let sql = format!(
             "with ins as (insert into t select 1, {pad} returning 1) \
              select txid_current() from (select count(*) from ins) c"
-        ));
-        let after = insert_lsn(&c);
-        let time = commit_time(&c, &xid);
-        expected.push((
-            XactEndKind::Commit,
-            xid.parse().unwrap(),
-            Some(time),
-            before,
-            after,
-        ));
+        );
+        expected.push(observe(&c, XactEndKind::Commit, &sql, None));
     }
     // A commit that drops a relation (relfilenodes, dropped stats and invalidations in it).
     c.psql("create table gone (i int)");
-    let before = insert_lsn(&c);
-    let xid = c.psql("begin; drop table gone; select txid_current(); commit");
-    let after = insert_lsn(&c);
-    let time = commit_time(&c, &xid);
-    expected.push((
-        XactEndKind::Commit,
-        xid.parse().unwrap(),
-        Some(time),
-        before,
-        after,
-    ));
-    // An abort.
-    let before = insert_lsn(&c);
-    let xid = c.psql("begin; insert into t values (2); select txid_current(); rollback");
-    let after = insert_lsn(&c);
-    expected.push((
-        XactEndKind::Abort,
-        xid.parse().unwrap(),
-        None,
-        before,
-        after,
-    ));
+    let sql = "begin; drop table gone; select txid_current(); commit";
+    expected.push(observe(&c, XactEndKind::Commit, sql, None));
+    let sql = "begin; insert into t values (2); select txid_current(); rollback";
+    expected.push(observe(&c, XactEndKind::Abort, sql, None));
     // A prepared transaction, committed.
     c.psql("begin; insert into t values (3); prepare transaction 'p1'");
     let xid = c.psql("select transaction from pg_prepared_xacts where gid = 'p1'");
-    let before = insert_lsn(&c);
-    c.psql("commit prepared 'p1'");
-    let after = insert_lsn(&c);
-    let time = commit_time(&c, &xid);
-    expected.push((
-        XactEndKind::CommitPrepared,
-        xid.parse().unwrap(),
-        Some(time),
-        before,
-        after,
-    ));
+    let sql = "commit prepared 'p1'";
+    expected.push(observe(&c, XactEndKind::CommitPrepared, sql, Some(xid)));
     let rp_end = lsn(&c.psql("select pg_create_restore_point('rp-test')"));
     let switched = c.psql("select pg_walfile_name(pg_switch_wal())");
     assert_eq!(
@@ -129,19 +115,22 @@ fn reads_what_postgres_reports() {
     );
     assert_eq!(r.end, ReadEnd::Switch, "{:?}", r.end);
 
-    for (kind, xid, time, before, after) in &expected {
-        let found: Vec<_> = r.xact_ends.iter().filter(|x| x.xid == *xid).collect();
+    for e in &expected {
+        let xid = e.xid;
+        let found: Vec<_> = r.xact_ends.iter().filter(|x| x.xid == xid).collect();
         assert_eq!(found.len(), 1, "xid {xid}: {:?}", r.xact_ends);
         let x = found[0];
-        assert_eq!(x.kind, *kind, "xid {xid}");
-        if let Some(us) = time {
-            assert_eq!(x.time.timestamp_micros(), *us, "xid {xid}: commit time");
+        assert_eq!(x.kind, e.kind, "xid {xid}");
+        if let Some(us) = e.time_us {
+            assert_eq!(x.time.timestamp_micros(), us, "xid {xid}: commit time");
         }
         assert!(
-            *before <= x.start && x.end <= *after,
-            "xid {xid}: record {}..{} not between {before} and {after}",
+            e.before <= x.start && x.end <= e.after,
+            "xid {xid}: record {}..{} not between {} and {}",
             x.start,
-            x.end
+            x.end,
+            e.before,
+            e.after
         );
     }
     let rp: Vec<_> = r

@@ -11,7 +11,14 @@
 //! - and if its end `(timeline, stop_lsn)` lies on the history of the target timeline;
 //! - the newest qualifying backup is chosen unless `--backup` names one, which must qualify;
 //! - the WAL from the backup's start to its stop must be archived (else: refuse, naming the
-//!   missing segments); a gap later on only limits how far recovery can go (a warning).
+//!   missing segments); a gap later on only limits how far recovery can go (a warning);
+//! - a path that leaves a timeline whose archive goes on past the branch point ([`forks`]) is
+//!   named in a warning with `--target-timeline N` for the parent: the restore gets the
+//!   branch's history and nothing else would say so (issue 9, item 11).
+//!
+//! Whether a time, xid or name target can be reached at all needs the WAL itself, which
+//! depends on the path chosen here: [`super::reachable`] decides that second, from a bounded
+//! read the restore makes after planning.
 //!
 //! Timelines follow PostgreSQL's recovery (`xlogrecovery.c`): a segment is read from the
 //! newest timeline on the path whose start is in or before it; the segment holding a switch

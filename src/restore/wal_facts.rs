@@ -120,7 +120,8 @@ pub async fn gather(
     let started = Instant::now();
     let mut facts = WalFacts::default();
     let mut read = 0usize;
-    if let Some(q) = question(&plan.target) {
+    // Past a hole the end of the archive is not where recovery ends (see `reachable`).
+    if let Some(q) = question(&plan.target).filter(|_| plan.wal_hole.is_none()) {
         let items = end_scan(plan, wal);
         let backup_first = WalSegmentName::parse(&plan.backup.start_wal)
             .map(|n| n.segno(wal.seg_size))

@@ -227,6 +227,15 @@ fn time_targets_against_the_end_of_the_archive() {
         };
         judge(&plan(time(t), 1), &facts, &r, &want, what);
     }
+    // Past a hole recovery stops at the hole until it is repaired: the WAL before it does not
+    // show where the archive ends, so it is not judged (the plan warns of the hole).
+    let mut holed = plan(time("2026-11-22 11:30:00+00"), 1);
+    holed.wal_hole = Some("000000010000000000000008".into());
+    let facts = WalFacts {
+        end: Some(end()),
+        forks: vec![],
+    };
+    judge(&holed, &facts, &req(), &Want::Accepted(&[]), "hole");
     // Without facts (an LSN target, say) nothing is read and nothing refused but the future.
     judge(
         &plan(time("2026-11-22 11:30:00+00"), 1),
