@@ -422,7 +422,12 @@ impl<'a> Stream<'a> {
                 }
                 pos += Self::header_len(next.info);
             }
-            pos = self.skip_page_header(align8(pos)).map_err(stop_text)?;
+            pos = align8(pos);
+            if pos >= self.parts[0].len() {
+                // The continued record ends with the segment.
+                return Ok((pos, self));
+            }
+            pos = self.skip_page_header(pos).map_err(stop_text)?;
         }
         Ok((pos, self))
     }

@@ -254,3 +254,41 @@ fn xid_order_wraps_around() {
     assert_eq!(xid_max(u32::MAX - 2, 5), 5);
     assert_eq!(xid_max(7, 5), 7);
 }
+
+#[test]
+fn a_segment_holding_only_the_tail_of_a_record() {
+    // One record runs from the first segment to the very end of the second: the second has
+    // nothing of its own, which is not an error.
+    let build = |len: usize| {
+        let mut b = Builder::new(0, 3 * SEG);
+        b.record(10, 0x00, 5, &main_only(&[0; 16]));
+        b.record(10, 0x00, 5, &main_only(&vec![7; len]));
+        b
+    };
+    let mut len = SEG;
+    let mut b = build(len);
+    for _ in 0..4 {
+        if b.pos == 2 * SEG {
+            break;
+        }
+        len = (len as isize + (2 * SEG) as isize - b.pos as isize) as usize;
+        b = build(len);
+    }
+    assert_eq!(
+        b.pos,
+        2 * SEG,
+        "the record should end with the second segment"
+    );
+    let second = &b.buf[SEG..2 * SEG];
+    let r = read_segment(second, Lsn(SEG as u64), None);
+    assert_eq!(
+        (r.records, r.end.clone()),
+        (0, ReadEnd::SegmentEnd),
+        "{:?}",
+        r.end
+    );
+    let r = read_segment(second, Lsn(SEG as u64), Some(&b.buf[2 * SEG..]));
+    assert_eq!(r.records, 0, "{:?}", r.end);
+    let first = read_segment(&b.buf[..SEG], Lsn(0), Some(second));
+    assert_eq!(first.records, 2, "{:?}", first.end);
+}
