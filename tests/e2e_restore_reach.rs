@@ -200,8 +200,13 @@ fn unreachable_targets_and_forks_are_refused() {
         &src,
         &dir,
         "r-future",
-        &["--target-time", "2099-01-01 00:00:00+00"],
-        &["is in the future"],
+        &[
+            "--target-time",
+            "2099-01-01 00:00:00+00",
+            "--target-timeline",
+            "1",
+        ],
+        &["not before the last commit in the archive (and in the future: it is now"],
     );
     assert_refused(
         &src,

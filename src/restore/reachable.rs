@@ -9,8 +9,10 @@
 //! from those facts, without IO and with `now` passed in:
 //!
 //! - a time target stops only *before* a commit or abort later than it (`recoveryStopsBefore`):
-//!   refused when it is in the future, or not earlier than the newest commit/abort archived on
-//!   the path (inclusive; exclusive stops at one at the target time, too);
+//!   refused when it is not earlier than the newest commit/abort archived on the path
+//!   (inclusive; exclusive stops at one at the target time, too), or — when the bounded read
+//!   found no commit to judge by — when it is later than `now` (the server's commit times
+//!   decide before this host's clock, which may differ);
 //! - an xid target stops only at that transaction's commit or abort: refused when the xid was
 //!   not yet assigned by the end of the archive (the xid horizon of
 //!   [`crate::pg::wal_records::SegmentRecords::xid_horizon`]);
@@ -103,14 +105,17 @@ pub fn check(plan: &RestorePlan, facts: &WalFacts, req: &ReachRequest) -> Result
     match &plan.target {
         RecoveryTarget::Time(t) => {
             let t = t.utc();
-            if t > req.now {
+            // The archive's own commit times decide when they can; this host's clock (which
+            // may differ from the server's) only when they cannot.
+            let decided_by_wal = end.is_some_and(|e| e.last_xact_end.is_some());
+            if t > req.now && !decided_by_wal {
                 bail!(
                     "the target {} is in the future (it is now {}): recovery would replay the \
                      whole archive without reaching it and then fail with \"recovery ended \
                      before configured recovery target was reached\"\nhint: check the time \
                      and its offset; to restore everything archived, leave out --target-time",
                     plan.target,
-                    req.now.to_rfc3339_opts(SecondsFormat::Secs, true)
+                    fmt_now(req.now)
                 );
             }
             check_forks(plan, facts, req, t, &mut warnings)?;
@@ -136,6 +141,10 @@ pub fn check(plan: &RestorePlan, facts: &WalFacts, req: &ReachRequest) -> Result
 /// Whether recovery stops at a commit or abort at `at` for a target time `t`.
 fn stops_at(at: DateTime<Utc>, t: DateTime<Utc>, inclusive: bool) -> bool {
     if inclusive { at > t } else { at >= t }
+}
+
+fn fmt_now(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 fn fmt_time(t: DateTime<Utc>) -> String {
@@ -174,18 +183,35 @@ fn check_time(
                         segment), or leave out --target-time to restore everything archived";
     match (&end.last_xact_end, &end.incomplete) {
         (Some(last), _) if !stops_at(last.time, t, req.inclusive) => bail!(
-            "the target {} is not before the last commit in the archive: {}, and its last \
+            "the target {} is not before the last commit in the archive{}: {}, and its last \
              commit or abort is transaction {} at {} (LSN {}); recovery stops only before a \
              commit later than the target, so {FAILS}\nhint: choose a time before {}, or \
              {HINT}",
             plan.target,
+            if t > req.now {
+                format!(" (and in the future: it is now {})", fmt_now(req.now))
+            } else {
+                String::new()
+            },
             end_of_archive(plan, end),
             last.xid,
             fmt_time(last.time),
             last.lsn,
             fmt_time(last.time),
         ),
-        (Some(_), _) => Ok(()),
+        (Some(last), _) => {
+            if t > req.now {
+                warnings.push(format!(
+                    "the target {} is later than this host's clock ({}) but before the last \
+                     archived commit ({}): the clocks of this host and the database server \
+                     differ",
+                    plan.target,
+                    fmt_now(req.now),
+                    fmt_time(last.time)
+                ));
+            }
+            Ok(())
+        }
         (None, None) if end.back_to_backup => bail!(
             "the target {} cannot be reached: no transaction commits or aborts in the WAL \
              archived after backup {} ({} read, to {}), and recovery stops only before a \

@@ -188,9 +188,35 @@ fn time_targets_against_the_end_of_the_archive() {
             ]),
         ),
         (
-            "in the future",
+            "in the future, and after the last commit",
             "2026-11-22 12:00:01+00",
             end(),
+            req(),
+            Want::Refused(&[
+                "not before the last commit in the archive (and in the future: it is now \
+                 2026-11-22T12:00:00Z)",
+            ]),
+        ),
+        (
+            "after this host's clock but before the last commit: the server's clock differs",
+            "2026-11-22 11:00:00+00",
+            end(),
+            ReachRequest {
+                now: utc("2026-11-22 10:59:00+00"),
+                ..req()
+            },
+            Want::Accepted(&[
+                "later than this host's clock",
+                "clocks of this host and the database server differ",
+            ]),
+        ),
+        (
+            "in the future, with no commit read to judge by",
+            "2026-11-22 12:00:01+00",
+            ArchiveEnd {
+                last_xact_end: None,
+                ..end()
+            },
             req(),
             Want::Refused(&["is in the future", "it is now 2026-11-22T12:00:00Z"]),
         ),
@@ -236,7 +262,14 @@ fn time_targets_against_the_end_of_the_archive() {
         forks: vec![],
     };
     judge(&holed, &facts, &req(), &Want::Accepted(&[]), "hole");
-    // Without facts (an LSN target, say) nothing is read and nothing refused but the future.
+    // Without facts nothing is refused but the future.
+    judge(
+        &plan(time("2026-11-22 12:30:00+00"), 1),
+        &WalFacts::default(),
+        &req(),
+        &Want::Refused(&["is in the future"]),
+        "no facts, future",
+    );
     judge(
         &plan(time("2026-11-22 11:30:00+00"), 1),
         &WalFacts::default(),
