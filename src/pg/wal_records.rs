@@ -12,7 +12,9 @@
 //! `XLP_FIRST_IS_CONTRECORD` there, `xl_prev` must point at the record before, and the record's
 //! crc32c must match. The first record that fails any check — zeros after an `XLOG_SWITCH`,
 //! the torn tail of a `.partial`, a recycled segment's old content — ends the valid WAL, as it
-//! does for PostgreSQL's own reader, and [`SegmentRecords::end`] says where and why.
+//! does for PostgreSQL's own reader, and [`SegmentRecords::end`] says where and why. The one
+//! exception PostgreSQL makes too: a record cut off by a crash, whose next page was rewritten
+//! with `XLP_FIRST_IS_OVERWRITE_CONTRECORD`, is skipped and reading goes on with the new WAL.
 
 use super::Lsn;
 use super::wal_page::major_version_for_magic;
@@ -24,6 +26,7 @@ const SHORT_PAGE_HEADER: usize = 24;
 const LONG_PAGE_HEADER: usize = 40;
 const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
 const XLP_LONG_HEADER: u16 = 0x0002;
+const XLP_FIRST_IS_OVERWRITE_CONTRECORD: u16 = 0x0008;
 /// `SizeOfXLogRecord`.
 const RECORD_HEADER: usize = 24;
 /// `XLogRecordMaxSize` (PostgreSQL 16; 15 allows a little more but never writes it).
@@ -224,6 +227,12 @@ pub fn read_segment(segment: &[u8], start: Lsn, next: Option<&[u8]>) -> SegmentR
                 out.end = ReadEnd::ContinuesInNextSegment;
                 return out;
             }
+            Err(Stop::Overwritten { resume }) => {
+                // The aborted record is no record: `xl_prev` of the next still points at the
+                // one before it.
+                pos = resume;
+                continue;
+            }
             Err(Stop::Invalid(why)) => {
                 out.end = ReadEnd::Invalid(why);
                 return out;
@@ -260,9 +269,9 @@ pub fn read_segment(segment: &[u8], start: Lsn, next: Option<&[u8]>) -> SegmentR
                 out.end = ReadEnd::SegmentEnd;
                 return out;
             }
-            Err(Stop::Invalid(why)) => {
+            Err(other) => {
                 out.end_lsn = end;
-                out.end = ReadEnd::Invalid(why);
+                out.end = ReadEnd::Invalid(stop_text(other));
                 return out;
             }
         };
@@ -272,6 +281,12 @@ pub fn read_segment(segment: &[u8], start: Lsn, next: Option<&[u8]>) -> SegmentR
 enum Stop {
     /// The bytes given end inside the record.
     Truncated,
+    /// The record was never completed: after a crash, PostgreSQL 15 wrote the next page with
+    /// `XLP_FIRST_IS_OVERWRITE_CONTRECORD` and new WAL from its header on (`xlogrecovery.c`,
+    /// "missing contrecord"). Reading resumes there.
+    Overwritten {
+        resume: usize,
+    },
     Invalid(String),
 }
 
@@ -471,6 +486,11 @@ impl<'a> Stream<'a> {
                 return Err(Stop::Truncated);
             }
             let h = self.page_header(p)?;
+            if h.info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0 {
+                return Err(Stop::Overwritten {
+                    resume: p + Self::header_len(h.info),
+                });
+            }
             if h.info & XLP_FIRST_IS_CONTRECORD == 0 {
                 return Err(Stop::Invalid(format!(
                     "the record at {at} is cut off: the page at {} does not continue it",
@@ -501,6 +521,7 @@ impl<'a> Stream<'a> {
 fn stop_text(s: Stop) -> String {
     match s {
         Stop::Truncated => "the segment ends inside its first page".to_string(),
+        Stop::Overwritten { .. } => "an overwritten record at the segment start".to_string(),
         Stop::Invalid(why) => why,
     }
 }

@@ -292,3 +292,26 @@ fn a_segment_holding_only_the_tail_of_a_record() {
     let first = read_segment(&b.buf[..SEG], Lsn(0), Some(second));
     assert_eq!(first.records, 2, "{:?}", first.end);
 }
+
+#[test]
+fn an_overwritten_contrecord_is_skipped() {
+    // Record B ran onto the second page but was never completed (a crash); after recovery
+    // PostgreSQL wrote that page anew with XLP_FIRST_IS_OVERWRITE_CONTRECORD: reading skips B
+    // and goes on with the new WAL, whose xl_prev points at A.
+    let mut b = Builder::new(0x3000000, SEG);
+    let room = WAL_PAGE_SIZE - LONG_PAGE_HEADER - 100;
+    let a = b.record(10, 0x00, 5, &main_only(&vec![1; room - RECORD_HEADER - 5]));
+    assert_eq!(b.pos, WAL_PAGE_SIZE - 100);
+    b.record(RM_XACT_ID, 0x00, 6, &main_only(&[7; 200]));
+    // The second page rewritten: its header says "overwrite", then new records.
+    b.buf[WAL_PAGE_SIZE + 2..WAL_PAGE_SIZE + 4].copy_from_slice(&0x0008u16.to_le_bytes());
+    b.buf[WAL_PAGE_SIZE + 16..WAL_PAGE_SIZE + 20].fill(0);
+    b.buf[WAL_PAGE_SIZE + SHORT_PAGE_HEADER..2 * WAL_PAGE_SIZE].fill(0);
+    b.pos = WAL_PAGE_SIZE + SHORT_PAGE_HEADER;
+    b.prev = a.0;
+    let c = b.record(RM_XACT_ID, 0x00, 7, &main_only(&commit_main(T0)));
+    let r = read_segment(&b.buf, Lsn(0x3000000), None);
+    let got: Vec<_> = r.xact_ends.iter().map(|x| (x.xid, x.start)).collect();
+    assert_eq!(got, vec![(7, c)], "{:?}", r.end);
+    assert_eq!(r.records, 2);
+}
