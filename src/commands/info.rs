@@ -163,9 +163,9 @@ fn fork_warnings(a: &archive::LoadedArchive) -> Vec<String> {
         .map(|f| {
             format!(
                 "timeline {} goes on after timeline {} branched off it at {} (its WAL is \
-                 archived up to {}): a restore that follows timeline {} (as \
-                 --target-timeline latest, the default, does) leaves out what timeline {} \
-                 committed after {}; restore with --target-timeline {} for timeline {}'s history",
+                 archived up to {}): a restore that follows timeline {} (the default, \
+                 --target-timeline latest, does) leaves out what timeline {} committed after \
+                 {}; restore with --target-timeline {} for timeline {}'s history",
                 f.parent.0,
                 f.child.0,
                 f.at,
