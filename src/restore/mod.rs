@@ -167,7 +167,7 @@ pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOu
         timeline_given: req.timeline_given,
         now: chrono::Utc::now(),
     };
-    let facts = wal_facts::gather(storage, &loaded.wal, &plan, req.timeline_given).await;
+    let facts = wal_facts::gather(storage, &loaded.wal, &plan, &reach).await;
     let not_checked = reachable::check(&plan, &facts, &reach)?;
     plan.warnings.extend(not_checked);
     plan.warnings.extend(loaded.warnings.iter().cloned());

@@ -20,7 +20,7 @@ use crate::pg::wal_records::{self, SegmentRecords, XactEndKind, xid_max};
 use crate::pg::{Lsn, Timeline, WalSegmentName};
 use crate::repo::wal_catalog::WalCatalog;
 use crate::restore::plan::{RestorePlan, segment_source};
-use crate::restore::reachable::{ArchiveEnd, ForkFacts, SeenXactEnd, WalFacts};
+use crate::restore::reachable::{ArchiveEnd, ForkFacts, ReachRequest, SeenXactEnd, WalFacts};
 use crate::restore::target::RecoveryTarget;
 use crate::storage::Storage;
 use std::time::Instant;
@@ -109,13 +109,13 @@ pub fn fork_scans(
         .collect()
 }
 
-/// Reads what the target needs. `timeline_given`: the operator chose the timeline, so forks
-/// need not be read.
+/// Reads what the target needs. Forks are read only when the operator did not choose the
+/// timeline (`req.timeline_given`): a chosen one is not ambiguous.
 pub async fn gather(
     storage: &dyn Storage,
     wal: &WalCatalog,
     plan: &RestorePlan,
-    timeline_given: bool,
+    req: &ReachRequest,
 ) -> WalFacts {
     let started = Instant::now();
     let mut facts = WalFacts::default();
@@ -155,7 +155,7 @@ pub async fn gather(
                 .is_some_and(|i| Some(i.name.segno(wal.seg_size)) == backup_first);
         facts.end = Some(acc.end);
     }
-    if matches!(plan.target, RecoveryTarget::Time(_)) && !timeline_given {
+    if matches!(plan.target, RecoveryTarget::Time(_)) && !req.timeline_given {
         for (parent, child, at, items) in fork_scans(plan, wal) {
             let f = read_fork(storage, wal, (parent, child, at), &items).await;
             read += f.segments_read.len();

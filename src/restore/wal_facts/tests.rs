@@ -141,6 +141,14 @@ fn plan_for(l: &Loaded, target: RecoveryTarget) -> RestorePlan {
     .unwrap()
 }
 
+fn req(timeline_given: bool) -> ReachRequest {
+    ReachRequest {
+        inclusive: true,
+        timeline_given,
+        now: chrono::Utc::now(),
+    }
+}
+
 fn time(s: &str) -> RecoveryTarget {
     RecoveryTarget::Time(parse_time(s).unwrap())
 }
@@ -160,7 +168,7 @@ async fn each_target_reads_back_only_as_far_as_it_needs() {
             .collect::<Vec<_>>(),
         names(&[6, 5, 4, 3])
     );
-    let f = gather(&s, &l.wal, &p, false).await;
+    let f = gather(&s, &l.wal, &p, &req(false)).await;
     let e = f.end.unwrap();
     assert_eq!(e.segments_read, names(&[6, 5, 4]));
     assert!(!e.back_to_backup);
@@ -174,21 +182,21 @@ async fn each_target_reads_back_only_as_far_as_it_needs() {
 
     // Xid: back to the running-xacts record; the horizon counts the newer xids too.
     let p = plan_for(&l, RecoveryTarget::Xid(702));
-    let e = gather(&s, &l.wal, &p, false).await.end.unwrap();
+    let e = gather(&s, &l.wal, &p, &req(false)).await.end.unwrap();
     assert_eq!(e.segments_read, names(&[6, 5, 4, 3]));
     assert!(e.back_to_backup);
     assert_eq!(e.xid_horizon, Some(703));
 
     // Name: found on the way, or every segment after the backup read.
     let p = plan_for(&l, RecoveryTarget::Name("rp".into()));
-    let e = gather(&s, &l.wal, &p, false).await.end.unwrap();
+    let e = gather(&s, &l.wal, &p, &req(false)).await.end.unwrap();
     assert_eq!(e.segments_read, names(&[6, 5, 4]));
     assert_eq!(
         e.restore_points,
         vec![("rp".to_string(), Lsn(4 * SEG + 184))]
     );
     let p = plan_for(&l, RecoveryTarget::Name("nope".into()));
-    let e = gather(&s, &l.wal, &p, false).await.end.unwrap();
+    let e = gather(&s, &l.wal, &p, &req(false)).await.end.unwrap();
     assert!(e.back_to_backup && e.incomplete.is_none(), "{e:?}");
 
     // Other targets read nothing.
@@ -197,7 +205,7 @@ async fn each_target_reads_back_only_as_far_as_it_needs() {
         RecoveryTarget::Lsn(Lsn(5 * SEG)),
     ] {
         assert_eq!(
-            gather(&s, &l.wal, &plan_for(&l, t), false).await,
+            gather(&s, &l.wal, &plan_for(&l, t), &req(false)).await,
             WalFacts::default()
         );
     }
@@ -217,7 +225,7 @@ async fn a_segment_that_cannot_be_read_is_not_evidence() {
     put(&s, &seg_name(1, 6), &bad).await;
     let l = load(&s, &[]).await;
     let p = plan_for(&l, time("2026-11-22 10:30:00+00"));
-    let e = gather(&s, &l.wal, &p, false).await.end.unwrap();
+    let e = gather(&s, &l.wal, &p, &req(false)).await.end.unwrap();
     assert_eq!(e.segments_read, vec![seg_name(1, 6)]);
     assert_eq!(e.last_xact_end, None);
     let why = e.incomplete.unwrap();
@@ -232,7 +240,7 @@ async fn a_segment_that_cannot_be_read_is_not_evidence() {
     let stored = &l.wal.timelines[&Timeline(1)].segments[&6][0];
     let enc = codec::encode_bytes(b"other", 1).unwrap();
     s.put(&stored.key, Bytes::from(enc.data)).await.unwrap();
-    let e = gather(&s, &l.wal, &p, false).await.end.unwrap();
+    let e = gather(&s, &l.wal, &p, &req(false)).await.end.unwrap();
     assert!(e.segments_read.is_empty());
     assert!(e.incomplete.unwrap().contains("sha256"));
     let _ = Sha256Digest::of(b"");
@@ -274,7 +282,7 @@ async fn the_parent_is_read_after_the_branch_point() {
             .collect::<Vec<_>>(),
         vec![seg_name(1, 4), seg_name(1, 5), seg_name(1, 6)]
     );
-    let f = gather(&s, &l.wal, &p, false).await;
+    let f = gather(&s, &l.wal, &p, &req(false)).await;
     let fork = &f.forks[0];
     assert_eq!(
         (fork.parent, fork.child, fork.at),
@@ -293,5 +301,5 @@ async fn the_parent_is_read_after_the_branch_point() {
         vec![seg_name(2, 5), seg_name(2, 4), seg_name(1, 3)]
     );
     // With the timeline given, the parent is not read.
-    assert!(gather(&s, &l.wal, &p, true).await.forks.is_empty());
+    assert!(gather(&s, &l.wal, &p, &req(true)).await.forks.is_empty());
 }
