@@ -79,6 +79,8 @@ pub async fn report(ctx: &Context) -> Result<InfoReport> {
     let catalog = WalCatalog::from_listing(&listing, id.wal_segment_size);
     let loaded = archive::load(ctx.storage.as_ref(), &id).await?;
     let recoverable = recoverable_windows(&loaded);
+    let mut warnings = loaded.warnings.clone();
+    warnings.extend(fork_warnings(&loaded));
     let backups = loaded.catalog;
     let timelines = catalog
         .timelines
@@ -116,7 +118,7 @@ pub async fn report(ctx: &Context) -> Result<InfoReport> {
         backups: backups.backups,
         backups_in_progress: backups.in_progress,
         recoverable,
-        warnings: loaded.warnings,
+        warnings,
     })
 }
 
@@ -139,6 +141,7 @@ fn recoverable_windows(a: &archive::LoadedArchive) -> Vec<RecoverableWindow> {
                     backup: Some(b.label.clone()),
                     target: RecoveryTarget::EndOfArchive,
                     timeline: TimelineChoice::Number(*tli),
+                    timeline_given: true,
                 };
                 let p = plan::plan(&view, &req).ok()?;
                 Some(RecoverableWindow {
@@ -149,6 +152,31 @@ fn recoverable_windows(a: &archive::LoadedArchive) -> Vec<RecoverableWindow> {
                     to_lsn: p.wal_available_until,
                 })
             })
+        })
+        .collect()
+}
+
+/// Timelines that go on past a branch point (issue 9, item 11): a restore that follows the
+/// branch — `latest` does by default — leaves out what the parent committed after it.
+fn fork_warnings(a: &archive::LoadedArchive) -> Vec<String> {
+    plan::forks(&a.histories, &a.wal)
+        .iter()
+        .map(|f| {
+            format!(
+                "timeline {} goes on after timeline {} branched off it at {} (its WAL is \
+                 archived up to {}): a restore that follows timeline {} (the default, \
+                 --target-timeline latest, does) leaves out what timeline {} committed after \
+                 {}; restore with --target-timeline {} for timeline {}'s history",
+                f.parent.0,
+                f.child.0,
+                f.at,
+                f.parent_last,
+                f.child.0,
+                f.parent.0,
+                f.at,
+                f.parent.0,
+                f.parent.0
+            )
         })
         .collect()
 }

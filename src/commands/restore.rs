@@ -42,9 +42,9 @@ pub struct Args {
     /// What the server does at the target [default: promote].
     #[arg(long, value_enum)]
     pub target_action: Option<TargetAction>,
-    /// The timeline to recover along: latest, current, or a number.
-    #[arg(long, default_value = "latest", value_name = "latest|current|N")]
-    pub target_timeline: String,
+    /// The timeline to recover along: latest, current, or a number [default: latest].
+    #[arg(long, value_name = "latest|current|N")]
+    pub target_timeline: Option<String>,
     /// Stop just before the target instead of just after it (time, LSN and xid targets).
     #[arg(long)]
     pub target_exclusive: bool,
@@ -94,7 +94,10 @@ impl Args {
                  the whole archive and then promotes"
             );
         }
-        let timeline: TimelineChoice = target::parse_timeline(&self.target_timeline)?;
+        let timeline: TimelineChoice = match &self.target_timeline {
+            Some(t) => target::parse_timeline(t)?,
+            None => TimelineChoice::Latest,
+        };
         let mut tablespace_map = BTreeMap::new();
         for m in &self.tablespace_map {
             let (oid, dir) = parse_tablespace_mapping(m)?;
@@ -108,6 +111,7 @@ impl Args {
             target,
             action: self.target_action.unwrap_or(TargetAction::Promote),
             timeline,
+            timeline_given: self.target_timeline.is_some(),
             exclusive: self.target_exclusive,
             tablespace_map,
             delta: self.delta,
@@ -160,6 +164,7 @@ mod tests {
         let r = parse(&[]).unwrap();
         assert_eq!(r.target, RecoveryTarget::EndOfArchive);
         assert_eq!(r.timeline, TimelineChoice::Latest);
+        assert!(!r.timeline_given);
         assert_eq!(r.action, TargetAction::Promote);
         let r = parse(&[
             "--target-lsn",
@@ -175,6 +180,9 @@ mod tests {
         let r = parse(&["--target", "immediate", "--target-timeline", "current"]).unwrap();
         assert_eq!(r.target, RecoveryTarget::Immediate);
         assert_eq!(r.timeline, TimelineChoice::Current);
+        assert!(r.timeline_given);
+        let r = parse(&["--target-timeline", "latest"]).unwrap();
+        assert!(r.timeline_given, "an explicit `latest` is a choice");
         let r = parse(&[
             "--tablespace-map",
             "16385=/a",

@@ -21,6 +21,7 @@ pub mod page_checksum;
 pub mod postmaster_pid;
 pub mod version;
 pub mod wal_page;
+pub mod wal_records;
 pub mod walname;
 
 pub use lsn::Lsn;

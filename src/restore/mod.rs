@@ -4,6 +4,10 @@
 //! timeline and which WAL from what the repository holds, without IO; [`run_restore`] loads
 //! that view, builds the plan, and unless it is a dry run carries it out:
 //!
+//! Before anything else, time, xid and name targets are checked against a bounded read of the
+//! archived WAL ([`wal_facts`], judged by [`reachable`]): a target the archive shows recovery
+//! cannot reach is refused instead of failing in PostgreSQL after a restore that "succeeded".
+//!
 //! 1. checks the target (no running server; empty, or `--delta` over the same cluster);
 //! 2. creates directories, tablespace links and files, and in delta mode removes what the
 //!    backup does not have (`prepare`);
@@ -22,10 +26,12 @@ pub mod direct;
 pub mod files;
 pub mod plan;
 pub mod prepare;
+pub mod reachable;
 pub mod readahead;
 pub mod recovery_conf;
 pub mod report;
 pub mod target;
+pub mod wal_facts;
 pub mod write;
 
 use crate::context::Context;
@@ -60,6 +66,9 @@ pub struct RestoreRequest {
     pub target: RecoveryTarget,
     pub action: TargetAction,
     pub timeline: TimelineChoice,
+    /// `--target-timeline` was given (`timeline` is otherwise the default, `latest`): a time
+    /// target after a fork is then not ambiguous.
+    pub timeline_given: bool,
     /// `recovery_target_inclusive = off`.
     pub exclusive: bool,
     /// Tablespace OID → new location.
@@ -82,6 +91,7 @@ impl RestoreRequest {
             target: RecoveryTarget::EndOfArchive,
             action: TargetAction::Promote,
             timeline: TimelineChoice::Latest,
+            timeline_given: false,
             exclusive: false,
             tablespace_map: BTreeMap::new(),
             delta: false,
@@ -155,10 +165,26 @@ pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOu
         backup: req.backup.clone(),
         target: req.target.clone(),
         timeline: req.timeline,
+        timeline_given: req.timeline_given,
     };
     let mut plan = plan::plan(&view, &preq)?;
     tracing::debug!(backup = %plan.backup.label, "planned");
+    // Time, xid and name targets: what the archive shows about reaching them (a bounded read
+    // of WAL along the planned path), judged purely with the clock passed in.
+    let reach = reachable::ReachRequest {
+        inclusive: !req.exclusive,
+        timeline_given: req.timeline_given,
+        now: chrono::Utc::now(),
+    };
+    let facts = wal_facts::gather(storage, &loaded.wal, &plan, &reach).await;
+    let not_checked = reachable::check(&plan, &facts, &reach)?;
+    plan.warnings.extend(not_checked);
     plan.warnings.extend(loaded.warnings.iter().cloned());
+    for w in &plan.warnings {
+        // What a restore leaves out or could not check must not scroll past unseen in the
+        // plan: also on standard error (the plan text keeps them too).
+        tracing::warn!("{w}");
+    }
     let pgdata = std::path::absolute(&req.pgdata)
         .with_context(|| format!("cannot resolve {}", req.pgdata.display()))?;
     let manifest = Manifest::load(storage, &plan.backup.label).await?;

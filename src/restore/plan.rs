@@ -11,7 +11,14 @@
 //! - and if its end `(timeline, stop_lsn)` lies on the history of the target timeline;
 //! - the newest qualifying backup is chosen unless `--backup` names one, which must qualify;
 //! - the WAL from the backup's start to its stop must be archived (else: refuse, naming the
-//!   missing segments); a gap later on only limits how far recovery can go (a warning).
+//!   missing segments); a gap later on only limits how far recovery can go (a warning);
+//! - a path that leaves a timeline whose archive goes on past the branch point ([`forks`]) is
+//!   named in a warning with `--target-timeline N` for the parent: the restore gets the
+//!   branch's history and nothing else would say so (issue 9, item 11).
+//!
+//! Whether a time, xid or name target can be reached at all needs the WAL itself, which
+//! depends on the path chosen here: [`super::reachable`] decides that second, from a bounded
+//! read the restore makes after planning.
 //!
 //! Timelines follow PostgreSQL's recovery (`xlogrecovery.c`): a segment is read from the
 //! newest timeline on the path whose start is in or before it; the segment holding a switch
@@ -45,6 +52,78 @@ pub struct PlanRequest {
     pub backup: Option<String>,
     pub target: RecoveryTarget,
     pub timeline: TimelineChoice,
+    /// `--target-timeline` was given; `timeline` is otherwise the default, `latest`.
+    pub timeline_given: bool,
+}
+
+/// A timeline whose parent's archived WAL goes on past the point where it branched off: two
+/// histories share the WAL up to `at` and differ after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fork {
+    pub parent: Timeline,
+    pub child: Timeline,
+    /// The branch point (the child's history file).
+    pub at: Lsn,
+    /// The newest segment archived on the parent.
+    pub parent_last: WalSegmentName,
+}
+
+/// Every fork the archive shows: a history file's direct parent with archived segments after
+/// the one holding the branch point. (WAL the parent wrote after the branch point inside that
+/// same segment cannot be seen in the listing; `restore` reads it for time targets.)
+pub fn forks(histories: &BTreeMap<Timeline, TimelineHistory>, wal: &WalCatalog) -> Vec<Fork> {
+    histories
+        .iter()
+        .filter_map(|(child, h)| {
+            let parent = h.entries.last()?;
+            let last = *wal
+                .timelines
+                .get(&parent.tli)?
+                .segments
+                .keys()
+                .next_back()?;
+            (last > parent.switch_lsn.segment_no(wal.seg_size)).then(|| Fork {
+                parent: parent.tli,
+                child: *child,
+                at: parent.switch_lsn,
+                parent_last: WalSegmentName::from_segno(parent.tli, last, wal.seg_size),
+            })
+        })
+        .collect()
+}
+
+/// Where recovery along `path` reads segment `segno` from: the newest timeline on the path
+/// whose copy is archived, and the LSN its records are good up to when that copy belongs to a
+/// timeline the path leaves inside the segment (the rest of it is another history). The same
+/// rule as the reach of the plan.
+pub fn segment_source(
+    path: &[PathStep],
+    wal: &WalCatalog,
+    segno: u64,
+) -> Option<(Timeline, Option<Lsn>)> {
+    let seg_size = wal.seg_size;
+    let has = |tli: Timeline| {
+        wal.timelines
+            .get(&tli)
+            .is_some_and(|t| t.segments.contains_key(&segno))
+    };
+    let steps: Vec<&PathStep> = path
+        .iter()
+        .filter(|p| {
+            p.begins.segment_no(seg_size) <= segno
+                && p.ends.is_none_or(|e| e.segment_no(seg_size) >= segno)
+        })
+        .collect();
+    let newest = steps.last()?;
+    if has(newest.timeline) {
+        let upto = newest.ends.filter(|e| e.segment_no(seg_size) == segno);
+        return Some((newest.timeline, upto));
+    }
+    steps[..steps.len() - 1]
+        .iter()
+        .rev()
+        .find(|p| has(p.timeline))
+        .map(|p| (p.timeline, p.ends))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -139,6 +218,7 @@ pub fn plan(view: &ArchiveView<'_>, req: &PlanRequest) -> Result<RestorePlan> {
         &mut warnings,
     );
     warn_about_reach(req, backup, &path, &reach, &mut warnings);
+    warn_about_forks(view, req, &path, &mut warnings);
     if matches!(req.target, RecoveryTarget::Xid(_) | RecoveryTarget::Name(_))
         && req.backup.is_none()
         && view.backups.len() > 1
@@ -624,6 +704,50 @@ fn warn_about_reach(
     }
 }
 
+/// The path leaves a parent timeline that goes on past the branch point: the restore gets the
+/// branch's history, not the parent's, and nothing else would tell the operator (issue 9,
+/// item 11). Said whether or not the timeline was chosen: it names what is left out.
+fn warn_about_forks(
+    view: &ArchiveView<'_>,
+    req: &PlanRequest,
+    path: &[PathStep],
+    warnings: &mut Vec<String>,
+) {
+    let Some(target) = path.last() else {
+        return;
+    };
+    let forks = forks(view.histories, view.wal);
+    for pair in path.windows(2) {
+        let (left, next) = (&pair[0], &pair[1]);
+        let Some(f) = forks
+            .iter()
+            .find(|f| f.parent == left.timeline && f.child == next.timeline)
+        else {
+            continue;
+        };
+        let how = if req.timeline_given {
+            format!("--target-timeline {}", req.timeline)
+        } else {
+            format!("--target-timeline {}, the default", req.timeline)
+        };
+        warnings.push(format!(
+            "timeline {} goes on after timeline {} branched off it at {} (its WAL is archived \
+             up to {}), but this restore follows timeline {} ({how}): what timeline {} \
+             committed after {} is not restored; to restore timeline {}'s history instead, use \
+             --target-timeline {}",
+            f.parent.0,
+            f.child.0,
+            f.at,
+            f.parent_last,
+            target.timeline.0,
+            f.parent.0,
+            f.at,
+            f.parent.0,
+            f.parent.0
+        ));
+    }
+}
+
 /// `A, B..C` for a sorted list of segment names (runs collapsed).
 fn describe_segments(segs: &[WalSegmentName]) -> String {
     let mut runs: Vec<(WalSegmentName, WalSegmentName)> = Vec::new();
@@ -767,6 +891,7 @@ mod tests {
                 backup: backup.map(str::to_string),
                 target,
                 timeline,
+                timeline_given: false,
             },
         )
     }
@@ -983,7 +1108,8 @@ mod tests {
                 "latest",
                 vec![(1, Some("0/5000060")), (2, Some("0/8000000")), (3, None)],
                 "0/D000000",
-                None,
+                // Timeline 2's archive goes on to segment 9, past timeline 3's branch point.
+                Some("timeline 2 goes on after timeline 3 branched off it at 0/8000000"),
             ),
             (
                 &after,
@@ -1338,6 +1464,58 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.wal_available_until, lsn("0/6000060"));
+    }
+
+    #[test]
+    fn a_parent_that_goes_on_past_the_fork_is_named() {
+        use TimelineChoice::{Latest, Number};
+        // Timeline 2 branched off 1 at 0/B006390 (segment B); timeline 1's archive goes on to
+        // segment E (issue 9, item 11), or stops with the switch segment.
+        let b = vec![backup("B", 1, "0/3000028", "0/3000100", "10:00")];
+        let hist = vec![(2, "1\t0/B006390\tno recovery target specified\n")];
+        let went_on = Archive {
+            segs: vec![(1, 3, 14), (2, 11, 12)],
+            histories: hist.clone(),
+        };
+        let stopped = Archive {
+            segs: vec![(1, 3, 11), (2, 11, 12)],
+            histories: hist,
+        };
+        assert_eq!(
+            forks(&went_on.histories(), &went_on.catalog()),
+            vec![Fork {
+                parent: Timeline(1),
+                child: Timeline(2),
+                at: lsn("0/B006390"),
+                parent_last: WalSegmentName::parse("00000001000000000000000E").unwrap(),
+            }]
+        );
+        assert!(forks(&stopped.histories(), &stopped.catalog()).is_empty());
+        for (target, given) in [
+            (RecoveryTarget::EndOfArchive, None),
+            (RecoveryTarget::EndOfArchive, Some("B")),
+            (time("2026-11-22 11:30:00+00"), None),
+        ] {
+            let p = run(&b, &went_on, given, target.clone(), Latest).unwrap();
+            assert_eq!(p.timeline.timeline, Timeline(2));
+            let w = p.warnings.join("\n");
+            for needle in [
+                "timeline 1 goes on after timeline 2 branched off it at 0/B006390",
+                "up to 00000001000000000000000E",
+                "follows timeline 2",
+                "--target-timeline 1",
+            ] {
+                assert!(
+                    w.contains(needle),
+                    "{target:?} {given:?}: {needle:?} in {w}"
+                );
+            }
+            let p = run(&b, &stopped, given, target.clone(), Latest).unwrap();
+            assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+            // On timeline 1 itself nothing is left behind.
+            let p = run(&b, &went_on, given, target, Number(Timeline(1))).unwrap();
+            assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        }
     }
 
     #[test]
