@@ -7,11 +7,11 @@ use crate::output;
 use crate::pg::Lsn;
 use crate::pg::Timeline;
 use crate::repo::catalog::BackupSummary;
-use crate::repo::identity::RepoIdentity;
-use crate::repo::layout;
-use crate::repo::wal_catalog::{SegmentRange, WalCatalog};
-use crate::restore::archive;
-use crate::restore::plan::{self, ArchiveView, PlanRequest};
+use crate::repo::catalog::InProgressMarker;
+use crate::repo::lock::hostname;
+use crate::repo::snapshot::Snapshot;
+use crate::repo::wal_catalog::SegmentRange;
+use crate::restore::plan::{self, PlanRequest};
 use crate::restore::target::{RecoveryTarget, TimelineChoice};
 use crate::units;
 use anyhow::{Context as _, Result};
@@ -40,11 +40,41 @@ pub struct InfoReport {
     pub backups: Vec<BackupSummary>,
     /// Backups that are running, or died before writing their manifest.
     pub backups_in_progress: Vec<String>,
+    /// The same, with what their markers say: who writes them and whether that process is
+    /// still there.
+    pub backups_in_progress_detail: Vec<InProgressReport>,
     /// Per timeline, the span a restore can reach: from the stop of the oldest backup that
     /// leads to the timeline to the end of the WAL archived contiguously from it.
     pub recoverable: Vec<RecoverableWindow>,
     /// Problems found while reading the archive (e.g. unusable history files).
     pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InProgressReport {
+    pub label: String,
+    pub host: Option<String>,
+    pub pid: Option<u32>,
+    pub start_time: Option<String>,
+    /// `running` (its process is alive on this host), `died` (it ran on this host and its
+    /// process is gone), or `unknown` (another host, or an unreadable marker).
+    pub state: &'static str,
+}
+
+impl InProgressReport {
+    fn of(m: &InProgressMarker, this_host: &str) -> InProgressReport {
+        InProgressReport {
+            label: m.label.clone(),
+            host: m.host.clone(),
+            pid: m.pid,
+            start_time: m.start_time.clone(),
+            state: match m.writer_is_gone(this_host) {
+                Some(true) => "died",
+                Some(false) => "running",
+                None => "unknown",
+            },
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -70,18 +100,12 @@ pub struct TimelineReport {
 
 /// Builds the report from the repository.
 pub async fn report(ctx: &Context) -> Result<InfoReport> {
-    let id = RepoIdentity::require(ctx.storage.as_ref()).await?;
-    let listing = ctx
-        .storage
-        .list(layout::WAL_PREFIX)
-        .await
-        .with_context(|| format!("cannot list WAL in {}", ctx.storage.describe()))?;
-    let catalog = WalCatalog::from_listing(&listing, id.wal_segment_size);
-    let loaded = archive::load(ctx.storage.as_ref(), &id).await?;
+    let loaded = Snapshot::load(ctx.storage.as_ref()).await?;
+    let id = loaded.identity.clone();
+    let catalog = &loaded.wal;
     let recoverable = recoverable_windows(&loaded);
     let mut warnings = loaded.warnings.clone();
     warnings.extend(fork_warnings(&loaded));
-    let backups = loaded.catalog;
     let timelines = catalog
         .timelines
         .iter()
@@ -115,8 +139,11 @@ pub async fn report(ctx: &Context) -> Result<InfoReport> {
         created_at: id.created_at,
         timelines,
         conflicts,
-        backups: backups.backups,
-        backups_in_progress: backups.in_progress,
+        backups: loaded.catalog.backups.clone(),
+        backups_in_progress: loaded.catalog.in_progress.clone(),
+        backups_in_progress_detail: (loaded.catalog.markers.iter())
+            .map(|m| InProgressReport::of(m, &hostname()))
+            .collect(),
         recoverable,
         warnings,
     })
@@ -125,13 +152,8 @@ pub async fn report(ctx: &Context) -> Result<InfoReport> {
 /// Asks the restore planner, for each timeline, which is the oldest backup it would accept for
 /// an end-of-archive restore onto that timeline and how far recovery could go: `info` and
 /// `restore` can then never disagree about what is recoverable.
-fn recoverable_windows(a: &archive::LoadedArchive) -> Vec<RecoverableWindow> {
-    let view = ArchiveView {
-        backups: &a.catalog.backups,
-        in_progress: &a.catalog.in_progress,
-        histories: &a.histories,
-        wal: &a.wal,
-    };
+fn recoverable_windows(a: &Snapshot) -> Vec<RecoverableWindow> {
+    let view = a.view();
     a.wal
         .timelines
         .keys()
@@ -158,7 +180,7 @@ fn recoverable_windows(a: &archive::LoadedArchive) -> Vec<RecoverableWindow> {
 
 /// Timelines that go on past a branch point (issue 9, item 11): a restore that follows the
 /// branch — `latest` does by default — leaves out what the parent committed after it.
-fn fork_warnings(a: &archive::LoadedArchive) -> Vec<String> {
+fn fork_warnings(a: &Snapshot) -> Vec<String> {
     plan::forks(&a.histories, &a.wal)
         .iter()
         .map(|f| {
@@ -267,11 +289,17 @@ pub fn render_text(r: &InfoReport) -> String {
             }
         );
     }
-    for l in &r.backups_in_progress {
-        let _ = writeln!(
-            s,
-            "  {l}  (in progress, or died before completing: not restorable)"
-        );
+    for m in &r.backups_in_progress_detail {
+        let who = match (&m.host, m.pid) {
+            (Some(h), Some(p)) => format!("pid {p} on {h}"),
+            _ => "an unreadable marker".to_string(),
+        };
+        let what = match m.state {
+            "died" => "died before completing: not restorable; its marker can be removed",
+            "running" => "in progress: not restorable until it completes",
+            _ => "in progress, or died before completing: not restorable",
+        };
+        let _ = writeln!(s, "  {}  ({what}; {who})", m.label);
     }
     let _ = writeln!(s, "\nRecoverable window");
     if r.recoverable.is_empty() {
@@ -291,4 +319,33 @@ pub fn render_text(r: &InfoReport) -> String {
         let _ = writeln!(s, "  CONFLICT: {c} is archived with two different contents");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marker(host: Option<&str>, pid: Option<u32>) -> InProgressMarker {
+        InProgressMarker {
+            label: "20261201T120000Z".into(),
+            host: host.map(str::to_string),
+            pid,
+            start_time: Some("2026-12-01T12:00:00Z".into()),
+        }
+    }
+
+    #[test]
+    fn an_in_progress_backup_whose_process_is_gone_is_said_to_have_died() {
+        let here = "db1";
+        // pid_max is at most 2^22 on Linux: this pid cannot exist.
+        let cases = [
+            (marker(Some(here), Some(999_999_999)), "died"),
+            (marker(Some(here), Some(std::process::id())), "running"),
+            (marker(Some("db2"), Some(999_999_999)), "unknown"),
+            (marker(None, None), "unknown"),
+        ];
+        for (m, want) in cases {
+            assert_eq!(InProgressReport::of(&m, here).state, want, "{m:?}");
+        }
+    }
 }

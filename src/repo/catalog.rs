@@ -61,6 +61,31 @@ pub struct BackupCatalog {
     pub backups: Vec<BackupSummary>,
     /// Labels with an in-progress marker and no manifest.
     pub in_progress: Vec<String>,
+    /// What those markers say about who is writing them.
+    pub markers: Vec<InProgressMarker>,
+}
+
+/// `backups/<label>/in-progress.json`: who is (or was) writing a backup. Fields are `None`
+/// when the marker cannot be read (it is written by the backup, so an unreadable one is a
+/// sign of damage, reported, never a reason to treat the backup as complete).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct InProgressMarker {
+    pub label: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub start_time: Option<String>,
+}
+
+impl InProgressMarker {
+    /// Whether the writer is known to be gone: it ran on this host (by name) and no process
+    /// has its pid. `None` when that cannot be told (another host, an unreadable marker).
+    pub fn writer_is_gone(&self, this_host: &str) -> Option<bool> {
+        let (host, pid) = (self.host.as_deref()?, self.pid?);
+        (host == this_host).then(|| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    }
 }
 
 impl BackupCatalog {
@@ -90,17 +115,52 @@ impl BackupCatalog {
             .into_iter()
             .collect::<Result<_>>()?;
         backups.sort_by(|a, b| a.label.cmp(&b.label));
-        let in_progress = markers
+        let in_progress: Vec<String> = markers
             .into_iter()
             .filter(|l| !manifests.contains(l))
             .collect();
+        let markers = futures::stream::iter(in_progress.iter())
+            .map(|label| read_marker(storage, label))
+            .buffered(8)
+            .collect()
+            .await;
         Ok(BackupCatalog {
             backups,
             in_progress,
+            markers,
         })
     }
 
     pub fn find(&self, label: &str) -> Option<&BackupSummary> {
         self.backups.iter().find(|b| b.label == label)
+    }
+}
+
+/// Reads one in-progress marker; what cannot be read stays `None` (and is logged).
+async fn read_marker(storage: &dyn Storage, label: &str) -> InProgressMarker {
+    let unknown = InProgressMarker {
+        label: label.to_string(),
+        host: None,
+        pid: None,
+        start_time: None,
+    };
+    let key = layout::in_progress_key(label);
+    match storage.get(&key).await {
+        Ok(bytes) => match serde_json::from_slice::<InProgressMarker>(&bytes) {
+            Ok(m) => InProgressMarker {
+                label: label.to_string(),
+                ..m
+            },
+            Err(e) => {
+                tracing::warn!(key, "cannot read the in-progress marker: {e}");
+                unknown
+            }
+        },
+        // Removed since the listing: the backup just finished or gave up.
+        Err(e) if e.is_not_found() => unknown,
+        Err(e) => {
+            tracing::warn!(key, "cannot read the in-progress marker: {e}");
+            unknown
+        }
     }
 }

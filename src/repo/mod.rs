@@ -6,6 +6,7 @@ pub mod identity;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod snapshot;
 pub mod upgrade;
 pub mod wal_catalog;
 

@@ -19,7 +19,6 @@
 //! Until step 5 the directory holds a marker and no `pg_control`: an interrupted restore cannot
 //! be started by mistake, and `--delta` resumes it.
 
-pub mod archive;
 pub mod delta;
 pub mod dest;
 pub mod direct;
@@ -37,11 +36,11 @@ pub mod write;
 use crate::context::Context;
 use crate::events::{Event, Events, PROGRESS_EVERY};
 use crate::pg::Lsn;
-use crate::repo::identity::RepoIdentity;
 use crate::repo::manifest::Manifest;
+use crate::repo::snapshot::Snapshot;
 use crate::restore::delta::Marker;
 use crate::restore::dest::Destination;
-use crate::restore::plan::{ArchiveView, PlanRequest, RestorePlan};
+use crate::restore::plan::{PlanRequest, RestorePlan};
 use crate::restore::prepare::Layout;
 use crate::restore::recovery_conf::RecoverySettings;
 use crate::restore::target::{RecoveryTarget, TargetAction, TimelineChoice};
@@ -153,14 +152,9 @@ pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOu
         );
     }
     let storage = ctx.storage.as_ref();
-    let id = RepoIdentity::require(storage).await?;
-    let loaded = archive::load(storage, &id).await?;
-    let view = ArchiveView {
-        backups: &loaded.catalog.backups,
-        in_progress: &loaded.catalog.in_progress,
-        histories: &loaded.histories,
-        wal: &loaded.wal,
-    };
+    let loaded = Snapshot::load(storage).await?;
+    let id = &loaded.identity;
+    let view = loaded.view();
     let preq = PlanRequest {
         backup: req.backup.clone(),
         target: req.target.clone(),

@@ -6,6 +6,7 @@ use crate::codec::{self, Sha256Digest};
 use crate::config::Config;
 use crate::events::TestSink;
 use crate::pg::{Lsn, Timeline, WalFileName};
+use crate::repo::identity::RepoIdentity;
 use crate::repo::layout;
 use crate::repo::manifest::{
     BackupStats, FileEntry, FileKind, MANIFEST_VERSION, Recipe, TablespaceEntry,

@@ -1,9 +1,16 @@
-//! Reads what planning needs from the repository: the backup catalog, one listing of `wal/`,
-//! and every timeline history file (decoded and sha256-checked, then parsed).
+//! One read model of the repository: what it holds, loaded once, for `info`, the restore
+//! planner and everything after them (retention, verify, drills, status).
+//!
+//! [`Snapshot::load`] reads `repo.json`, then lists `backups/` and `wal/` at the same time
+//! (one listing per prefix), reads every complete backup's manifest header and every
+//! in-progress marker, and every timeline history file (decoded and sha256-checked, then
+//! parsed) — in parallel where it helps. Nothing else is read: WAL segments and blocks are
+//! known from their keys. Later issues add their prefixes here (dumps, pins, leases, drill
+//! reports) so that every reader sees the same picture.
 //!
 //! A history file that cannot be used (corrupt, unparsable, or stored twice with different
-//! content) does not stop the restore by itself: its timeline is left out of planning, so
-//! only its own backups lead to it, and the plan carries a warning saying why.
+//! content) does not stop anything by itself: its timeline is left out of planning, so only
+//! its own backups lead to it, and the snapshot carries a warning saying why.
 
 use crate::codec;
 use crate::pg::history::TimelineHistory;
@@ -12,28 +19,52 @@ use crate::repo::catalog::BackupCatalog;
 use crate::repo::identity::RepoIdentity;
 use crate::repo::layout;
 use crate::repo::wal_catalog::{StoredWal, WalCatalog};
+use crate::restore::plan::ArchiveView;
 use crate::storage::Storage;
 use anyhow::{Context as _, Result};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 
-/// Everything planning reads, loaded once.
+/// What the repository holds.
 #[derive(Debug)]
-pub struct LoadedArchive {
+pub struct Snapshot {
+    pub identity: RepoIdentity,
+    /// Complete backups and in-progress markers.
     pub catalog: BackupCatalog,
+    /// Every archived WAL file, by timeline.
     pub wal: WalCatalog,
     pub histories: BTreeMap<Timeline, TimelineHistory>,
     /// History files left out, and why.
     pub warnings: Vec<String>,
 }
 
-pub async fn load(storage: &dyn Storage, id: &RepoIdentity) -> Result<LoadedArchive> {
-    let catalog = BackupCatalog::load(storage).await?;
-    let listing = storage
-        .list(layout::WAL_PREFIX)
-        .await
-        .with_context(|| format!("cannot list WAL in {}", storage.describe()))?;
-    let wal = WalCatalog::from_listing(&listing, id.wal_segment_size);
+impl Snapshot {
+    /// Loads the snapshot of an initialised repository (format checked by `repo.json`).
+    pub async fn load(storage: &dyn Storage) -> Result<Snapshot> {
+        let identity = RepoIdentity::require(storage).await?;
+        load(storage, identity).await
+    }
+
+    /// The timeline view the planner takes.
+    pub fn view(&self) -> ArchiveView<'_> {
+        ArchiveView {
+            backups: &self.catalog.backups,
+            in_progress: &self.catalog.in_progress,
+            histories: &self.histories,
+            wal: &self.wal,
+        }
+    }
+}
+
+async fn load(storage: &dyn Storage, identity: RepoIdentity) -> Result<Snapshot> {
+    let wal_listing = async {
+        storage
+            .list(layout::WAL_PREFIX)
+            .await
+            .with_context(|| format!("cannot list WAL in {}", storage.describe()))
+    };
+    let (catalog, listing) = tokio::try_join!(BackupCatalog::load(storage), wal_listing)?;
+    let wal = WalCatalog::from_listing(&listing, identity.wal_segment_size);
 
     let files: Vec<(Timeline, Vec<StoredWal>)> = wal
         .timelines
@@ -61,7 +92,8 @@ pub async fn load(storage: &dyn Storage, id: &RepoIdentity) -> Result<LoadedArch
             )),
         }
     }
-    Ok(LoadedArchive {
+    Ok(Snapshot {
+        identity,
         catalog,
         wal,
         histories,
@@ -137,7 +169,7 @@ mod tests {
         .await
         .unwrap();
 
-        let a = load(&s, &id).await.unwrap();
+        let a = load(&s, id).await.unwrap();
         assert_eq!(
             a.histories.keys().copied().collect::<Vec<_>>(),
             vec![Timeline(2)]
