@@ -107,6 +107,12 @@ pub fn ensure_dir_durable(root: &Path, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Forgets that `dir` was made durable: it was removed (an emptied directory), so the next
+/// [`ensure_dir_durable`] creates it again.
+pub fn forget_durable(dir: &Path) {
+    durable::forget(dir);
+}
+
 /// Directories this process has made durable (see [`ensure_dir_durable`]).
 mod durable {
     use std::collections::HashSet;
@@ -120,6 +126,12 @@ mod durable {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .is_some_and(|s| s.contains(dir))
+    }
+
+    pub(super) fn forget(dir: &Path) {
+        if let Some(set) = DIRS.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            set.remove(dir);
+        }
     }
 
     pub(super) fn remember(dir: &Path) {

@@ -191,14 +191,42 @@ async fn blocking<T: Send + 'static>(
 
 /// Writes `data` into a temp file beside `path`, fsynced, its directory durable under `root`.
 fn write_temp(root: &Path, path: &Path, data: &[u8], cancel: &AtomicBool) -> io::Result<TempFile> {
-    if let Some(parent) = path.parent() {
-        fsutil::ensure_dir_durable(root, parent)?;
-    }
-    let mut tmp = TempFile::create_beside(path)?;
+    let mut tmp = in_durable_dir(root, path, || TempFile::create_beside(path))?;
     tmp.write_all(data, Some(cancel))?;
     tmp.sync()?;
     fsutil::check_cancel(Some(cancel))?;
     Ok(tmp)
+}
+
+/// Runs `make`, which creates an entry beside `path`, once the directory holding `path` is
+/// durable. A directory emptied by a `delete` is removed (S3 has no directories, and an
+/// operator should not find `backups/<label>/` left empty by a failed backup), so it may vanish
+/// between the two: then it is made again and `make` retried once.
+fn in_durable_dir<T>(root: &Path, path: &Path, make: impl Fn() -> io::Result<T>) -> io::Result<T> {
+    let Some(dir) = path.parent() else {
+        return make();
+    };
+    fsutil::ensure_dir_durable(root, dir)?;
+    match make() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() => {
+            fsutil::forget_durable(dir);
+            fsutil::ensure_dir_durable(root, dir)?;
+            make()
+        }
+        other => other,
+    }
+}
+
+/// Removes the directories that `delete` left empty, from `dir` up to (not including) `root`.
+/// Best effort: a directory another writer is filling is not empty and stays.
+fn remove_empty_dirs(root: &Path, mut dir: &Path) {
+    while dir != root && dir.starts_with(root) && fs::remove_dir(dir).is_ok() {
+        fsutil::forget_durable(dir);
+        match dir.parent() {
+            Some(p) => dir = p,
+            None => break,
+        }
+    }
 }
 
 #[async_trait]
@@ -306,10 +334,17 @@ impl Storage for LocalStorage {
 
     async fn delete(&self, key: &str) -> StorageResult<()> {
         let path = self.path_of(key)?;
-        blocking(move || match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if is_absent(&e) => Ok(()),
-            Err(e) => Err(map_io("delete", &path, e, true)),
+        let root = self.root.clone();
+        blocking(move || {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if is_absent(&e) => return Ok(()),
+                Err(e) => return Err(map_io("delete", &path, e, true)),
+            }
+            if let Some(dir) = path.parent() {
+                remove_empty_dirs(&root, dir);
+            }
+            Ok(())
         })
         .await
     }
@@ -347,10 +382,7 @@ impl Storage for LocalStorage {
         let root = self.root.clone();
         let key = key.to_string();
         blocking(move || {
-            let tmp = path
-                .parent()
-                .map_or(Ok(()), |parent| fsutil::ensure_dir_durable(&root, parent))
-                .and_then(|()| TempFile::create_beside(&path))
+            let tmp = in_durable_dir(&root, &path, || TempFile::create_beside(&path))
                 .map_err(|e| map_io("write", &path, e, true))?
                 .keep();
             let id = tmp
@@ -641,6 +673,48 @@ mod tests {
         assert!(
             steps.contains(&("fsync-dir".to_string(), "wal/00000001".to_string())),
             "the directory holding the existing object is fsynced: {steps:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn deleting_the_last_object_of_a_directory_removes_it_and_later_writes_recreate_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::new(dir.path().to_path_buf());
+        s.put("backups/L/in-progress.json", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        s.put("backups/K/manifest.json.zst", Bytes::from_static(b"m"))
+            .await
+            .unwrap();
+        s.delete("backups/L/in-progress.json").await.unwrap();
+        assert!(
+            !dir.path().join("backups/L").exists(),
+            "an emptied label directory is removed"
+        );
+        assert!(
+            dir.path().join("backups/K").is_dir(),
+            "a directory with objects stays"
+        );
+        // This process had made backups/L durable before; it is made again.
+        for put in [true, false] {
+            let key = "backups/L/again.json";
+            if put {
+                s.put(key, Bytes::from_static(b"1")).await.unwrap();
+            } else {
+                s.delete(key).await.unwrap();
+                let out = s
+                    .put_if_absent(key, Bytes::from_static(b"2"))
+                    .await
+                    .unwrap();
+                assert_eq!(out, PutOutcome::Written);
+            }
+        }
+        s.delete("backups/L/again.json").await.unwrap();
+        s.delete("backups/K/manifest.json.zst").await.unwrap();
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the root itself stays, empty"
         );
     }
 
