@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod logging;
 pub mod output;
 pub mod pg;
+pub mod process;
 pub mod repo;
 pub mod restore;
 pub mod storage;
