@@ -6,9 +6,10 @@
 //! target settings ("multiple recovery targets specified"), and a backup of a cluster that was
 //! itself restored still carries the old block. So every target setting is reset first, then
 //! the one wanted is set (the order matters: the resets must come before it).
-//! Values are quoted as `ALTER SYSTEM` does: single quotes and backslashes doubled.
+//! Values are quoted by [`crate::pg::conf::quote`] (single quotes doubled, backslashes escaped).
 //! See <https://www.postgresql.org/docs/15/runtime-config-wal.html#RUNTIME-CONFIG-WAL-ARCHIVE-RECOVERY>.
 
+use crate::pg::conf::quote;
 use crate::restore::target::{RecoveryTarget, TargetAction};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -37,11 +38,6 @@ pub struct RecoverySettings {
     /// asks `restore_command` for the segment after the one holding the target before replay
     /// reaches it, and `wal-fetch` answers a hole with a failure that stops recovery.
     pub hole_after_target: Option<String>,
-}
-
-/// A postgresql.conf string literal.
-pub fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// `<exe> --config <config> wal-fetch %f %p`, as a shell command line. PostgreSQL runs it with
