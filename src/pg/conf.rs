@@ -60,7 +60,7 @@ fn assigned_name(line: &str) -> Option<String> {
 }
 
 /// `text` with every line that assigns one of `settings` removed and the settings appended
-/// under `# <comment>`.
+/// under `# <comment>` (a name given twice in `settings` gets its last value).
 pub fn with_settings(text: &str, settings: &[(String, String)], comment: &str) -> String {
     let replaced: Vec<String> = settings
         .iter()
@@ -72,9 +72,12 @@ pub fn with_settings(text: &str, settings: &[(String, String)], comment: &str) -
         .flat_map(|l| [l, "\n"])
         .collect();
     out.push_str(&format!("# {comment}\n"));
-    for (name, value) in settings {
-        out.push_str(&setting_line(name, value));
-        out.push('\n');
+    // One line per name: a name given twice keeps its last value.
+    for (i, (name, value)) in settings.iter().enumerate() {
+        if !replaced[i + 1..].contains(&replaced[i]) {
+            out.push_str(&setting_line(name, value));
+            out.push('\n');
+        }
     }
     out
 }
@@ -159,7 +162,7 @@ mod tests {
                    restore_command = 'x'\n";
         let text = with_settings(
             old,
-            &pairs(&[("port", "6000"), ("archive_mode", "off")]),
+            &pairs(&[("PORT", "1"), ("archive_mode", "off"), ("port", "6000")]),
             "scratch server",
         );
         assert_eq!(
@@ -170,8 +173,8 @@ mod tests {
              portable = 1\n\
              restore_command = 'x'\n\
              # scratch server\n\
-             port = '6000'\n\
-             archive_mode = 'off'\n"
+             archive_mode = 'off'\n\
+             port = '6000'\n"
         );
         assert_eq!(with_settings("", &[], "c"), "# c\n");
     }
