@@ -9,7 +9,7 @@ mod pg;
 use pg::{TestDir, pg_bins};
 use pgward::pg::conf;
 use pgward::pg::scratch::postmaster::Postmaster;
-use pgward::pg::scratch::{Initdb, ScratchCluster, ScratchSpec};
+use pgward::pg::scratch::{AfterUse, Initdb, ScratchCluster, ScratchSpec};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,6 +55,21 @@ fn a_guard_dropped_during_a_panic_stops_its_server() {
         "{}",
         cluster.log_tail(20)
     );
+}
+
+#[test]
+fn a_removed_data_directory_goes_only_after_its_server() {
+    let dir = TestDir::new("scr-rm");
+    let mut spec = spec(&dir, "r");
+    spec.after_use = AfterUse::RemoveDataDir;
+    let datadir = spec.datadir.clone();
+    // The guard outlives the last cluster handle: the directory must wait for the server.
+    let running = initdb(spec).start().unwrap();
+    assert!(datadir.join("PG_VERSION").is_file());
+    let postmaster = running.postmaster();
+    drop(running);
+    assert!(!postmaster.is_alive(), "postmaster {}", postmaster.pid());
+    assert!(!datadir.exists(), "{} is still there", datadir.display());
 }
 
 #[test]
