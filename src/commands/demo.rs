@@ -12,7 +12,7 @@
 //! owned by that user, mode 0700 (the servers accept any local connection without a password).
 //!
 //! Invariant: whatever happens (a failed step, Ctrl-C), every server the demo started is stopped
-//! before it returns. The directory is removed only after a successful run without `--keep` or
+//! before it returns: they are `pg::scratch` servers, whose guards stop them when dropped. The directory is removed only after a successful run without `--keep` or
 //! `--dir`; after a failure it is kept, and the logs in it are named.
 
 use crate::pg::binaries::{PgBinaries, RunAs};
@@ -139,9 +139,12 @@ pub async fn run(args: &Args) -> Result<()> {
         bins.run_as().describe()
     );
     let mut demo = Demo::new(ws, bins);
+    // Ctrl-C is polled first so its handler is installed before a step blocks on a server
+    // call; until then SIGINT would end the process without stopping the servers.
     let outcome = tokio::select! {
-        r = demo.steps() => r,
+        biased;
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+        r = demo.steps() => r,
     };
     demo.finish(outcome, started).await
 }
