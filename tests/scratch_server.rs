@@ -159,3 +159,28 @@ fn settings_quoted_by_pg_conf_read_back_unchanged() {
     assert_eq!(running.psql("show pgward.v0").unwrap(), "second");
     running.stop().unwrap();
 }
+
+#[test]
+fn a_standby_stays_in_recovery_until_promoted() {
+    let dir = TestDir::new("scr-promote");
+    let cluster = initdb(spec(&dir, "s"));
+    let signal = cluster.datadir().join("standby.signal");
+    std::fs::write(&signal, b"").unwrap();
+    pg::chown_postgres(&signal);
+    // A hot standby with nothing to replay: `pg_ctl start -w` returns, recovery does not end.
+    let running = cluster.start().unwrap();
+    assert_eq!(running.value("select pg_is_in_recovery()").unwrap(), "t");
+    let err = running
+        .wait_recovery_done(Duration::from_secs(1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("still in recovery after"), "{err}");
+    running.promote(Duration::from_secs(30)).unwrap();
+    assert_eq!(running.value("select pg_is_in_recovery()").unwrap(), "f");
+    assert!(
+        running
+            .log_since_start()
+            .contains("database system is ready to accept connections")
+    );
+    running.stop().unwrap();
+}
