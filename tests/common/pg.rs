@@ -743,11 +743,12 @@ impl PgCluster {
             .running
             .as_ref()
             .unwrap_or_else(|| panic!("cluster {} was not started", self.name));
+        // Earlier starts count too: a test expects a clean log unless it says otherwise. The
+        // wait itself watches this start's lines.
+        self.assert_no_fatal();
         if let Err(e) = running.wait_recovery_done(timeout) {
             panic!("cluster {}: {e:#}", self.name);
         }
-        // Earlier starts count too: a test expects a clean log unless it says otherwise.
-        self.assert_no_fatal();
     }
 }
 
