@@ -259,16 +259,6 @@ fn install_binary(dest: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A word for `sh -c` (PostgreSQL runs archive_command through the shell).
-fn shell_quote(s: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@=".contains(c);
-    if !s.is_empty() && s.chars().all(safe) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
 /// A TOML basic string.
 fn toml_quote(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
@@ -488,8 +478,8 @@ impl Demo {
         let repo = self.ws.path("repo");
         let archive_command = format!(
             "{} --config {} wal-push %p",
-            shell_quote(&self.exe.to_string_lossy()),
-            shell_quote(&self.config.to_string_lossy())
+            conf::command_word(&self.exe.to_string_lossy()),
+            conf::command_word(&self.config.to_string_lossy())
         );
         let spec = server_spec(&self.ws, &self.bins, "primary")?
             .setting("wal_level", "replica")
@@ -789,13 +779,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quoting() {
-        assert_eq!(
-            shell_quote("/tmp/pgward-demo-x/bin/pgward"),
-            "/tmp/pgward-demo-x/bin/pgward"
-        );
-        assert_eq!(shell_quote("/tmp/a b"), "'/tmp/a b'");
-        assert_eq!(shell_quote("/tmp/it's"), r"'/tmp/it'\''s'");
+    fn toml_quoting() {
         for tricky in [r#"/tmp/"x"\"#, "/tmp/it's", "/tmp/new\nline"] {
             let doc: toml::Table = format!("k = {}", toml_quote(tricky)).parse().unwrap();
             assert_eq!(doc["k"].as_str(), Some(tricky));

@@ -1,5 +1,6 @@
-//! PostgreSQL configuration files: quoting a value for `postgresql.conf`, and setting values in
-//! a data directory's `postgresql.auto.conf`.
+//! PostgreSQL configuration files: quoting a value for `postgresql.conf` (and a word of an
+//! `archive_command` or `restore_command`), and setting values in a data directory's
+//! `postgresql.auto.conf`.
 //!
 //! The one place that knows how PostgreSQL's configuration parser reads a quoted value
 //! (`src/backend/utils/misc/guc-file.l`): inside single quotes `''` is a quote and a backslash
@@ -45,6 +46,21 @@ pub fn quote(value: &str) -> String {
 /// `archive_mode = 'off'`), which is how `ALTER SYSTEM` writes them too.
 pub fn setting_line(name: &str, value: &str) -> String {
     format!("{name} = {}", quote(value))
+}
+
+/// A word of an `archive_command` or `restore_command` line: PostgreSQL replaces `%p`, `%f`
+/// and `%%` in it, then runs it with `/bin/sh`, so the word is shell-quoted when it needs to be
+/// and a literal `%` is doubled.
+pub fn command_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:,@=".contains(&b));
+    let word = if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    };
+    word.replace('%', "%%")
 }
 
 /// The setting a line assigns (`name = value` or `name value`), lowercased as PostgreSQL
@@ -149,6 +165,16 @@ mod tests {
         assert_eq!(quote("two\nlines\r"), r"'two\nlines\r'");
         assert_eq!(quote(""), "''");
         assert_eq!(setting_line("port", "5432"), "port = '5432'");
+    }
+
+    #[test]
+    fn command_words() {
+        let plain = "/tmp/pgward-demo-x/bin/pgward";
+        assert_eq!(command_word(plain), plain);
+        assert_eq!(command_word("/tmp/a b"), "'/tmp/a b'");
+        assert_eq!(command_word("/tmp/it's"), r"'/tmp/it'\''s'");
+        assert_eq!(command_word("/tmp/100%"), "'/tmp/100%%'");
+        assert_eq!(command_word(""), "''");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! Values are quoted by [`crate::pg::conf::quote`] (single quotes doubled, backslashes escaped).
 //! See <https://www.postgresql.org/docs/15/runtime-config-wal.html#RUNTIME-CONFIG-WAL-ARCHIVE-RECOVERY>.
 
-use crate::pg::conf::quote;
+use crate::pg::conf::{command_word, quote};
 use crate::restore::target::{RecoveryTarget, TargetAction};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -46,21 +46,9 @@ pub struct RecoverySettings {
 pub fn restore_command(exe: &Path, config: &Path) -> String {
     format!(
         "{} --config {} wal-fetch %f %p",
-        shell_word(&exe.to_string_lossy()),
-        shell_word(&config.to_string_lossy())
+        command_word(&exe.to_string_lossy()),
+        command_word(&config.to_string_lossy())
     )
-}
-
-fn shell_word(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:,@=".contains(&b));
-    let word = if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    };
-    word.replace('%', "%%")
 }
 
 /// The block appended to `postgresql.auto.conf`. `label` and `when` go into the comment.

@@ -774,8 +774,8 @@ pub fn configure_backup_source(cluster: &PgCluster, cfg: &Path, extra_toml: &str
     write_postgres_file(cfg, text.as_bytes());
     let archive_command = format!(
         "{} --config {} wal-push %p",
-        reachable_binary().display(),
-        cfg.display()
+        conf::command_word(&reachable_binary().to_string_lossy()),
+        conf::command_word(&cfg.to_string_lossy())
     );
     cluster.append_conf(&[conf::setting_line("archive_command", &archive_command)]);
 }
