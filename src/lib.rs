@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod logging;
 pub mod output;
 pub mod pg;
+pub mod process;
 pub mod repo;
 pub mod restore;
 pub mod storage;

@@ -12,14 +12,15 @@
 //! owned by that user, mode 0700 (the servers accept any local connection without a password).
 //!
 //! Invariant: whatever happens (a failed step, Ctrl-C), every server the demo started is stopped
-//! before it returns. The directory is removed only after a successful run without `--keep` or
+//! before it returns: they are `pg::scratch` servers, whose guards stop them when dropped. The directory is removed only after a successful run without `--keep` or
 //! `--dir`; after a failure it is kept, and the logs in it are named.
 
 use crate::pg::binaries::{PgBinaries, RunAs};
+use crate::pg::conf;
+use crate::pg::scratch::{Initdb, Running, ScratchCluster, ScratchSpec, free_port, server_log};
 use crate::say;
 use anyhow::{Context as _, Result, anyhow, bail};
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -47,8 +48,6 @@ const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// before or after it (PostgreSQL compares them with microsecond precision, but clocks and
 /// `now()` = transaction start deserve a margin).
 const POINT_MARGIN: Duration = Duration::from_millis(1100);
-/// Unix socket paths are limited to 107 bytes (`sun_path`).
-const MAX_SOCKET_PATH: usize = 107;
 
 /// The tables the demo fills, in the order they are compared.
 const TABLES: [&str; 3] = ["users", "appointments", "payments"];
@@ -140,9 +139,12 @@ pub async fn run(args: &Args) -> Result<()> {
         bins.run_as().describe()
     );
     let mut demo = Demo::new(ws, bins);
+    // Ctrl-C is polled first so its handler is installed before a step blocks on a server
+    // call; until then SIGINT would end the process without stopping the servers.
     let outcome = tokio::select! {
-        r = demo.steps() => r,
+        biased;
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+        r = demo.steps() => r,
     };
     demo.finish(outcome, started).await
 }
@@ -187,15 +189,6 @@ impl Workspace {
                 (dir, !args.keep)
             }
         };
-        let socket = root.join("sockets/.s.PGSQL.65535");
-        if socket.as_os_str().len() > MAX_SOCKET_PATH {
-            bail!(
-                "{} is too long for a Unix socket path ({} bytes, at most {MAX_SOCKET_PATH})\n\
-                 hint: use a shorter --dir, e.g. under /tmp",
-                socket.display(),
-                socket.as_os_str().len()
-            );
-        }
         if let RunAs::User(u) = run_as
             && let Some(blocked) = root
                 .ancestors()
@@ -266,39 +259,9 @@ fn install_binary(dest: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A value for postgresql.conf: single-quoted, inner quotes doubled.
-fn conf_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// A word for `sh -c` (PostgreSQL runs archive_command through the shell).
-fn shell_quote(s: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@=".contains(c);
-    if !s.is_empty() && s.chars().all(safe) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
 /// A TOML basic string.
 fn toml_quote(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
-}
-
-/// A TCP port number nobody listens on right now (the servers listen on Unix sockets only, so
-/// the port only names the socket; a collision would show up as a clear start failure).
-fn free_port(not: Option<u16>) -> Result<u16> {
-    for _ in 0..20 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .context("cannot find a free port")?;
-        if Some(port) != not {
-            return Ok(port);
-        }
-    }
-    bail!("cannot find a second free port")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -338,327 +301,80 @@ fn print_indented(text: &str) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A PostgreSQL server of the demo
+// What the demo asks of its servers
 // ---------------------------------------------------------------------------------------------
 
-struct Cluster {
-    name: &'static str,
-    datadir: PathBuf,
-    socket_dir: PathBuf,
-    port: u16,
-    log: PathBuf,
-    cwd: PathBuf,
-    bins: PgBinaries,
-    client: Option<tokio_postgres::Client>,
-    /// Started by the demo and not yet stopped: the guard in `Drop` stops it.
-    running: bool,
+/// Runs a blocking call of the scratch server (a psql or pg_ctl subprocess) off the runtime's
+/// scheduling: the demo waits for it anyway.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
 }
 
-impl Cluster {
-    fn new(ws: &Workspace, bins: &PgBinaries, name: &'static str, port: u16) -> Cluster {
-        Cluster {
-            name,
-            datadir: ws.path(name),
-            socket_dir: ws.path("sockets"),
-            port,
-            log: ws.path(&format!("{name}.log")),
-            cwd: ws.root.clone(),
-            bins: bins.clone(),
-            client: None,
-            running: false,
+/// A server of the demo in `<demo dir>/<name>`, its log beside it, its socket in `sockets/`.
+fn server_spec(ws: &Workspace, bins: &PgBinaries, name: &str) -> Result<ScratchSpec> {
+    let mut spec = ScratchSpec::new(bins.clone(), &ws.path(name), &ws.path("sockets"))?;
+    spec.log_file = ws.path(&format!("{name}.log"));
+    Ok(spec)
+}
+
+/// Switches to a new WAL segment and waits until the finished one is archived. Returns its
+/// name. The server log is checked too: an archive_command that dies by a signal or is not
+/// executable makes the archiver exit FATAL without counting a failure.
+fn switch_and_wait_archived(server: &Running) -> Result<String> {
+    let segment = server.value("select pg_walfile_name(pg_switch_wal())")?;
+    let deadline = Instant::now() + ARCHIVE_TIMEOUT;
+    loop {
+        let row = server
+            .rows(
+                "select coalesce(last_archived_wal, ''), failed_count, \
+                 coalesce(last_failed_wal, '') from pg_stat_archiver",
+            )?
+            .into_iter()
+            .next()
+            .context("pg_stat_archiver is empty")?;
+        if row[0].len() == segment.len() && row[0] >= segment {
+            return Ok(segment);
         }
-    }
-
-    fn pg_command(&self, program: &str) -> std::process::Command {
-        let mut cmd = self.bins.command(program);
-        cmd.current_dir(&self.cwd);
-        cmd
-    }
-
-    /// The settings that make this server private to the demo.
-    fn private_settings(&self) -> Vec<String> {
-        vec![
-            format!("port = {}", self.port),
-            "listen_addresses = ''".to_string(),
-            format!(
-                "unix_socket_directories = {}",
-                conf_quote(&self.socket_dir.to_string_lossy())
-            ),
-        ]
-    }
-
-    /// Appends `lines` to a configuration file of the data directory (created if missing).
-    fn append(&self, file: &str, lines: &[String]) -> Result<()> {
-        let path = self.datadir.join(file);
-        let existed = path.exists();
-        let mut f = fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        let mut text = String::from("\n# added by pgward demo\n");
-        for l in lines {
-            text += l;
-            text.push('\n');
-        }
-        f.write_all(text.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        if !existed {
-            self.bins.run_as().chown(&path)?;
-        }
-        Ok(())
-    }
-
-    async fn start(&mut self) -> Result<()> {
-        let mut cmd = self.pg_command("pg_ctl");
-        cmd.arg("-D")
-            .arg(&self.datadir)
-            .arg("-l")
-            .arg(&self.log)
-            .args(["-w", "-t", "60", "start"]);
-        // Marked before starting: an interrupted start may still leave a server behind.
-        self.running = true;
-        run_ok(cmd, &format!("pg_ctl start ({})", self.name))
-            .await
-            .map_err(|e| anyhow!("{e:#}\n{}", self.log_tail(30)))?;
-        Ok(())
-    }
-
-    /// Fast shutdown (sessions are disconnected, a shutdown checkpoint is written).
-    async fn stop(&mut self) -> Result<()> {
-        self.client = None;
-        if !self.running {
-            return Ok(());
-        }
-        let mut cmd = self.pg_command("pg_ctl");
-        cmd.arg("-D")
-            .arg(&self.datadir)
-            .args(["-m", "fast", "-w", "-t", "60", "stop"]);
-        let out = run_command(cmd, &format!("pg_ctl stop ({})", self.name)).await?;
-        // Not running (any more) is fine: pg_ctl says so and exits 1 with no pid file.
-        if !out.status.success() && self.datadir.join("postmaster.pid").exists() {
+        let fatal = server_log::fatal_lines(&server.log_since_start());
+        if !fatal.is_empty() {
             bail!(
-                "cannot stop the {} server ({})\n{}",
-                self.name,
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
+                "the archiver of the primary failed:\n{}\n{}",
+                fatal.join("\n"),
+                server.log_tail(30)
             );
         }
-        self.running = false;
-        Ok(())
-    }
-
-    async fn client(&mut self) -> Result<&tokio_postgres::Client> {
-        if self.client.is_none() {
-            let (client, conn) = tokio_postgres::Config::new()
-                .host_path(&self.socket_dir)
-                .port(self.port)
-                .user("postgres")
-                .dbname("postgres")
-                .application_name("pgward-demo")
-                .connect_timeout(Duration::from_secs(10))
-                .connect(tokio_postgres::NoTls)
-                .await
-                .with_context(|| format!("cannot connect to the {} server", self.name))?;
-            tokio::spawn(async move {
-                // Ends with an error when the server shuts down; nothing to report then.
-                let _ = conn.await;
-            });
-            self.client = Some(client);
+        if Instant::now() > deadline {
+            bail!(
+                "{segment} was not archived within {ARCHIVE_TIMEOUT:?} (failed attempts: \
+                 {}, last failed: {})\n{}",
+                row[1],
+                row[2],
+                server.log_tail(30)
+            );
         }
-        Ok(self.client.as_ref().expect("connected above"))
-    }
-
-    /// Runs one or more statements (simple protocol) and returns every row as text.
-    async fn rows(&mut self, sql: &str) -> Result<Vec<Vec<String>>> {
-        let name = self.name;
-        let messages = self
-            .client()
-            .await?
-            .simple_query(sql)
-            .await
-            .with_context(|| format!("query on the {name} server failed: {}", sql.trim()))?;
-        Ok(messages
-            .into_iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                    (0..r.len())
-                        .map(|i| r.get(i).unwrap_or("").to_string())
-                        .collect(),
-                ),
-                _ => None,
-            })
-            .collect())
-    }
-
-    /// The first column of the first row.
-    async fn value(&mut self, sql: &str) -> Result<String> {
-        let rows = self.rows(sql).await?;
-        rows.into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next())
-            .with_context(|| format!("no result from: {sql}"))
-    }
-
-    async fn execute(&mut self, sql: &str) -> Result<()> {
-        self.rows(sql).await.map(drop)
-    }
-
-    fn server_log(&self) -> String {
-        fs::read(&self.log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    }
-
-    fn log_lines_containing(&self, needle: &str) -> Vec<String> {
-        self.server_log()
-            .lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn fatal_lines(&self) -> Vec<String> {
-        self.server_log()
-            .lines()
-            .filter(|l| l.contains("FATAL:") || l.contains("PANIC:"))
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn log_tail(&self, n: usize) -> String {
-        let log = self.server_log();
-        let lines: Vec<&str> = log.lines().collect();
-        format!(
-            "--- last lines of {} ---\n{}",
-            self.log.display(),
-            lines[lines.len().saturating_sub(n)..].join("\n")
-        )
-    }
-
-    /// Switches to a new WAL segment and waits until the finished one is archived. Returns its
-    /// name. The server log is checked too: an archive_command that dies by a signal or is not
-    /// executable makes the archiver exit FATAL without counting a failure.
-    async fn switch_and_wait_archived(&mut self) -> Result<String> {
-        let segment = self
-            .value("select pg_walfile_name(pg_switch_wal())")
-            .await?;
-        let deadline = Instant::now() + ARCHIVE_TIMEOUT;
-        loop {
-            let row = self
-                .rows(
-                    "select coalesce(last_archived_wal, ''), failed_count, \
-                     coalesce(last_failed_wal, '') from pg_stat_archiver",
-                )
-                .await?
-                .into_iter()
-                .next()
-                .context("pg_stat_archiver is empty")?;
-            if row[0].len() == segment.len() && row[0] >= segment {
-                return Ok(segment);
-            }
-            let fatal = self.fatal_lines();
-            if !fatal.is_empty() {
-                bail!(
-                    "the archiver of the {} server failed:\n{}\n{}",
-                    self.name,
-                    fatal.join("\n"),
-                    self.log_tail(30)
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{segment} was not archived within {ARCHIVE_TIMEOUT:?} (failed attempts: \
-                     {}, last failed: {})\n{}",
-                    row[1],
-                    row[2],
-                    self.log_tail(30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Waits until recovery has ended. `pg_ctl start -w` returns as soon as a server in
-    /// recovery accepts connections, before recovery has reached its target or failed.
-    async fn wait_for_recovery_end(&mut self) -> Result<()> {
-        let deadline = Instant::now() + RECOVERY_TIMEOUT;
-        loop {
-            let fatal = self.fatal_lines();
-            if !fatal.is_empty() {
-                bail!(
-                    "recovery of the {} server failed:\n{}\n{}",
-                    self.name,
-                    fatal.join("\n"),
-                    self.log_tail(40)
-                );
-            }
-            match self.value("select pg_is_in_recovery()").await {
-                Ok(v) if v == "f" => return Ok(()),
-                Ok(_) => {}
-                // The server may be restarting its connections while it promotes.
-                Err(_) => self.client = None,
-            }
-            if !self.datadir.join("postmaster.pid").exists() {
-                bail!(
-                    "the {} server exited during recovery\n{}",
-                    self.name,
-                    self.log_tail(40)
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the {} server is still in recovery after {RECOVERY_TIMEOUT:?}\n{}",
-                    self.name,
-                    self.log_tail(40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Row count and an md5 of every row in id order, per demo table.
-    async fn fingerprints(&mut self) -> Result<Vec<Fingerprint>> {
-        let mut out = Vec::new();
-        for table in TABLES {
-            let row = self
-                .rows(&format!(
-                    "select count(*), coalesce(md5(string_agg(t::text, '|' order by t.id)), '-'), \
-                     coalesce(max(t.id), 0) from {table} t"
-                ))
-                .await?
-                .into_iter()
-                .next()
-                .with_context(|| format!("no fingerprint for {table}"))?;
-            out.push(Fingerprint {
-                rows: row[0].parse().context("row count")?,
-                md5: row[1].clone(),
-                max_id: row[2].parse().context("max id")?,
-            });
-        }
-        Ok(out)
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-impl Drop for Cluster {
-    /// The guard: a server the demo started is stopped even when a step failed, panicked or was
-    /// interrupted and `stop` was never reached.
-    fn drop(&mut self) {
-        if self.running && self.datadir.join("postmaster.pid").exists() {
-            let mut cmd = self.pg_command("pg_ctl");
-            cmd.arg("-D")
-                .arg(&self.datadir)
-                .args(["-m", "fast", "-w", "-t", "60", "stop"])
-                .stdin(Stdio::null());
-            if let Err(e) = cmd.output() {
-                tracing::warn!(
-                    "pgward demo: could not stop the {} server in {}: {e}",
-                    self.name,
-                    self.datadir.display()
-                );
-            }
-        }
+/// Row count and an md5 of every row in id order, per demo table.
+fn fingerprints(server: &Running) -> Result<Vec<Fingerprint>> {
+    let mut out = Vec::new();
+    for table in TABLES {
+        let row = server
+            .rows(&format!(
+                "select count(*), coalesce(md5(string_agg(t::text, '|' order by t.id)), '-'), \
+                 coalesce(max(t.id), 0) from {table} t"
+            ))?
+            .into_iter()
+            .next()
+            .with_context(|| format!("no fingerprint for {table}"))?;
+        out.push(Fingerprint {
+            rows: row[0].parse().context("row count")?,
+            md5: row[1].clone(),
+            max_id: row[2].parse().context("max id")?,
+        });
     }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -688,8 +404,10 @@ struct Demo {
     /// The pgward binary PostgreSQL runs (a link or copy of this one, reachable by postgres).
     exe: PathBuf,
     config: PathBuf,
-    primary: Option<Cluster>,
-    restored: Option<Cluster>,
+    /// Set up in step 1, started in step 2.
+    primary_cluster: Option<ScratchCluster>,
+    primary: Option<Running>,
+    restored: Option<Running>,
     step: usize,
     step_title: String,
     step_started: Instant,
@@ -702,6 +420,7 @@ impl Demo {
             config: ws.path("pgward.toml"),
             ws,
             bins,
+            primary_cluster: None,
             primary: None,
             restored: None,
             step: 0,
@@ -725,10 +444,10 @@ impl Demo {
         }
     }
 
-    fn primary(&mut self) -> &mut Cluster {
+    fn primary(&self) -> &Running {
         self.primary
-            .as_mut()
-            .expect("the primary is set up in step 1")
+            .as_ref()
+            .expect("the primary is started in step 2")
     }
 
     /// Runs `pgward --config <demo config> <args>` as PostgreSQL's user.
@@ -757,34 +476,28 @@ impl Demo {
         self.ws.subdir("sockets", &run_as)?;
         let spool = self.ws.subdir("spool", &run_as)?;
         let repo = self.ws.path("repo");
-        let port = free_port(None)?;
-        let primary = Cluster::new(&self.ws, &self.bins, "primary", port);
-
-        let mut initdb = primary.pg_command("initdb");
-        initdb
-            .arg("-D")
-            .arg(&primary.datadir)
-            .args(["--data-checksums", "-A", "trust", "-U", "postgres"])
-            .args(["-E", "UTF8", "--locale=C", "--no-sync"]);
-        run_ok(initdb, "initdb").await?;
-
         let archive_command = format!(
             "{} --config {} wal-push %p",
-            shell_quote(&self.exe.to_string_lossy()),
-            shell_quote(&self.config.to_string_lossy())
+            conf::command_word(&self.exe.to_string_lossy()),
+            conf::command_word(&self.config.to_string_lossy())
         );
-        let mut settings = primary.private_settings();
-        settings.extend([
-            "wal_level = replica".to_string(),
-            "archive_mode = on".to_string(),
-            format!("archive_command = {}", conf_quote(&archive_command)),
-            "log_line_prefix = '%m [%p] '".to_string(),
-        ]);
-        primary.append("postgresql.conf", &settings)?;
+        let spec = server_spec(&self.ws, &self.bins, "primary")?
+            .setting("wal_level", "replica")
+            .setting("archive_mode", "on")
+            .setting("archive_command", &archive_command)
+            .setting("log_line_prefix", "%m [%p] ");
+        let (port, socket_dir) = (spec.port, spec.socket_dir.clone());
+        let primary = blocking(|| {
+            spec.initdb(&Initdb {
+                data_checksums: true,
+            })
+        })?;
+        let primary_dir = primary.datadir().to_path_buf();
+        self.primary_cluster = Some(primary);
 
         let conninfo = format!(
             "host={} port={port} user=postgres dbname=postgres",
-            primary.socket_dir.display()
+            socket_dir.display()
         );
         let config_text = format!(
             "# written by `pgward demo`\n\
@@ -792,7 +505,7 @@ impl Demo {
              [repo]\nurl = {}\n\n\
              [wal]\nspool_dir = {}\ntimeout = \"30s\"\n\n\
              [backup]\nwal_wait_timeout = \"60s\"\n",
-            toml_quote(&primary.datadir.to_string_lossy()),
+            toml_quote(&primary_dir.to_string_lossy()),
             toml_quote(&conninfo),
             toml_quote(&self.bins.bindir().to_string_lossy()),
             toml_quote(&format!("file://{}", repo.display())),
@@ -801,7 +514,6 @@ impl Demo {
         fs::write(&self.config, config_text)
             .with_context(|| format!("cannot write {}", self.config.display()))?;
         run_as.chown(&self.config)?;
-        self.primary = Some(primary);
         self.pgward(&["init"]).await?;
         say!(
             "      cluster  {} (data checksums on, socket port {port})",
@@ -812,20 +524,20 @@ impl Demo {
 
         // 2 -----------------------------------------------------------------------------------
         self.begin("start it, archiving WAL with wal-push");
-        say!("      archive_command = {}", conf_quote(&archive_command));
-        let primary = self.primary();
-        primary.start().await?;
-        let first = primary.switch_and_wait_archived().await?;
+        say!("      archive_command = {}", conf::quote(&archive_command));
+        let cluster = self.primary_cluster.as_ref().expect("set up in step 1");
+        let primary = self.primary.insert(blocking(|| cluster.start())?);
+        let first = blocking(|| switch_and_wait_archived(primary))?;
         say!("      switched WAL: {first} is in the repository");
 
         // 3 -----------------------------------------------------------------------------------
         self.begin("create a booking schema (users, appointments, payments) with data");
         let primary = self.primary();
-        primary.execute(SCHEMA_SQL).await?;
-        primary
-            .execute(&batch_sql("a", 6, 40, 120, "2026-01-05"))
-            .await?;
-        let now = primary.fingerprints().await?;
+        let now = blocking(|| {
+            primary.psql(SCHEMA_SQL)?;
+            primary.psql(&batch_sql("a", 6, 40, 120, "2026-01-05"))?;
+            fingerprints(primary)
+        })?;
         print_counts("rows", &now);
 
         // 4 -----------------------------------------------------------------------------------
@@ -836,35 +548,43 @@ impl Demo {
         // 5 -----------------------------------------------------------------------------------
         self.begin("write more, recording a point in time between two batches");
         let primary = self.primary();
-        primary
-            .execute(&batch_sql("b", 2, 12, 40, "2026-02-02"))
-            .await?;
-        let at_point = primary.fingerprints().await?;
+        let at_point = blocking(|| {
+            primary.psql(&batch_sql("b", 2, 12, 40, "2026-02-02"))?;
+            fingerprints(primary)
+        })?;
         print_counts("batch 1 committed, now", &at_point);
         tokio::time::sleep(POINT_MARGIN).await;
-        let point = primary
-            .value("select to_char(now() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
-            .await?;
+        let point = blocking(|| {
+            primary.value(
+                "select to_char(now() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+            )
+        })?;
         say!("      point in time: {point}");
         tokio::time::sleep(POINT_MARGIN).await;
-        primary
-            .execute(&batch_sql("c", 1, 6, 24, "2026-03-02"))
-            .await?;
-        primary.execute(LATER_CHANGES_SQL).await?;
-        let source_now = primary.fingerprints().await?;
+        let source_now = blocking(|| {
+            primary.psql(&batch_sql("c", 1, 6, 24, "2026-03-02"))?;
+            primary.psql(LATER_CHANGES_SQL)?;
+            fingerprints(primary)
+        })?;
         print_counts(
             "batch 2 committed (and some cancellations, refunds), now",
             &source_now,
         );
         // A time target needs a commit after it in the archive: switch and wait for it.
-        let last = primary.switch_and_wait_archived().await?;
+        let last = blocking(|| switch_and_wait_archived(primary))?;
         say!("      switched WAL: {last} is in the repository");
 
         // 6 -----------------------------------------------------------------------------------
         self.begin("restore to that point into a second directory and start it");
-        let restored_port = free_port(Some(port))?;
-        let restored = Cluster::new(&self.ws, &self.bins, "restored", restored_port);
-        let restored_dir = restored.datadir.to_string_lossy().into_owned();
+        // Its own socket and port, and no archiving (a promoted copy must not push a new
+        // timeline into the demo's archive): set over what the copy inherited from the primary.
+        let mut spec =
+            server_spec(&self.ws, &self.bins, "restored")?.setting("archive_mode", "off");
+        while spec.port == port {
+            spec.port = free_port()?;
+        }
+        let restored_port = spec.port;
+        let restored_dir = spec.datadir.to_string_lossy().into_owned();
         let out = self
             .pgward(&[
                 "restore",
@@ -877,30 +597,29 @@ impl Demo {
             ])
             .await?;
         print_indented(&String::from_utf8_lossy(&out.stdout));
-        // After pgward's recovery settings, so these win: its own socket and port, and no
-        // archiving (a promoted copy must not push a new timeline into the demo's archive).
-        let mut settings = restored.private_settings();
-        settings.push("archive_mode = off".to_string());
-        restored.append("postgresql.auto.conf", &settings)?;
-        let restored = self.restored.insert(restored);
-        restored.start().await?;
-        restored.wait_for_recovery_end().await?;
-        for line in restored
-            .log_lines_containing("recovery stopping")
-            .iter()
-            .chain(&restored.log_lines_containing("last completed transaction"))
-        {
+        let restored = blocking(|| spec.adopt())?;
+        let restored = self.restored.insert(blocking(|| restored.start())?);
+        blocking(|| restored.wait_recovery_done(RECOVERY_TIMEOUT))?;
+        let log = restored.log_since_start();
+        let notable = log
+            .lines()
+            .filter(|l| l.contains("recovery stopping"))
+            .chain(
+                log.lines()
+                    .filter(|l| l.contains("last completed transaction")),
+            );
+        for line in notable {
             say!(
                 "      log: {}",
-                line.split_once("LOG:  ").map_or(line.as_str(), |x| x.1)
+                line.split_once("LOG:  ").map_or(line, |x| x.1)
             );
         }
         say!("      restored server on socket port {restored_port}, recovery finished, promoted");
 
         // 7 -----------------------------------------------------------------------------------
         self.begin("check: the restored cluster holds exactly the rows from before the point");
-        let restored = self.restored.as_mut().expect("restored in step 6");
-        let restored_now = restored.fingerprints().await?;
+        let restored = self.restored.as_ref().expect("restored in step 6");
+        let restored_now = blocking(|| fingerprints(restored))?;
         let mut failed = 0;
         say!(
             "      {:<14} {:<20} {:<20} {:<20} result",
@@ -923,12 +642,11 @@ impl Demo {
         }
         let mut later = 0u64;
         for (i, table) in TABLES.iter().enumerate() {
-            later += restored
-                .value(&format!(
-                    "select count(*) from {table} where id > {}",
-                    at_point[i].max_id
-                ))
-                .await?
+            let sql = format!(
+                "select count(*) from {table} where id > {}",
+                at_point[i].max_id
+            );
+            later += blocking(|| restored.value(&sql))?
                 .parse::<u64>()
                 .context("count")?;
         }
@@ -977,22 +695,19 @@ impl Demo {
             say!("      FAILED\n\ncleaning up");
         }
         let mut stop_errors = Vec::new();
-        for cluster in [self.restored.as_mut(), self.primary.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            let was_running = cluster.running;
-            match cluster.stop().await {
-                Ok(()) if was_running => say!("      stopped the {} server", cluster.name),
-                Ok(()) => {}
-                Err(e) => stop_errors.push(format!("{e:#}")),
+        for (name, server) in [
+            ("restored", self.restored.take()),
+            ("primary", self.primary.take()),
+        ] {
+            if let Some(server) = server {
+                match blocking(|| server.stop()) {
+                    Ok(()) => say!("      stopped the {name} server"),
+                    Err(e) => stop_errors.push(format!("{e:#}")),
+                }
             }
         }
         let root = self.ws.root.clone();
         if passed && stop_errors.is_empty() && self.ws.remove_on_success {
-            // The servers are stopped; drop their guards before their directories go.
-            self.primary = None;
-            self.restored = None;
             remove_dir(&root).await?;
             say!("      removed {}", root.display());
         } else {
@@ -1064,14 +779,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quoting() {
-        assert_eq!(
-            shell_quote("/tmp/pgward-demo-x/bin/pgward"),
-            "/tmp/pgward-demo-x/bin/pgward"
-        );
-        assert_eq!(shell_quote("/tmp/a b"), "'/tmp/a b'");
-        assert_eq!(shell_quote("/tmp/it's"), r"'/tmp/it'\''s'");
-        assert_eq!(conf_quote("a 'b' %p"), "'a ''b'' %p'");
+    fn toml_quoting() {
         for tricky in [r#"/tmp/"x"\"#, "/tmp/it's", "/tmp/new\nline"] {
             let doc: toml::Table = format!("k = {}", toml_quote(tricky)).parse().unwrap();
             assert_eq!(doc["k"].as_str(), Some(tricky));

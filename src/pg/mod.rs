@@ -1,5 +1,6 @@
 //! PostgreSQL knowledge: LSNs, WAL file names, WAL page headers, timeline history files,
-//! `pg_control`, `PG_VERSION` and `postmaster.pid`.
+//! `pg_control`, `PG_VERSION`, `postmaster.pid`, configuration files, and running a scratch
+//! server.
 //!
 //! This module owns every fact pgward relies on about PostgreSQL's on-disk formats, so the rest
 //! of the code never slices a file name or reads a byte offset itself. The invariant it keeps:
@@ -13,12 +14,14 @@
 
 pub mod backup_label;
 pub mod binaries;
+pub mod conf;
 pub mod conn;
 pub mod control;
 pub mod history;
 pub mod lsn;
 pub mod page_checksum;
 pub mod postmaster_pid;
+pub mod scratch;
 pub mod version;
 pub mod wal_page;
 pub mod wal_records;

@@ -411,10 +411,10 @@ pub fn is_empty_or_absent(dir: &Path) -> Result<bool> {
     }
 }
 
-/// Whether this process runs as root (`/proc/self` belongs to the effective uid; no `unsafe`
-/// call to `geteuid` needed).
+/// Whether this process runs as root ([`crate::pg::binaries::is_root`]; not root when that
+/// cannot be told).
 pub fn running_as_root() -> bool {
-    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    crate::pg::binaries::is_root().unwrap_or(false)
 }
 
 /// Who should own what a root-run restore creates: the owner of `dir` if it exists, else of

@@ -6,9 +6,10 @@
 //! target settings ("multiple recovery targets specified"), and a backup of a cluster that was
 //! itself restored still carries the old block. So every target setting is reset first, then
 //! the one wanted is set (the order matters: the resets must come before it).
-//! Values are quoted as `ALTER SYSTEM` does: single quotes and backslashes doubled.
+//! Values are quoted by [`crate::pg::conf::quote`] (single quotes doubled, backslashes escaped).
 //! See <https://www.postgresql.org/docs/15/runtime-config-wal.html#RUNTIME-CONFIG-WAL-ARCHIVE-RECOVERY>.
 
+use crate::pg::conf::{command_word, quote};
 use crate::restore::target::{RecoveryTarget, TargetAction};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -39,32 +40,15 @@ pub struct RecoverySettings {
     pub hole_after_target: Option<String>,
 }
 
-/// A postgresql.conf string literal.
-pub fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-}
-
 /// `<exe> --config <config> wal-fetch %f %p`, as a shell command line. PostgreSQL runs it with
 /// `/bin/sh` after replacing `%f`, `%p` and `%%`, so paths are shell-quoted when they need it
 /// and a literal `%` is doubled.
 pub fn restore_command(exe: &Path, config: &Path) -> String {
     format!(
         "{} --config {} wal-fetch %f %p",
-        shell_word(&exe.to_string_lossy()),
-        shell_word(&config.to_string_lossy())
+        command_word(&exe.to_string_lossy()),
+        command_word(&config.to_string_lossy())
     )
-}
-
-fn shell_word(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:,@=".contains(&b));
-    let word = if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    };
-    word.replace('%', "%%")
 }
 
 /// The block appended to `postgresql.auto.conf`. `label` and `when` go into the comment.

@@ -1,7 +1,8 @@
 //! A real PostgreSQL for integration tests, in the manner of neon's `wal_craft`.
 //!
-//! Owns throwaway clusters (initdb, start, stop, psql, pgbench, pg_basebackup), the scratch
-//! directories they live in, and running the built `pgward` binary the way PostgreSQL does.
+//! Clusters are `pgward::pg::scratch` servers; this file adapts them to tests (panics instead of
+//! errors, the server log in every message) and owns the scratch directories they live in and
+//! running the built `pgward` binary the way PostgreSQL does.
 //! Invariants kept here so tests do not have to think about them:
 //! - When the tests run as root, everything PostgreSQL touches runs as the `postgres` user
 //!   (initdb refuses root, and `archive_command` runs as the server's user), and every file the
@@ -12,16 +13,22 @@
 //! - A missing PostgreSQL installation is a test failure, never a skip.
 #![allow(dead_code)]
 
+use pgward::pg::binaries::PgBinaries;
+use pgward::pg::conf;
+use pgward::pg::scratch::{Initdb, Running, ScratchCluster, ScratchSpec, Shutdown, server_log};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
+
+pub use pgward::pg::binaries::OsUser as PgUser;
+/// What a finished subprocess produced.
+pub use pgward::process::Output as RunOutput;
 
 /// Deadline for ordinary PostgreSQL client calls (psql, pg_ctl).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,223 +38,64 @@ const BULK_TIMEOUT: Duration = Duration::from_secs(180);
 const PGWARD_TIMEOUT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
-// Who we are, and the postgres user
+// The PostgreSQL programs, and the postgres user
 // ---------------------------------------------------------------------------------------------
 
-/// Whether this process runs with effective uid 0. `/proc/self` is owned by the process's
-/// effective uid, which avoids an `unsafe` call to `geteuid`.
+/// The PostgreSQL programs as pgward finds them (`$PGWARD_PG_BINDIR`, the Debian directories,
+/// `pg_config`), run as `postgres` when we are root. Panics when there are none.
+pub fn pg_bins() -> &'static PgBinaries {
+    static BINS: OnceLock<PgBinaries> = OnceLock::new();
+    BINS.get_or_init(|| {
+        PgBinaries::locate(None).unwrap_or_else(|e| {
+            panic!(
+                "{e:#}\nThe integration tests need a real PostgreSQL 15: `apt-get install \
+                 postgresql-15`, or set PGWARD_PG_BINDIR to its bin directory; as root they \
+                 also need its `postgres` user."
+            )
+        })
+    })
+}
+
+/// Whether this process runs with effective uid 0.
 pub fn is_root() -> bool {
     static ROOT: OnceLock<bool> = OnceLock::new();
-    *ROOT.get_or_init(|| {
-        fs::metadata("/proc/self")
-            .map(|m| m.uid() == 0)
-            .expect("cannot stat /proc/self to find the effective uid")
-    })
+    *ROOT.get_or_init(|| pgward::pg::binaries::is_root().expect("cannot find the effective uid"))
 }
 
-/// The `postgres` OS user, as found in /etc/passwd.
-#[derive(Debug, Clone)]
-pub struct PgUser {
-    pub uid: u32,
-    pub gid: u32,
-    pub home: PathBuf,
-}
-
-/// The `postgres` user; panics when running as root and there is none (PostgreSQL refuses to
-/// run as root, so the tests cannot work without it).
+/// The `postgres` user; panics when there is none.
 pub fn postgres_user() -> &'static PgUser {
     static USER: OnceLock<PgUser> = OnceLock::new();
-    USER.get_or_init(|| {
-        let passwd = fs::read_to_string("/etc/passwd").expect("cannot read /etc/passwd");
-        passwd
-            .lines()
-            .find_map(|line| {
-                let f: Vec<&str> = line.split(':').collect();
-                if f.len() >= 6 && f[0] == "postgres" {
-                    Some(PgUser {
-                        uid: f[2].parse().ok()?,
-                        gid: f[3].parse().ok()?,
-                        home: PathBuf::from(f[5]),
-                    })
-                } else {
-                    None
-                }
-            })
-            .expect(
-                "tests run as root but there is no `postgres` user in /etc/passwd; \
-                 install PostgreSQL 15 (apt-get install postgresql-15) or run the tests as a \
-                 non-root user",
-            )
-    })
+    USER.get_or_init(|| pgward::pg::binaries::postgres_user().unwrap_or_else(|e| panic!("{e:#}")))
 }
 
 /// Makes `path` owned by the postgres user when running as root (no-op otherwise).
 pub fn chown_postgres(path: &Path) {
-    if is_root() {
-        let u = postgres_user();
-        std::os::unix::fs::chown(path, Some(u.uid), Some(u.gid))
-            .unwrap_or_else(|e| panic!("cannot chown {} to postgres: {e}", path.display()));
-    }
+    pg_bins()
+        .run_as()
+        .chown(path)
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
-/// Makes `cmd` run as the postgres user when we are root. Uses the standard library's
-/// setuid/setgid in the child rather than `runuser`: a deadline kill then reaches the real
-/// process (runuser cannot forward SIGKILL), and there is no PAM session in between.
+/// Makes `cmd` run as the postgres user when we are root. The standard library's setuid/setgid
+/// in the child rather than `runuser`: a deadline kill then reaches the real process (runuser
+/// cannot forward SIGKILL), and there is no PAM session in between.
 pub fn as_postgres(cmd: &mut Command) -> &mut Command {
-    if is_root() {
-        let u = postgres_user();
-        cmd.uid(u.uid)
-            .gid(u.gid)
-            .env("HOME", &u.home)
-            .env("USER", "postgres")
-            .env("LOGNAME", "postgres");
-    }
-    cmd
+    pg_bins().run_as().apply(cmd)
 }
 
-// ---------------------------------------------------------------------------------------------
-// PostgreSQL binaries
-// ---------------------------------------------------------------------------------------------
-
-/// The directory holding `initdb`, `pg_ctl`, ...: `$PGWARD_PG_BINDIR`, else
-/// `/usr/lib/postgresql/15/bin`, else `pg_config --bindir`. Panics when none has `initdb`.
+/// The directory holding `initdb`, `pg_ctl`, ...
 pub fn pg_bindir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let mut tried = Vec::new();
-        if let Some(d) = std::env::var_os("PGWARD_PG_BINDIR").filter(|d| !d.is_empty()) {
-            tried.push(PathBuf::from(d));
-        }
-        tried.push(PathBuf::from("/usr/lib/postgresql/15/bin"));
-        if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
-            && out.status.success()
-        {
-            tried.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-        }
-        tried
-            .iter()
-            .find(|d| d.join("initdb").is_file())
-            .cloned()
-            .unwrap_or_else(|| {
-                panic!(
-                    "PostgreSQL not found: no `initdb` in any of {tried:?}. The integration \
-                     tests need a real PostgreSQL 15: `apt-get install postgresql-15`, or set \
-                     PGWARD_PG_BINDIR to its bin directory."
-                )
-            })
-    })
-}
-
-fn pg_command(program: &str) -> Command {
-    let mut cmd = Command::new(pg_bindir().join(program));
-    // Nothing from the developer's environment may redirect a client to another server.
-    for var in [
-        "PGDATA",
-        "PGHOST",
-        "PGHOSTADDR",
-        "PGPORT",
-        "PGUSER",
-        "PGDATABASE",
-        "PGPASSWORD",
-        "PGSERVICE",
-        "PGOPTIONS",
-        "PGSSLMODE",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("LC_ALL", "C");
-    as_postgres(&mut cmd);
-    cmd
+    pg_bins().bindir()
 }
 
 // ---------------------------------------------------------------------------------------------
 // Running subprocesses under a deadline
 // ---------------------------------------------------------------------------------------------
 
-/// What a finished subprocess produced.
-#[derive(Debug)]
-pub struct RunOutput {
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-    pub elapsed: Duration,
-}
-
-impl RunOutput {
-    pub fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-    /// A readable dump for assertion messages.
-    pub fn describe(&self) -> String {
-        format!(
-            "status: {:?} after {:.2?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status, self.elapsed, self.stdout, self.stderr
-        )
-    }
-}
-
-fn spawn_reader(
-    mut src: impl Read + Send + 'static,
-    buf: Arc<Mutex<Vec<u8>>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut chunk = [0u8; 8192];
-        loop {
-            match src.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.lock().unwrap().extend_from_slice(&chunk[..n]),
-            }
-        }
-    })
-}
-
 /// Runs `cmd` to completion, killing it and panicking (with what it printed so far) if it takes
 /// longer than `timeout`. Standard input is closed; output is captured.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> RunOutput {
-    let what = format!("{cmd:?}");
-    let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let out_buf = Arc::new(Mutex::new(Vec::new()));
-    let err_buf = Arc::new(Mutex::new(Vec::new()));
-    let out_t = spawn_reader(child.stdout.take().unwrap(), out_buf.clone());
-    let err_t = spawn_reader(child.stderr.take().unwrap(), err_buf.clone());
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for child") {
-            break status;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            // The readers may be blocked on a pipe a grandchild still holds: do not join them.
-            panic!(
-                "timed out after {timeout:?}: {what}\n--- stdout so far ---\n{}\n--- stderr so far ---\n{}",
-                String::from_utf8_lossy(&out_buf.lock().unwrap()),
-                String::from_utf8_lossy(&err_buf.lock().unwrap()),
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let elapsed = start.elapsed();
-    // Output of a process that left a daemon holding its pipes (pg_ctl start redirects the
-    // postmaster to the log file, so this should not happen) is cut off after a grace period.
-    let grace = Instant::now();
-    while !(out_t.is_finished() && err_t.is_finished()) && grace.elapsed() < Duration::from_secs(5)
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let stdout = String::from_utf8_lossy(&out_buf.lock().unwrap()).into_owned();
-    let stderr = String::from_utf8_lossy(&err_buf.lock().unwrap()).into_owned();
-    RunOutput {
-        status,
-        stdout,
-        stderr,
-        elapsed,
-    }
+    pgward::process::run(cmd, timeout).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs `cmd` under a deadline and panics with its output unless it exits 0.
@@ -327,13 +175,9 @@ pub fn write_postgres_file(p: &Path, contents: &[u8]) {
     chown_postgres(p);
 }
 
-/// A TCP port nobody listens on right now. Clusters listen on Unix sockets only (each in its
-/// own directory), so a rare collision would not even matter; the port just names the socket.
+/// A TCP port nobody listens on right now (see [`pgward::pg::scratch::free_port`]).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot find a free port")
+    pgward::pg::scratch::free_port().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -606,38 +450,30 @@ pub struct InitOpts {
     pub extra_conf: Vec<String>,
 }
 
-/// One PostgreSQL cluster in a [`TestDir`], listening on a Unix socket only.
+/// One PostgreSQL cluster in a [`TestDir`], listening on a Unix socket only: a
+/// `pgward::pg::scratch` server that panics where that returns an error.
 pub struct PgCluster {
     pub name: String,
     pub datadir: PathBuf,
     pub socket_dir: PathBuf,
     pub port: u16,
     pub log_file: PathBuf,
-    /// Directory the PostgreSQL tools run in (readable by postgres).
-    cwd: PathBuf,
+    cluster: ScratchCluster,
+    /// The guard of the server this cluster started; dropping it stops the server.
+    running: Option<Running>,
 }
 
 impl PgCluster {
     /// `initdb` a new cluster at `<dir>/<name>` (not started). The server runs with fsync on:
     /// archive durability is what these tests are about.
     pub fn init(dir: &TestDir, name: &str, opts: InitOpts) -> PgCluster {
-        let datadir = dir.path().join(name);
-        let mut cmd = pg_command("initdb");
-        cmd.current_dir(dir.path()).arg("-D").arg(&datadir).args([
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-N",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]);
-        if opts.data_checksums {
-            cmd.arg("-k");
-        }
-        run_ok(&mut cmd, CLIENT_TIMEOUT);
-        let cluster = PgCluster::adopt(dir, name, datadir, "postgresql.conf");
+        let init = Initdb {
+            data_checksums: opts.data_checksums,
+        };
+        let cluster = Self::spec(dir, name, dir.path().join(name))
+            .initdb(&init)
+            .unwrap_or_else(|e| panic!("cannot set up cluster {name}: {e:#}"));
+        let cluster = PgCluster::wrap(name, cluster);
         let mut conf = vec![
             "wal_level = replica".to_string(),
             "max_wal_size = '1GB'".to_string(),
@@ -658,47 +494,47 @@ impl PgCluster {
         datadir: PathBuf,
         extra_conf: &[String],
     ) -> PgCluster {
-        let cluster = PgCluster::adopt(dir, name, datadir, "postgresql.auto.conf");
+        let cluster = Self::spec(dir, name, datadir)
+            .adopt()
+            .unwrap_or_else(|e| panic!("cannot adopt cluster {name}: {e:#}"));
+        let cluster = PgCluster::wrap(name, cluster);
         cluster.append_auto_conf(extra_conf);
         cluster
     }
 
-    fn adopt(dir: &TestDir, name: &str, datadir: PathBuf, conf_file: &str) -> PgCluster {
+    /// The harness's scratch server: socket in `<dir>/<name>.s`, log in `<dir>/<name>.log`,
+    /// stopped immediately when dropped (a test that wanted a clean stop says so).
+    fn spec(dir: &TestDir, name: &str, datadir: PathBuf) -> ScratchSpec {
         let socket_dir = dir.subdir(&format!("{name}.s"));
-        let cluster = PgCluster {
+        let mut spec = ScratchSpec::new(pg_bins().clone(), &datadir, &socket_dir)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        spec.log_file = dir.path().join(format!("{name}.log"));
+        spec.on_drop = Shutdown::Immediate;
+        spec
+    }
+
+    fn wrap(name: &str, cluster: ScratchCluster) -> PgCluster {
+        let s = cluster.spec();
+        PgCluster {
             name: name.to_string(),
-            datadir,
-            socket_dir,
-            port: free_port(),
-            log_file: dir.path().join(format!("{name}.log")),
-            cwd: dir.path().to_path_buf(),
-        };
-        let lines = [
-            format!("port = {}", cluster.port),
-            "listen_addresses = ''".to_string(),
-            format!(
-                "unix_socket_directories = '{}'",
-                cluster.socket_dir.display()
-            ),
-        ];
-        cluster.append_to(conf_file, &lines);
-        cluster
+            datadir: s.datadir.clone(),
+            socket_dir: s.socket_dir.clone(),
+            port: s.port,
+            log_file: s.log_file.clone(),
+            cluster,
+            running: None,
+        }
     }
 
     fn append_to(&self, file: &str, lines: &[String]) {
-        use std::io::Write;
         let path = self.datadir.join(file);
-        let mut f = fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
-        writeln!(f, "\n# added by the pgward test harness").unwrap();
-        for l in lines {
-            writeln!(f, "{l}").unwrap();
-        }
-        drop(f);
-        chown_postgres(&path);
+        conf::append_lines(
+            &path,
+            lines,
+            "added by the pgward test harness",
+            pg_bins().run_as(),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     /// Appends settings to postgresql.conf (takes effect on the next start or reload).
@@ -708,23 +544,31 @@ impl PgCluster {
 
     /// Appends settings to postgresql.auto.conf (overrides postgresql.conf).
     pub fn append_auto_conf(&self, lines: &[String]) {
-        self.append_to("postgresql.auto.conf", lines);
+        self.append_to(conf::AUTO_CONF, lines);
     }
 
     pub fn is_running(&self) -> bool {
         self.datadir.join("postmaster.pid").exists()
     }
 
-    /// `pg_ctl start -w`; the caller judges the outcome (a recovery that must fail, say).
+    /// `pg_ctl start -w`; the caller judges the outcome (a recovery that must fail, say). A
+    /// failed start leaves no server behind; the output then holds the error.
     pub fn try_start(&mut self) -> RunOutput {
-        let mut cmd = pg_command("pg_ctl");
-        cmd.current_dir(&self.cwd)
-            .arg("-D")
-            .arg(&self.datadir)
-            .arg("-l")
-            .arg(&self.log_file)
-            .args(["-w", "-t", "60", "start"]);
-        run_with_timeout(&mut cmd, Duration::from_secs(90))
+        let started = Instant::now();
+        // A server still running refuses the start; the guard of one that exited is replaced.
+        let (code, stderr) = match self.cluster.start() {
+            Ok(running) => {
+                self.running = Some(running);
+                (0, String::new())
+            }
+            Err(e) => (1, format!("{e:#}")),
+        };
+        RunOutput {
+            status: ExitStatus::from_raw(code << 8),
+            stdout: String::new(),
+            stderr,
+            elapsed: started.elapsed(),
+        }
     }
 
     /// Waits until the postmaster has exited (its pid file is gone); false on timeout.
@@ -743,58 +587,41 @@ impl PgCluster {
         let out = self.try_start();
         assert!(
             out.status.success(),
-            "cluster {} did not start\n{}\n{}",
+            "cluster {} did not start\n{}",
             self.name,
-            out.describe(),
-            self.log_tail(60)
+            out.stderr
         );
     }
 
-    fn pg_ctl_stop(&self, mode: &str) -> RunOutput {
-        let mut cmd = pg_command("pg_ctl");
-        cmd.current_dir(&self.cwd)
-            .arg("-D")
-            .arg(&self.datadir)
-            .args(["-m", mode, "-w", "-t", "60", "stop"]);
-        run_with_timeout(&mut cmd, Duration::from_secs(90))
+    fn stop_with(&mut self, mode: Shutdown) {
+        let running = self
+            .running
+            .take()
+            .unwrap_or_else(|| panic!("cluster {} is not running", self.name));
+        if let Err(e) = running.stop_with(mode) {
+            panic!(
+                "cluster {} did not stop\n{e:#}\n{}",
+                self.name,
+                self.log_tail(60)
+            );
+        }
     }
 
     /// Fast shutdown (a shutdown checkpoint; the archiver gets to finish its current file).
     pub fn stop(&mut self) {
-        let out = self.pg_ctl_stop("fast");
-        assert!(
-            out.status.success(),
-            "cluster {} did not stop\n{}\n{}",
-            self.name,
-            out.describe(),
-            self.log_tail(60)
-        );
+        self.stop_with(Shutdown::Fast);
     }
 
     pub fn stop_immediate(&mut self) {
-        let out = self.pg_ctl_stop("immediate");
-        assert!(
-            out.status.success(),
-            "cluster {} did not stop (immediate)\n{}",
-            self.name,
-            out.describe()
-        );
-    }
-
-    fn psql_command(&self, sql: &str) -> Command {
-        let mut cmd = pg_command("psql");
-        cmd.current_dir(&self.cwd)
-            .arg("-h")
-            .arg(&self.socket_dir)
-            .args(["-p", &self.port.to_string()])
-            .args(["-U", "postgres", "-d", "postgres", "-XAtq"])
-            .args(["-v", "ON_ERROR_STOP=1", "-c", sql]);
-        cmd
+        self.stop_with(Shutdown::Immediate);
     }
 
     /// Runs `sql`, returning its unaligned, tuples-only output without the final newline.
     pub fn try_psql(&self, sql: &str) -> Result<String, String> {
-        let out = run_with_timeout(&mut self.psql_command(sql), CLIENT_TIMEOUT);
+        let out = self
+            .cluster
+            .psql_output(sql)
+            .unwrap_or_else(|e| panic!("{e}"));
         if out.status.success() {
             Ok(out.stdout.trim_end_matches('\n').to_string())
         } else {
@@ -813,64 +640,42 @@ impl PgCluster {
         })
     }
 
-    /// Runs `pgbench <args> postgres` against this cluster; panics on failure.
-    pub fn pgbench(&self, args: &[&str]) -> RunOutput {
-        let mut cmd = pg_command("pgbench");
-        cmd.current_dir(&self.cwd)
-            .arg("-h")
-            .arg(&self.socket_dir)
-            .args(["-p", &self.port.to_string(), "-U", "postgres"])
-            .args(args)
-            .arg("postgres");
-        let out = run_with_timeout(&mut cmd, BULK_TIMEOUT);
+    /// Runs a client program (`-h`, `-p` and `-U` given) with `args` under `timeout`; panics
+    /// with its output and the log tail unless it exits 0.
+    fn client_ok(&self, program: &str, args: &[&str], timeout: Duration) -> RunOutput {
+        let mut cmd = self.cluster.client(program);
+        cmd.args(args);
+        let out = run_with_timeout(&mut cmd, timeout);
         assert!(
             out.status.success(),
-            "pgbench {args:?} on {} failed\n{}\n{}",
+            "{program} {args:?} on {} failed\n{}\n{}",
             self.name,
             out.describe(),
-            self.log_tail(40)
+            self.log_tail(60)
         );
         out
+    }
+
+    /// Runs `pgbench <args> postgres` against this cluster; panics on failure.
+    pub fn pgbench(&self, args: &[&str]) -> RunOutput {
+        let args: Vec<&str> = args.iter().copied().chain(["postgres"]).collect();
+        self.client_ok("pgbench", &args, BULK_TIMEOUT)
     }
 
     /// `pg_basebackup -D target -c fast -N <extra_args>`, as postgres, under a deadline (with
     /// `-X none` it waits for archiving, which hangs if archiving is broken).
     pub fn pg_basebackup(&self, target: &Path, extra_args: &[&str]) {
-        let mut cmd = pg_command("pg_basebackup");
-        cmd.current_dir(&self.cwd)
-            .arg("-h")
-            .arg(&self.socket_dir)
-            .args(["-p", &self.port.to_string(), "-U", "postgres"])
-            .arg("-D")
-            .arg(target)
-            .args(["-c", "fast", "-N"])
-            .args(extra_args);
-        let out = run_with_timeout(&mut cmd, BULK_TIMEOUT);
-        assert!(
-            out.status.success(),
-            "pg_basebackup of {} failed\n{}\n{}",
-            self.name,
-            out.describe(),
-            self.log_tail(60)
-        );
+        let target = target.to_string_lossy();
+        let mut args = vec!["-D", &target, "-c", "fast", "-N"];
+        args.extend(extra_args);
+        self.client_ok("pg_basebackup", &args, BULK_TIMEOUT);
     }
 
     /// Runs `pg_amcheck` on every database (installing amcheck where missing); panics with its
     /// report on any corruption.
     pub fn pg_amcheck(&self) {
-        let mut cmd = pg_command("pg_amcheck");
-        cmd.current_dir(&self.cwd)
-            .arg("-h")
-            .arg(&self.socket_dir)
-            .args(["-p", &self.port.to_string(), "-U", "postgres"])
-            .args(["--all", "--install-missing", "--heapallindexed"]);
-        let out = run_with_timeout(&mut cmd, BULK_TIMEOUT);
-        assert!(
-            out.status.success(),
-            "pg_amcheck on {} reports problems\n{}",
-            self.name,
-            out.describe()
-        );
+        let args = ["--all", "--install-missing", "--heapallindexed"];
+        self.client_ok("pg_amcheck", &args, BULK_TIMEOUT);
     }
 
     /// Sets `archive_command` with ALTER SYSTEM and reloads.
@@ -884,29 +689,17 @@ impl PgCluster {
 
     /// The whole server log (empty if not written yet).
     pub fn server_log(&self) -> String {
-        fs::read(&self.log_file)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        self.cluster.server_log()
     }
 
     /// The last `n` lines of the server log, labelled, for panic messages.
     pub fn log_tail(&self, n: usize) -> String {
-        let log = self.server_log();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(n)..].join("\n");
-        format!(
-            "--- last {n} lines of {} ---\n{tail}",
-            self.log_file.display()
-        )
+        self.cluster.log_tail(n)
     }
 
     /// Server log lines at FATAL or PANIC level.
     pub fn fatal_log_lines(&self) -> Vec<String> {
-        self.server_log()
-            .lines()
-            .filter(|l| l.contains("FATAL:") || l.contains("PANIC:"))
-            .map(str::to_string)
-            .collect()
+        server_log::fatal_lines(&self.server_log())
     }
 
     /// Panics (with the log) if the server log has any FATAL or PANIC line.
@@ -946,42 +739,15 @@ impl PgCluster {
     /// returns as soon as a hot standby accepts connections, before recovery has finished or
     /// failed, so this also fails early when the log shows FATAL/PANIC or the server is gone.
     pub fn wait_for_recovery_end(&self, timeout: Duration) {
-        let start = Instant::now();
-        loop {
-            if !self.fatal_log_lines().is_empty() {
-                self.assert_no_fatal();
-            }
-            if self.try_psql("select pg_is_in_recovery()").as_deref() == Ok("f") {
-                return;
-            }
-            assert!(
-                self.is_running(),
-                "cluster {} exited during recovery\n{}",
-                self.name,
-                self.log_tail(80)
-            );
-            assert!(
-                start.elapsed() < timeout,
-                "cluster {} still in recovery after {timeout:?}\n{}",
-                self.name,
-                self.log_tail(80)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for PgCluster {
-    fn drop(&mut self) {
-        if self.is_running() {
-            let out = self.pg_ctl_stop("immediate");
-            if !out.status.success() {
-                eprintln!(
-                    "could not stop cluster {} on drop\n{}",
-                    self.name,
-                    out.describe()
-                );
-            }
+        let running = self
+            .running
+            .as_ref()
+            .unwrap_or_else(|| panic!("cluster {} was not started", self.name));
+        // Earlier starts count too: a test expects a clean log unless it says otherwise. The
+        // wait itself watches this start's lines.
+        self.assert_no_fatal();
+        if let Err(e) = running.wait_recovery_done(timeout) {
+            panic!("cluster {}: {e:#}", self.name);
         }
     }
 }
@@ -1006,9 +772,10 @@ pub fn configure_backup_source(cluster: &PgCluster, cfg: &Path, extra_toml: &str
         1,
     ) + extra_toml;
     write_postgres_file(cfg, text.as_bytes());
-    cluster.append_conf(&[format!(
-        "archive_command = '{} --config {} wal-push %p'",
-        reachable_binary().display(),
-        cfg.display()
-    )]);
+    let archive_command = format!(
+        "{} --config {} wal-push %p",
+        conf::command_word(&reachable_binary().to_string_lossy()),
+        conf::command_word(&cfg.to_string_lossy())
+    );
+    cluster.append_conf(&[conf::setting_line("archive_command", &archive_command)]);
 }

@@ -1,0 +1,131 @@
+//! A postmaster process, named so that it can be signalled safely after a while.
+//!
+//! A PID alone is not enough: once the server exits its PID can be reused by any process, and
+//! SIGKILL to a reused PID kills a stranger. So a [`Postmaster`] is the PID together with the
+//! process's start time (field 22 of `/proc/<pid>/stat`, clock ticks since boot), and it is
+//! signalled only while `/proc/<pid>/stat` still shows that start time. A zombie (state `Z`)
+//! counts as gone: `pg_ctl` detaches the server, so it is reaped by init, not by us.
+//! Signals go through `rustix` (no `unsafe`).
+
+use crate::pg::postmaster_pid::PostmasterPid;
+use rustix::process::{Pid, Signal};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Postmaster {
+    pid: u32,
+    start_ticks: u64,
+}
+
+/// `(state, start time)` from the text of `/proc/<pid>/stat`. The command name (field 2) is in
+/// parentheses and may itself hold spaces and parentheses, so fields are counted after the last
+/// `)`.
+fn parse_stat(text: &str) -> Option<(char, u64)> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    // Field 3 (state) is fields[0], so field 22 (starttime) is fields[19].
+    Some((state, fields.get(19)?.parse().ok()?))
+}
+
+fn stat_of(pid: u32) -> Option<(char, u64)> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+impl Postmaster {
+    /// The live process that runs as `pid` now, if there is one.
+    pub fn find(pid: u32) -> Option<Postmaster> {
+        match stat_of(pid)? {
+            ('Z' | 'X', _) => None,
+            (_, start_ticks) => Some(Postmaster { pid, start_ticks }),
+        }
+    }
+
+    /// The live postmaster named by `<datadir>/postmaster.pid`, if any (a stale file whose
+    /// process is gone gives `None`).
+    pub fn of_datadir(datadir: &Path) -> Option<Postmaster> {
+        let text = std::fs::read_to_string(datadir.join("postmaster.pid")).ok()?;
+        Postmaster::find(PostmasterPid::parse(&text).pid?)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether this very process (same PID, same start time) still runs.
+    pub fn is_alive(&self) -> bool {
+        Postmaster::find(self.pid) == Some(*self)
+    }
+
+    /// Polls until the process is gone; false if it still runs after `timeout`.
+    pub fn wait_gone(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.is_alive() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// SIGKILL, if this process still runs. The identity is checked right before the signal;
+    /// the window between the check and the signal is a few microseconds, against PID reuse
+    /// that needs the server to exit and the PID space to wrap first.
+    pub fn kill(&self) -> std::io::Result<()> {
+        if !self.is_alive() {
+            return Ok(());
+        }
+        let pid = i32::try_from(self.pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or_else(|| std::io::Error::other(format!("invalid pid {}", self.pid)))?;
+        match rustix::process::kill_process(pid, Signal::KILL) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines() {
+        let line = "4374 (cat) R 4370 4370 26791 0 -1 4194304 98 0 0 0 0 0 0 0 20 0 1 0 543568 \
+                    3133440 390 18446744073709551615";
+        assert_eq!(parse_stat(line), Some(('R', 543568)));
+        let odd = "77 (a) b) (c) S 1 77 77 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 1 2";
+        assert_eq!(parse_stat(odd), Some(('S', 99)));
+        assert_eq!(parse_stat("77 (short) S 1 2"), None);
+        assert_eq!(parse_stat(""), None);
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_changed_start_time_is_not() {
+        let me = Postmaster::find(std::process::id()).unwrap();
+        assert!(me.is_alive());
+        let reused = Postmaster {
+            start_ticks: me.start_ticks + 1,
+            ..me
+        };
+        assert!(!reused.is_alive());
+        // Not alive: kill does nothing (it would otherwise kill the test process).
+        reused.kill().unwrap();
+    }
+
+    #[test]
+    fn a_killed_child_is_gone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let p = Postmaster::find(child.id()).unwrap();
+        p.kill().unwrap();
+        // Our own child stays a zombie until waited for; a zombie counts as gone.
+        assert!(p.wait_gone(Duration::from_secs(5)));
+        let _ = child.wait();
+    }
+}
