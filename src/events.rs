@@ -181,7 +181,7 @@ impl EventSink for LogSink {
                     wal = %wal,
                     bytes,
                     stored = stored_bytes,
-                    ratio = format_args!("{:.1}", ratio(*bytes, *stored_bytes)),
+                    ratio = ratio(*bytes, *stored_bytes),
                     ms,
                     ahead,
                     "pushed"
@@ -197,7 +197,7 @@ impl EventSink for LogSink {
                 wal = %wal,
                 bytes,
                 stored = stored_bytes,
-                ratio = format_args!("{:.1}", ratio(*bytes, *stored_bytes)),
+                ratio = ratio(*bytes, *stored_bytes),
                 ms,
                 prefetched = from_spool,
                 "fetched"
@@ -238,8 +238,9 @@ impl EventSink for LogSink {
             } => tracing::info!(
                 backup,
                 pgdata,
-                total = %units::bytes(*bytes_total),
-                "restore started"
+                bytes_total,
+                "restore started: {} to write",
+                units::bytes(*bytes_total)
             ),
             Event::RestoreProgress {
                 bytes_done,
@@ -247,15 +248,16 @@ impl EventSink for LogSink {
                 elapsed_ms,
             } => {
                 if self.log_due() {
+                    let percent =
+                        (*bytes_done as f64 * 100.0 / (*bytes_total).max(1) as f64).round();
                     tracing::info!(
-                        done = %units::bytes(*bytes_done),
-                        total = %units::bytes(*bytes_total),
-                        percent = format_args!(
-                            "{:.0}",
-                            *bytes_done as f64 * 100.0 / (*bytes_total).max(1) as f64
-                        ),
-                        rate = %units::rate(*bytes_done, *elapsed_ms as f64 / 1000.0),
-                        "restoring"
+                        bytes_done,
+                        bytes_total,
+                        percent,
+                        "restoring: {} of {} ({percent}%), {}",
+                        units::bytes(*bytes_done),
+                        units::bytes(*bytes_total),
+                        units::rate(*bytes_done, *elapsed_ms as f64 / 1000.0)
                     );
                 }
             }
@@ -280,11 +282,12 @@ impl EventSink for LogSink {
     }
 }
 
+/// Original over stored size, to one decimal (a JSON log line carries it as a number).
 fn ratio(raw: u64, stored: u64) -> f64 {
     if stored == 0 {
         0.0
     } else {
-        raw as f64 / stored as f64
+        (raw as f64 / stored as f64 * 10.0).round() / 10.0
     }
 }
 

@@ -100,7 +100,16 @@ pub struct TimelineReport {
 
 /// Builds the report from the repository.
 pub async fn report(ctx: &Context) -> Result<InfoReport> {
+    let started = std::time::Instant::now();
     let loaded = Snapshot::load(ctx.storage.as_ref()).await?;
+    tracing::debug!(
+        backups = loaded.catalog.backups.len(),
+        in_progress = loaded.catalog.in_progress.len(),
+        timelines = loaded.wal.timelines.len(),
+        histories = loaded.histories.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "repository snapshot loaded"
+    );
     let id = loaded.identity.clone();
     let catalog = &loaded.wal;
     let recoverable = recoverable_windows(&loaded);
@@ -238,9 +247,9 @@ pub fn render_text(r: &InfoReport) -> String {
     for t in &r.timelines {
         let _ = writeln!(
             s,
-            "  timeline {}: {} segments, {} stored{}",
+            "  timeline {}: {}, {} stored{}",
             Timeline(t.timeline).0,
-            t.segments,
+            units::count(t.segments, "segment", "segments"),
             units::bytes(t.stored_bytes),
             if t.has_history_file {
                 ", history file archived"
@@ -251,15 +260,21 @@ pub fn render_text(r: &InfoReport) -> String {
         for g in &t.ranges {
             let _ = writeln!(
                 s,
-                "    {} .. {}  ({} segments, {} - {})",
-                g.first, g.last, g.segments, g.start_lsn, g.end_lsn
+                "    {} .. {}  ({}, {} - {})",
+                g.first,
+                g.last,
+                units::count(g.segments, "segment", "segments"),
+                g.start_lsn,
+                g.end_lsn
             );
         }
         for g in &t.gaps {
             let _ = writeln!(
                 s,
-                "    GAP {} .. {}  ({} segments missing)",
-                g.first, g.last, g.segments
+                "    GAP {} .. {}  ({} missing)",
+                g.first,
+                g.last,
+                units::count(g.segments, "segment", "segments")
             );
         }
         for p in &t.partial_files {

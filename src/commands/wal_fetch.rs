@@ -38,6 +38,7 @@ pub async fn run(ctx: &Context, args: &Args, exe: Option<&Path>) -> Result<()> {
         let report = match fetch::take_from_spool(&spool, &name, &args.dest)? {
             Some(r) => r,
             None => {
+                tracing::debug!(wal = %name, spool = %spool.dir().display(), "not in the spool; fetching from the repository");
                 // The identity check runs beside the fetch, so it costs no extra round trip.
                 let storage = ctx.storage.as_ref();
                 let (identity, fetched) = tokio::join!(

@@ -250,6 +250,7 @@ pub async fn locate(
             (n == *name).then_some((o.key, sha, o.size))
         })
         .collect();
+    tracing::debug!(wal = %name, prefix, found = ?found.iter().map(|f| &f.0).collect::<Vec<_>>(), "listed");
     match found.len() {
         0 => Err(NotArchived(name.to_string()).into()),
         1 => Ok(found.into_iter().next().expect("one element")),

@@ -137,6 +137,14 @@ impl Pusher {
         let existing = listing
             .with_context(|| format!("cannot list {prefix}* in {}", self.storage.describe()))?;
         let key = layout::wal_key(name, &encoded.sha256);
+        tracing::debug!(
+            wal = %name,
+            sha256 = %encoded.sha256,
+            key,
+            existing = existing.len(),
+            zstd_workers_free = self.cpu.available_permits(),
+            "encoded; objects already under the name's prefix listed"
+        );
         let mut report = PushReport {
             name: name.clone(),
             outcome: PushOutcome::Stored,
