@@ -302,9 +302,9 @@ fn resolve_timeline(
         TimelineChoice::Number(n) if leads_to(view.histories, b, n) => Ok(n),
         TimelineChoice::Number(n) => Err(match view.histories.get(&n) {
             None => format!(
-                "timeline {} has no history file in the archive, so only backups taken on it \
-                 lead to it, and this one is on timeline {}",
-                n.0, b.timeline.0
+                "timeline {} has no history file in the archive, so only backups taken on \
+                 timeline {} lead to it",
+                n.0, n.0
             ),
             Some(h) => match h.switch_point_of(b.timeline) {
                 Some(at) => format!(
@@ -389,7 +389,7 @@ fn choose_newest<'a>(
     req: &PlanRequest,
 ) -> Result<(&'a BackupSummary, Timeline, String)> {
     let mut too_late = 0usize;
-    let mut off_path: Vec<String> = Vec::new();
+    let mut off_path: Vec<(&BackupSummary, String)> = Vec::new();
     for b in view.backups.iter().rev() {
         if satisfies(b, &req.target).is_err() {
             too_late += 1;
@@ -409,10 +409,12 @@ fn choose_newest<'a>(
                     other => format!("newest backup (target: {other})"),
                 };
                 if !off_path.is_empty() {
+                    let labels: Vec<&str> =
+                        off_path.iter().map(|(o, _)| o.label.as_str()).collect();
                     let _ = write!(
                         reason,
                         "; newer backups {} do not lead to timeline {}",
-                        off_path.join(", "),
+                        labels.join(", "),
                         req.timeline
                     );
                 }
@@ -421,7 +423,7 @@ fn choose_newest<'a>(
                 }
                 return Ok((b, tli, reason));
             }
-            Err(why) => off_path.push(format!("{} ({why})", b.label)),
+            Err(why) => off_path.push((b, why)),
         }
     }
     let oldest = &view.backups[0];
@@ -453,8 +455,36 @@ fn choose_newest<'a>(
          hint: use --target-timeline latest or current, or restore a backup taken on that \
          timeline",
         req.timeline,
-        off_path.join("; ")
+        grouped_reasons(&off_path)
     )
+}
+
+/// `backups C, B and A (timeline 1): why; backup D (timeline 2): other why` — each reason
+/// once, with every backup it applies to, in the order first met.
+fn grouped_reasons(off_path: &[(&BackupSummary, String)]) -> String {
+    let mut groups: Vec<(&str, Vec<&BackupSummary>)> = Vec::new();
+    for (b, why) in off_path {
+        match groups
+            .iter_mut()
+            .find(|(w, g)| *w == why.as_str() && g[0].timeline == b.timeline)
+        {
+            Some((_, g)) => g.push(b),
+            None => groups.push((why.as_str(), vec![b])),
+        }
+    }
+    groups
+        .iter()
+        .map(|(why, g)| {
+            let labels: Vec<&str> = g.iter().map(|b| b.label.as_str()).collect();
+            let who = match labels.as_slice() {
+                [one] => format!("backup {one}"),
+                [rest @ .., last] => format!("backups {} and {last}", rest.join(", ")),
+                [] => String::new(),
+            };
+            format!("{who} (timeline {}): {why}", g[0].timeline.0)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Recovery replays timelines from the backup's to the target's, switching at each history
@@ -913,6 +943,24 @@ mod tests {
                 histories: vec![],
             },
         )
+    }
+
+    #[test]
+    fn a_refusal_names_one_reason_once_for_every_backup_it_applies_to() {
+        let (backups, archive) = three();
+        let err = run(
+            &backups,
+            &archive,
+            None,
+            RecoveryTarget::EndOfArchive,
+            TimelineChoice::Number(Timeline(4)),
+        )
+        .unwrap_err()
+        .to_string();
+        let clause = "timeline 4 has no history file in the archive";
+        assert_eq!(err.matches(clause).count(), 1, "{err}");
+        assert!(err.contains("backups C, B and A"), "{err}");
+        assert!(err.contains("hint: use --target-timeline"), "{err}");
     }
 
     #[test]
