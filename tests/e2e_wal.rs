@@ -290,10 +290,22 @@ fn archive_and_recover(dir: &TestDir, repo: RepoSpec) -> Vec<String> {
 /// original bytes, named by their sha256; plus the base backup's `.backup` history file.
 fn check_local_layout(repo: &Path, pg_wal: &Path, archived: &[String]) {
     assert!(repo.join("repo.json").is_file(), "repo.json missing");
+    // Format 2: one directory per log number under the timeline's (`wal/00000001/00000000/`).
     let tl_dir = repo.join("wal").join("00000001");
     let mut segments = Vec::new();
     let mut backup_files = 0;
-    for e in fs::read_dir(&tl_dir).unwrap() {
+    let log_dirs: Vec<fs::DirEntry> = fs::read_dir(&tl_dir).unwrap().map(|e| e.unwrap()).collect();
+    for d in &log_dirs {
+        let log = d.file_name().to_string_lossy().into_owned();
+        assert!(
+            log.len() == 8 && log.bytes().all(|b| b.is_ascii_hexdigit()) && d.path().is_dir(),
+            "only log directories under the timeline's: {log}"
+        );
+    }
+    for e in log_dirs
+        .iter()
+        .flat_map(|d| fs::read_dir(d.path()).unwrap())
+    {
         let e = e.unwrap();
         let file = e.file_name().to_string_lossy().into_owned();
         let Some(stem) = file.strip_suffix(".zst") else {
@@ -309,6 +321,14 @@ fn check_local_layout(repo: &Path, pg_wal: &Path, archived: &[String]) {
             hex::encode(Sha256::digest(&bytes)),
             sha,
             "{file}: key sha256 does not match the content"
+        );
+        assert!(
+            name.get(8..16)
+                == e.path()
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .and_then(|n| n.to_str()),
+            "{file} is filed under its log number"
         );
         if is_segment_name(name) {
             assert!(

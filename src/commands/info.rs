@@ -8,6 +8,7 @@ use crate::pg::Lsn;
 use crate::pg::Timeline;
 use crate::repo::catalog::BackupSummary;
 use crate::repo::catalog::InProgressMarker;
+use crate::repo::label::rfc3339;
 use crate::repo::lock::hostname;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::wal_catalog::SegmentRange;
@@ -169,7 +170,7 @@ fn recoverable_windows(a: &Snapshot) -> Vec<RecoverableWindow> {
         .filter_map(|tli| {
             a.catalog.backups.iter().find_map(|b| {
                 let req = PlanRequest {
-                    backup: Some(b.label.clone()),
+                    backup: Some(b.label.to_string()),
                     target: RecoveryTarget::EndOfArchive,
                     timeline: TimelineChoice::Number(*tli),
                     timeline_given: true,
@@ -177,9 +178,9 @@ fn recoverable_windows(a: &Snapshot) -> Vec<RecoverableWindow> {
                 let p = plan::plan(&view, &req).ok()?;
                 Some(RecoverableWindow {
                     timeline: tli.0,
-                    from_backup: b.label.clone(),
+                    from_backup: b.label.to_string(),
                     from_lsn: b.stop_lsn,
-                    from_time: b.stop_time.clone(),
+                    from_time: rfc3339(&b.stop_time),
                     to_lsn: p.wal_available_until,
                 })
             })
@@ -291,8 +292,8 @@ pub fn render_text(r: &InfoReport) -> String {
             "  {}  timeline {}  {} .. {}  lsn {} .. {}  size {}  stored {}{}",
             b.label,
             b.timeline.0,
-            b.start_time,
-            b.stop_time,
+            rfc3339(&b.start_time),
+            rfc3339(&b.stop_time),
             b.start_lsn,
             b.stop_lsn,
             units::bytes(b.total_bytes),

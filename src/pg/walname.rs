@@ -76,6 +76,13 @@ pub struct WalSegmentName {
     pub seg: u32,
 }
 
+/// Written as its file name (`000000010000000000000003`), as in every report.
+impl Serialize for WalSegmentName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl WalSegmentName {
     /// Parses a bare 24-hex-digit segment name (no suffix).
     pub fn parse(name: &str) -> Result<Self, WalNameError> {

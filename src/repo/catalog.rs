@@ -2,25 +2,30 @@
 //! A label with a manifest is a complete backup; a label with only `in-progress.json` is a
 //! backup that is running or died, and never a restore candidate.
 
-use crate::pg::{Lsn, Timeline};
+use crate::pg::{Lsn, Timeline, WalSegmentName};
+use crate::repo::label::{Label, rfc3339};
 use crate::repo::layout::{self, BackupKey};
 use crate::repo::manifest::Manifest;
 use crate::storage::Storage;
 use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
 
-/// What plans and `info` need of a backup, without its file list.
+/// What plans and `info` need of a backup, without its file list: the typed header of its
+/// manifest. Serialised as `info --json` shows it (times in RFC 3339, WAL as file names).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BackupSummary {
-    pub label: String,
+    pub label: Label,
     pub timeline: Timeline,
     pub start_lsn: Lsn,
     pub stop_lsn: Lsn,
-    pub start_wal: String,
-    pub stop_wal: String,
-    pub start_time: String,
-    pub stop_time: String,
+    pub start_wal: WalSegmentName,
+    pub stop_wal: WalSegmentName,
+    #[serde(serialize_with = "serialize_time")]
+    pub start_time: DateTime<Utc>,
+    #[serde(serialize_with = "serialize_time")]
+    pub stop_time: DateTime<Utc>,
     pub total_bytes: u64,
     pub stored_bytes: u64,
     pub files: u64,
@@ -29,30 +34,41 @@ pub struct BackupSummary {
 }
 
 impl BackupSummary {
-    pub fn of(m: &Manifest) -> BackupSummary {
-        BackupSummary {
-            label: m.label.clone(),
+    /// The header of `m`; a manifest whose label, WAL names or times do not parse is refused,
+    /// naming the field (it is written by pgward, so that is damage, not a format to guess).
+    pub fn of(m: &Manifest) -> Result<BackupSummary> {
+        let bad = |field: &str, value: &str| {
+            anyhow::anyhow!(
+                "the manifest of backup {} has an unreadable {field}: `{value}`",
+                m.label
+            )
+        };
+        let wal = |field: &str, v: &str| WalSegmentName::parse(v).map_err(|_| bad(field, v));
+        let time = |field: &str, v: &str| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.to_utc())
+                .map_err(|_| bad(field, v))
+        };
+        Ok(BackupSummary {
+            label: Label::parse(&m.label).map_err(|_| bad("label", &m.label))?,
             timeline: m.timeline,
             start_lsn: m.start_lsn,
             stop_lsn: m.stop_lsn,
-            start_wal: m.start_wal.clone(),
-            stop_wal: m.stop_wal.clone(),
-            start_time: m.start_time.clone(),
-            stop_time: m.stop_time.clone(),
+            start_wal: wal("start_wal", &m.start_wal)?,
+            stop_wal: wal("stop_wal", &m.stop_wal)?,
+            start_time: time("start_time", &m.start_time)?,
+            stop_time: time("stop_time", &m.stop_time)?,
             total_bytes: m.stats.total_bytes,
             stored_bytes: m.stats.stored_bytes,
             files: m.stats.files,
             bad_pages: m.bad_pages.len() as u64,
             data_checksums: m.data_checksums,
-        }
+        })
     }
+}
 
-    /// The stop time as a timestamp (manifests always hold RFC 3339).
-    pub fn stop_time_utc(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        chrono::DateTime::parse_from_rfc3339(&self.stop_time)
-            .ok()
-            .map(|t| t.with_timezone(&chrono::Utc))
-    }
+fn serialize_time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(t))
 }
 
 #[derive(Debug, Clone, Default)]
@@ -107,7 +123,7 @@ impl BackupCatalog {
             .map(|label| async move {
                 Manifest::load(storage, label)
                     .await
-                    .map(|m| BackupSummary::of(&m))
+                    .and_then(|m| BackupSummary::of(&m))
             })
             .buffered(8)
             .collect::<Vec<_>>()

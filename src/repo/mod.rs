@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod identity;
+pub mod label;
 pub mod layout;
 pub mod lock;
 pub mod manifest;

@@ -181,7 +181,7 @@ pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOu
     }
     let pgdata = std::path::absolute(&req.pgdata)
         .with_context(|| format!("cannot resolve {}", req.pgdata.display()))?;
-    let manifest = Manifest::load(storage, &plan.backup.label).await?;
+    let manifest = Manifest::load(storage, plan.backup.label.as_str()).await?;
     tracing::debug!(files = manifest.files.len(), "manifest loaded");
     if manifest.system_identifier != id.system_identifier {
         bail!(
@@ -193,7 +193,7 @@ pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOu
     }
     // For --delta: the backups a stale copy's backup_label may come from.
     let known: Vec<(String, Lsn)> = (loaded.catalog.backups.iter())
-        .map(|b| (b.label.clone(), b.start_lsn))
+        .map(|b| (b.label.to_string(), b.start_lsn))
         .collect();
     // Every check the real run makes, dry or not: a dry run never approves what the run refuses.
     let source = ctx.config.postgres.pgdata.as_deref();

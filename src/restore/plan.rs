@@ -27,6 +27,7 @@
 use crate::pg::history::TimelineHistory;
 use crate::pg::{Lsn, Timeline, WalSegmentName};
 use crate::repo::catalog::BackupSummary;
+use crate::repo::label::rfc3339;
 use crate::repo::wal_catalog::WalCatalog;
 use crate::restore::target::{RecoveryTarget, TimelineChoice};
 use anyhow::{Result, anyhow, bail};
@@ -228,7 +229,8 @@ pub fn plan(view: &ArchiveView<'_>, req: &PlanRequest) -> Result<RestorePlan> {
              target came before this backup ended ({}), recovery stops with \"recovery ended \
              before configured recovery target was reached\": choose an older backup with \
              --backup",
-            req.target, backup.stop_time
+            req.target,
+            rfc3339(&backup.stop_time)
         ));
     }
 
@@ -255,17 +257,11 @@ pub fn plan(view: &ArchiveView<'_>, req: &PlanRequest) -> Result<RestorePlan> {
 /// Does the backup end no later than the target? `Err` carries the reason it does not.
 fn satisfies(b: &BackupSummary, target: &RecoveryTarget) -> std::result::Result<(), String> {
     match target {
-        RecoveryTarget::Time(t) => match b.stop_time_utc() {
-            Some(stop) if stop <= t.utc() => Ok(()),
-            Some(_) => Err(format!(
-                "it stopped at {}, after the target time {t}",
-                b.stop_time
-            )),
-            None => Err(format!(
-                "its stop time `{}` is unreadable, so it cannot be compared with the target",
-                b.stop_time
-            )),
-        },
+        RecoveryTarget::Time(t) if b.stop_time <= t.utc() => Ok(()),
+        RecoveryTarget::Time(t) => Err(format!(
+            "it stopped at {}, after the target time {t}",
+            rfc3339(&b.stop_time)
+        )),
         RecoveryTarget::Lsn(l) if b.stop_lsn <= *l => Ok(()),
         RecoveryTarget::Lsn(l) => Err(format!(
             "it stopped at LSN {}, after the target LSN {l}",
@@ -362,7 +358,9 @@ fn choose_given<'a>(
         let hint = match older.last() {
             Some(o) => format!(
                 "choose an older backup such as {} (stopped {}, LSN {}), or leave out --backup",
-                o.label, o.stop_time, o.stop_lsn
+                o.label,
+                rfc3339(&o.stop_time),
+                o.stop_lsn
             ),
             None => "no backup in the repository ends before this target".to_string(),
         };
@@ -400,7 +398,7 @@ fn choose_newest<'a>(
                 let mut reason = match &req.target {
                     RecoveryTarget::Time(t) => format!(
                         "newest backup that stopped at or before {t} (stopped {})",
-                        b.stop_time
+                        rfc3339(&b.stop_time)
                     ),
                     RecoveryTarget::Lsn(l) => format!(
                         "newest backup whose stop LSN {} is at or before {l}",
@@ -431,11 +429,15 @@ fn choose_newest<'a>(
         let (what, when) = match &req.target {
             RecoveryTarget::Lsn(_) => (
                 "LSN",
-                format!("LSN {} (time {})", oldest.stop_lsn, oldest.stop_time),
+                format!(
+                    "LSN {} (time {})",
+                    oldest.stop_lsn,
+                    rfc3339(&oldest.stop_time)
+                ),
             ),
             _ => (
                 "time",
-                format!("{} (LSN {})", oldest.stop_time, oldest.stop_lsn),
+                format!("{} (LSN {})", rfc3339(&oldest.stop_time), oldest.stop_lsn),
             ),
         };
         bail!(
@@ -563,18 +565,14 @@ fn timeline_setting(
 fn wal_needed(b: &BackupSummary, seg_size: u64) -> Result<WalRange> {
     let (first, last) = backup_segments(b)?;
     Ok(WalRange {
-        first: b.start_wal.clone(),
-        last: b.stop_wal.clone(),
+        first: first.to_string(),
+        last: last.to_string(),
         segments: last.segno(seg_size).saturating_sub(first.segno(seg_size)) + 1,
     })
 }
 
 fn backup_segments(b: &BackupSummary) -> Result<(WalSegmentName, WalSegmentName)> {
-    let parse = |n: &str| {
-        WalSegmentName::parse(n)
-            .map_err(|e| anyhow!("backup {} names an invalid WAL segment `{n}`: {e}", b.label))
-    };
-    Ok((parse(&b.start_wal)?, parse(&b.stop_wal)?))
+    Ok((b.start_wal, b.stop_wal))
 }
 
 /// How far the archived WAL reaches from the backup's start along the path.
@@ -834,22 +832,22 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn seg_name(tli: u32, l: Lsn) -> String {
-        WalSegmentName::from_segno(Timeline(tli), l.segment_no(SEG), SEG).to_string()
+    fn seg(tli: u32, l: Lsn) -> WalSegmentName {
+        WalSegmentName::from_segno(Timeline(tli), l.segment_no(SEG), SEG)
     }
 
     /// A backup on `tli` from `start` to `stop` (LSNs), stopping at `stop_time` (UTC, HH:MM).
     fn backup(label: &str, tli: u32, start: &str, stop: &str, stop_time: &str) -> BackupSummary {
         let (start, stop) = (lsn(start), lsn(stop));
         BackupSummary {
-            label: label.into(),
+            label: crate::repo::label::Label::parse(label).unwrap(),
             timeline: Timeline(tli),
             start_lsn: start,
             stop_lsn: stop,
-            start_wal: seg_name(tli, start),
-            stop_wal: seg_name(tli, stop),
-            start_time: format!("2026-11-22T{stop_time}:00Z"),
-            stop_time: format!("2026-11-22T{stop_time}:30Z"),
+            start_wal: seg(tli, start),
+            stop_wal: seg(tli, stop),
+            start_time: format!("2026-11-22T{stop_time}:00Z").parse().unwrap(),
+            stop_time: format!("2026-11-22T{stop_time}:30Z").parse().unwrap(),
             total_bytes: 0,
             stored_bytes: 0,
             files: 0,

@@ -27,7 +27,7 @@ pub fn render_plan(o: &RestoreOutcome, delta: bool, inclusive: bool, action: &st
         b.timeline.0,
         b.start_lsn,
         b.stop_lsn,
-        b.stop_time,
+        crate::repo::label::rfc3339(&b.stop_time),
         units::bytes(b.total_bytes),
         b.files
     );

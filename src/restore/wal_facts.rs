@@ -60,10 +60,7 @@ enum Question<'a> {
 /// along the plan's path replays, down to the backup's first, at most [`END_SCAN_SEGMENTS`].
 pub fn end_scan(plan: &RestorePlan, wal: &WalCatalog) -> Vec<ScanItem> {
     let seg_size = wal.seg_size;
-    let Ok(first) = WalSegmentName::parse(&plan.backup.start_wal) else {
-        return Vec::new();
-    };
-    let first = first.segno(seg_size);
+    let first = plan.backup.start_wal.segno(seg_size);
     let Some(last) = plan.wal_available_until.0.checked_sub(1) else {
         return Vec::new();
     };
@@ -123,9 +120,7 @@ pub async fn gather(
     // Past a hole the end of the archive is not where recovery ends (see `reachable`).
     if let Some(q) = question(&plan.target).filter(|_| plan.wal_hole.is_none()) {
         let items = end_scan(plan, wal);
-        let backup_first = WalSegmentName::parse(&plan.backup.start_wal)
-            .map(|n| n.segno(wal.seg_size))
-            .ok();
+        let backup_first = Some(plan.backup.start_wal.segno(wal.seg_size));
         let mut acc = EndAccumulator::new(q);
         let mut newer: Option<(WalSegmentName, Vec<u8>)> = None;
         for item in &items {

@@ -17,14 +17,14 @@ fn utc(s: &str) -> DateTime<Utc> {
 fn plan(target: RecoveryTarget, tli: u32) -> RestorePlan {
     RestorePlan {
         backup: BackupSummary {
-            label: "B".into(),
+            label: crate::repo::label::Label::parse("B").unwrap(),
             timeline: Timeline(1),
             start_lsn: lsn("0/3000028"),
             stop_lsn: lsn("0/3000100"),
-            start_wal: "000000010000000000000003".into(),
-            stop_wal: "000000010000000000000003".into(),
-            start_time: "2026-11-22T10:00:00Z".into(),
-            stop_time: "2026-11-22T10:00:30Z".into(),
+            start_wal: crate::pg::WalSegmentName::parse("000000010000000000000003").unwrap(),
+            stop_wal: crate::pg::WalSegmentName::parse("000000010000000000000003").unwrap(),
+            start_time: "2026-11-22T10:00:00Z".parse().unwrap(),
+            stop_time: "2026-11-22T10:00:30Z".parse().unwrap(),
             total_bytes: 0,
             stored_bytes: 0,
             files: 0,

@@ -85,14 +85,14 @@ async fn archive() -> MemoryStorage {
 
 fn backup() -> BackupSummary {
     BackupSummary {
-        label: "B".into(),
+        label: crate::repo::label::Label::parse("B").unwrap(),
         timeline: Timeline(1),
         start_lsn: Lsn(3 * SEG + 0x28),
         stop_lsn: Lsn(3 * SEG + 0x100),
-        start_wal: seg_name(1, 3),
-        stop_wal: seg_name(1, 3),
-        start_time: "2026-11-22T09:59:00Z".into(),
-        stop_time: "2026-11-22T09:59:30Z".into(),
+        start_wal: WalSegmentName::parse(&seg_name(1, 3)).unwrap(),
+        stop_wal: WalSegmentName::parse(&seg_name(1, 3)).unwrap(),
+        start_time: "2026-11-22T09:59:00Z".parse().unwrap(),
+        stop_time: "2026-11-22T09:59:30Z".parse().unwrap(),
         total_bytes: 0,
         stored_bytes: 0,
         files: 0,

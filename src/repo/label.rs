@@ -1,0 +1,122 @@
+//! The label of a backup (and, with the issues that add them, of a dump or a drill report):
+//! the UTC time its run started, `YYYYMMDDTHHMMSSZ`, with `-2`, `-3`, … when several start in
+//! the same second. It names the object prefix (`backups/<label>/`), sorts in time order, and
+//! is what operators type (`restore --backup L`, `pin L`).
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label(String);
+
+impl Label {
+    /// The label of a run that started at `t` (before any `-N` suffix).
+    pub fn for_start(t: DateTime<Utc>) -> Label {
+        Label(t.format("%Y%m%dT%H%M%SZ").to_string())
+    }
+
+    /// The `n`th label of the second `t` (`n` = 1 is the plain one).
+    pub fn nth(t: DateTime<Utc>, n: u32) -> Label {
+        let base = Label::for_start(t);
+        if n <= 1 {
+            base
+        } else {
+            Label(format!("{}-{n}", base.0))
+        }
+    }
+
+    /// A label read from a key or typed by an operator: anything that can be one path segment
+    /// of a key (labels written by other pgward versions stay readable).
+    pub fn parse(s: &str) -> Result<Label, String> {
+        if s.is_empty()
+            || s.len() > 128
+            || s.starts_with('.')
+            || s.chars()
+                .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+        {
+            return Err(format!(
+                "`{s}` is not a label (labels look like 20261201T120000Z)"
+            ));
+        }
+        Ok(Label(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The start time the label names, when it has pgward's form.
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        let stamp = self.0.get(..16)?;
+        NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+            .ok()
+            .map(|t| t.and_utc())
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for Label {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Label {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Label {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl Serialize for Label {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Label {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Label::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A time as pgward writes it everywhere people read it: RFC 3339 in UTC, to the second
+/// (`2026-12-01T12:00:00Z`) unless it has a fraction.
+pub fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_name_their_start_and_refuse_what_cannot_be_a_key_segment() {
+        let t = DateTime::parse_from_rfc3339("2026-12-01T12:34:56Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(Label::for_start(t).as_str(), "20261201T123456Z");
+        assert_eq!(Label::nth(t, 3).as_str(), "20261201T123456Z-3");
+        assert_eq!(Label::nth(t, 3).time(), Some(t));
+        assert_eq!(Label::parse("A").unwrap().time(), None);
+        for bad in ["", "a/b", "a b", ".hidden", "x\n"] {
+            assert!(Label::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Label::nth(t, 1) < Label::nth(t, 2));
+        assert_eq!(rfc3339(&t), "2026-12-01T12:34:56Z");
+        let json = serde_json::to_string(&Label::for_start(t)).unwrap();
+        assert_eq!(json, "\"20261201T123456Z\"");
+        assert!(serde_json::from_str::<Label>("\"a/b\"").is_err());
+    }
+}
