@@ -162,7 +162,8 @@ impl Backlog {
 
     /// Stored objects of segment `name`.
     fn objects_of(&self, name: &str) -> Vec<String> {
-        let prefix = format!("wal/00000001/{name}-");
+        // Format 2: `wal/<TLI>/<LOG>/<name>-<sha256>.zst`.
+        let prefix = format!("wal/00000001/{}/{name}-", &name[8..16]);
         self.wal_objects()
             .into_iter()
             .filter(|k| k.starts_with(&prefix))

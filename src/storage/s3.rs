@@ -321,30 +321,15 @@ impl S3Storage {
         data: Bytes,
         if_absent: bool,
     ) -> StorageResult<PutOutcome> {
-        let full = self.full_key(key)?;
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&full)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32)
-            .send()
-            .await
-            .map_err(|e| self.error("start multipart upload", Some(key), e))?;
-        let upload_id = created.upload_id().map(str::to_string).ok_or_else(|| {
-            StorageError::Transient(format!(
-                "s3 put {}: the store returned no multipart upload id",
-                self.url(Some(key))
-            ))
-        })?;
+        let upload = self.upload_start(key).await?;
         let mut guard = AbortOnDrop {
             client: self.client.clone(),
             bucket: self.bucket.clone(),
-            key: full.clone(),
-            upload_id: Some(upload_id.clone()),
+            key: self.full_key(key)?,
+            upload_id: Some(upload.id.clone()),
         };
         let result = self
-            .upload_parts_and_complete(key, &full, &upload_id, data, if_absent)
+            .upload_parts_and_complete(&upload, data, if_absent)
             .await;
         if result.is_err()
             || result
@@ -369,53 +354,54 @@ impl S3Storage {
 
     async fn upload_parts_and_complete(
         &self,
-        key: &str,
-        full: &str,
-        upload_id: &str,
+        upload: &Upload,
         data: Bytes,
         if_absent: bool,
     ) -> StorageResult<PutOutcome> {
         let part_count = data.len().div_ceil(PART_SIZE);
         let uploads = (0..part_count).map(|i| {
             let body = data.slice(i * PART_SIZE..((i + 1) * PART_SIZE).min(data.len()));
-            let part_number = i as i32 + 1;
-            async move {
-                let out = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(full)
-                    .upload_id(upload_id)
-                    .part_number(part_number)
-                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
-                    .body(ByteStream::from(body))
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        self.error(&format!("upload part {part_number} of"), Some(key), e)
-                    })?;
-                Ok::<_, StorageError>(
-                    CompletedPart::builder()
-                        .part_number(part_number)
-                        .set_e_tag(out.e_tag().map(str::to_string))
-                        .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
-                        .build(),
-                )
-            }
+            let part = Part {
+                number: i as u32 + 1,
+                offset: (i * PART_SIZE) as u64,
+            };
+            self.upload_part(upload, part, body)
         });
-        let parts: Vec<CompletedPart> = futures::stream::iter(uploads)
+        let parts: Vec<PartReceipt> = futures::stream::iter(uploads)
             .buffered(PART_PARALLELISM)
             .try_collect()
             .await?;
+        self.complete(upload, &parts, if_absent).await
+    }
+
+    /// Completes a multipart upload from its parts; with `if_absent`, only if no object is
+    /// under the key (`If-None-Match: *`).
+    async fn complete(
+        &self,
+        upload: &Upload,
+        parts: &[PartReceipt],
+        if_absent: bool,
+    ) -> StorageResult<PutOutcome> {
+        let full = self.full_key(&upload.key)?;
+        let completed: Vec<CompletedPart> = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number as i32)
+                    .set_e_tag(p.etag.clone())
+                    .set_checksum_crc32(p.crc32.clone())
+                    .build()
+            })
+            .collect();
         let mut req = self
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
-            .key(full)
-            .upload_id(upload_id)
+            .key(&full)
+            .upload_id(&upload.id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
+                    .set_parts(Some(completed))
                     .build(),
             );
         if if_absent {
@@ -424,9 +410,12 @@ impl S3Storage {
         match req.send().await {
             Ok(_) => Ok(PutOutcome::Written),
             Err(e) if if_absent && is_precondition_failure(&e) => Ok(PutOutcome::AlreadyExists),
-            Err(e) => {
-                Err(self.conditional_aware_error("complete multipart upload", key, e, if_absent))
-            }
+            Err(e) => Err(self.conditional_aware_error(
+                "complete multipart upload",
+                &upload.key,
+                e,
+                if_absent,
+            )),
         }
     }
 
@@ -773,31 +762,7 @@ impl Storage for S3Storage {
         parts: &[PartReceipt],
         _total: u64,
     ) -> StorageResult<()> {
-        let full = self.full_key(&upload.key)?;
-        let completed: Vec<CompletedPart> = parts
-            .iter()
-            .map(|p| {
-                CompletedPart::builder()
-                    .part_number(p.number as i32)
-                    .set_e_tag(p.etag.clone())
-                    .set_checksum_crc32(p.crc32.clone())
-                    .build()
-            })
-            .collect();
-        self.client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&full)
-            .upload_id(&upload.id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(completed))
-                    .build(),
-            )
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| self.error("complete multipart upload", Some(&upload.key), e))
+        self.complete(upload, parts, false).await.map(|_| ())
     }
 
     async fn upload_abort(&self, upload: &Upload) -> StorageResult<()> {
