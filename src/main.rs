@@ -55,7 +55,7 @@ fn main() -> ExitCode {
             ExitCode::from(fetch::exit_status(outcome, mode))
         }
         (Err(e), None) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", pgward::output::error_text(&e));
             ExitCode::from(1)
         }
     }

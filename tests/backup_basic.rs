@@ -534,6 +534,48 @@ fn wal_archived_elsewhere_fails_fast() {
     s.cluster.stop();
 }
 
+/// A connection that fails says why — the system error or the server's message — with a
+/// hint that fits it, last: a socket directory with no server, a role that does not exist.
+#[test]
+fn connect_errors_name_their_cause() {
+    let dir = TestDir::new("bkconn");
+    let tmp = dir.path();
+    let s = setup(&dir, "src");
+    let text = fs::read_to_string(&s.cfg).unwrap();
+    let old = format!("host={} ", s.cluster.socket_dir.display());
+    let no_server = dir.subdir("nosock");
+    for (name, from, to, cause, hint) in [
+        (
+            "nosock.toml",
+            old.clone(),
+            format!("host={} ", no_server.display()),
+            "error connecting to server: No such file or directory (os error 2)".to_string(),
+            "hint: no server socket there",
+        ),
+        (
+            "norole.toml",
+            "user=postgres".to_string(),
+            "user=nosuchrole".to_string(),
+            "role \"nosuchrole\" does not exist".to_string(),
+            "hint: set user= in [postgres] conninfo to a role that exists",
+        ),
+    ] {
+        let cfg = tmp.join(name);
+        assert!(text.contains(&from), "{text}");
+        write_postgres_file(&cfg, text.replacen(&from, &to, 1).as_bytes());
+        let out = pgward(tmp, &["--config", cfg.to_str().unwrap(), "backup"]);
+        assert_eq!(out.code(), Some(1), "{}", out.describe());
+        let err = out.stderr.trim_end();
+        assert!(
+            err.contains("cannot connect to PostgreSQL") && err.contains(&cause),
+            "{name}: {}",
+            out.describe()
+        );
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.starts_with(hint), "{name}: {}", out.describe());
+    }
+}
+
 /// A reader that goes away (`backup 2>&1 | head -1`, `backup | true`) must not kill a backup
 /// part-way, leaving its lease and in-progress marker, nor turn a finished one into exit 101:
 /// the exit status reflects the work, not the printing.

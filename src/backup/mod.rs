@@ -102,7 +102,7 @@ pub async fn run_backup(ctx: &Context) -> Result<BackupOutcome> {
     if let Err(e) = &result {
         ctx.events.emit(&Event::BackupFailed {
             label: claimed.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            error: format!("{e:#}"),
+            error: crate::output::error_text(e),
             cancelled: e.chain().any(|c| c.is::<Cancelled>()),
         });
     }

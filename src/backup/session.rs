@@ -10,7 +10,8 @@
 use super::archiver::{self, ArchiverStats};
 use super::wal::WAIT_PROGRESS_EVERY;
 use crate::events::{Event, Events};
-use crate::pg::{Lsn, conn};
+use crate::pg::Lsn;
+use crate::pg::conn::{self, pg_error};
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -145,7 +146,14 @@ impl<'a> ArchiverSession<'a> {
 fn describe_stats(stats: &Result<ArchiverStats>) -> String {
     match stats {
         Ok(s) => s.describe(),
-        Err(e) => format!("pg_stat_archiver could not be read: {e:#}"),
+        // Its own hint (about conninfo) would only compete with the caller's.
+        Err(e) => format!(
+            "pg_stat_archiver could not be read: {}",
+            crate::output::error_text(e)
+                .split("\nhint: ")
+                .next()
+                .unwrap_or_default()
+        ),
     }
 }
 
@@ -175,23 +183,6 @@ pub async fn tablespace_names(client: &Client) -> Result<BTreeMap<u32, String>> 
         .await
         .map_err(|e| anyhow!("cannot list pg_tablespace: {}", pg_error(&e)))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
-/// The server's message with its detail and hint, which tokio-postgres' `Display` leaves out.
-pub fn pg_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut s = db.message().to_string();
-            if let Some(d) = db.detail() {
-                s += &format!(" ({d})");
-            }
-            if let Some(h) = db.hint() {
-                s += &format!("\nhint: {h}");
-            }
-            s
-        }
-        None => e.to_string(),
-    }
 }
 
 #[cfg(test)]

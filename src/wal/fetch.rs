@@ -146,7 +146,7 @@ pub fn exit_status(outcome: Outcome, mode: RecoveryMode) -> u8 {
 
 /// The error line of a failed fetch: the error, what it means for the server, then the hint.
 pub fn failure_message(e: &anyhow::Error, mode: RecoveryMode) -> String {
-    let text = format!("{e:#}");
+    let text = crate::output::error_text(e);
     let consequence = match mode {
         RecoveryMode::ArchiveRecovery => {
             "recovery stops here (exit 200) instead of ending early and promoting without the \
@@ -603,7 +603,10 @@ mod tests {
         assert!(lines[0].contains("000000010000000000000003") && lines[0].contains("hole"));
         assert!(lines[1].starts_with("recovery stops here"), "{m}");
         assert!(lines[2].starts_with("hint: "), "{m}");
-        assert_eq!(failure_message(&e, RecoveryMode::Manual), format!("{e:#}"));
+        assert_eq!(
+            failure_message(&e, RecoveryMode::Manual),
+            crate::output::error_text(&e)
+        );
     }
 
     #[test]
