@@ -48,3 +48,88 @@ fn s3_without_credentials_says_so_briefly() {
         out.describe()
     );
 }
+
+/// Every path under `root` (itself included) not owned by the postgres user.
+fn not_postgres_owned(root: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = postgres_user().uid;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.uid() != uid {
+            out.push(p.display().to_string());
+        }
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap().flatten() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Root running `init`, `backup` or `wal-push` against a postgres-owned data directory and
+/// repository is refused before it creates anything, naming both users, with the command to
+/// run instead; as postgres the same commands work.
+#[test]
+fn root_is_refused_where_postgres_owns_the_files() {
+    assert!(
+        is_root(),
+        "this test checks what happens when pgward runs as root"
+    );
+    let dir = TestDir::new("asroot");
+    let cluster = PgCluster::init(&dir, "src", InitOpts::default());
+    let repo = dir.subdir("repo");
+    let cfg = write_config(&dir, &cluster.datadir, RepoSpec::Local(repo.clone()));
+    let cfg = cfg.to_str().unwrap();
+    let as_root = |args: &[&str]| {
+        let mut cmd = Command::new(reachable_binary());
+        cmd.args(args).current_dir(dir.path());
+        run_with_timeout(&mut cmd, Duration::from_secs(60))
+    };
+    let refused = |args: &[&str], what: &str, path: &std::path::Path| {
+        let out = as_root(args);
+        assert_eq!(out.code(), Some(1), "{args:?}\n{}", out.describe());
+        let err = out.stderr.trim_end();
+        assert!(
+            err.contains(&format!(
+                "refusing to run as root: {what} {} belongs to postgres",
+                path.display()
+            )),
+            "{args:?}\n{}",
+            out.describe()
+        );
+        let hint = format!(
+            "hint: run it as postgres: `sudo -u postgres pgward {}`",
+            args.join(" ")
+        );
+        assert_eq!(
+            err.lines().last(),
+            Some(hint.as_str()),
+            "{}",
+            out.describe()
+        );
+        let foreign = not_postgres_owned(&repo);
+        assert!(foreign.is_empty(), "{args:?} left {foreign:?}");
+    };
+    refused(
+        &["--config", cfg, "init"],
+        "the data directory",
+        &cluster.datadir,
+    );
+    pgward_ok(dir.path(), &["--config", cfg, "init"]);
+    refused(
+        &["--config", cfg, "backup"],
+        "the data directory",
+        &cluster.datadir,
+    );
+    let seg = "pg_wal/000000010000000000000001";
+    refused(&["--config", cfg, "wal-push", seg], "the repository", &repo);
+    // Reading commands may run as root.
+    let out = as_root(&["--config", cfg, "info"]);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert!(not_postgres_owned(&repo).is_empty());
+}
