@@ -259,12 +259,12 @@ fn connect_hint(e: &tokio_postgres::Error) -> String {
     match io_kind {
         Some(std::io::ErrorKind::NotFound) => {
             "no server socket there: the server is not running, or host= (the socket directory, \
-             unix_socket_directories) or port= differ from the server's"
+             unix_socket_directories) or port= in [postgres] conninfo differ from the server's"
                 .to_string()
         }
         Some(std::io::ErrorKind::ConnectionRefused) => {
-            "nothing listens there: the server is not running, or host= or port= differ from the \
-             server's (listen_addresses, port)"
+            "nothing listens there: the server is not running, or host= or port= in [postgres] \
+             conninfo differ from the server's (listen_addresses, port)"
                 .to_string()
         }
         Some(std::io::ErrorKind::PermissionDenied) => {
@@ -398,7 +398,10 @@ mod tests {
             )
         );
         assert!(hint.starts_with("no server socket there"), "{err}");
-        assert!(hint.contains("host=") && hint.contains("port="), "{err}");
+        assert!(
+            hint.contains("host=") && hint.contains("[postgres] conninfo"),
+            "{err}"
+        );
 
         // Nothing listens on a port just freed on loopback.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
