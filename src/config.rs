@@ -311,6 +311,24 @@ fn key_path(text: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Why the configuration file cannot be read, with the fix that fits: a missing file wants
+/// `--config`, an unreadable one a different user or its permissions.
+fn unreadable(path: &Path, e: &std::io::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::NotFound => format!("pass --config FILE or set {CONFIG_ENV}"),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "run pgward as a user that may read it (PostgreSQL runs it as the server's user: \
+             `sudo -u postgres pgward ...`), or make it readable by that user (chmod/chown {})",
+            path.display()
+        ),
+        _ => "check the file and its directory".to_string(),
+    };
+    anyhow::anyhow!(
+        "cannot read configuration file {}: {e}\nhint: {hint}",
+        path.display()
+    )
+}
+
 impl Config {
     /// Parses configuration text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
@@ -331,12 +349,7 @@ impl Config {
                 _ => PathBuf::from(DEFAULT_CONFIG_PATH),
             },
         };
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read configuration file {}\nhint: pass --config FILE or set {CONFIG_ENV}",
-                path.display()
-            )
-        })?;
+        let text = std::fs::read_to_string(&path).map_err(|e| unreadable(&path, &e))?;
         let cfg = Config::parse(&text, &path.display().to_string())?;
         Ok((cfg, path))
     }
@@ -387,6 +400,28 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = "[repo]\nurl = \"file:///tmp/repo\"\n";
+
+    #[test]
+    fn an_unreadable_configuration_gets_the_hint_that_fits() {
+        let path = Path::new("/etc/pgward/pgward.toml");
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let err = unreadable(path, &denied).to_string();
+        let (what, hint) = err.split_once("\nhint: ").unwrap();
+        assert_eq!(
+            what,
+            format!("cannot read configuration file /etc/pgward/pgward.toml: {denied}")
+        );
+        assert!(
+            hint.contains("sudo -u postgres pgward") && !hint.contains("--config"),
+            "{err}"
+        );
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let err = unreadable(path, &missing).to_string();
+        assert!(
+            err.ends_with("hint: pass --config FILE or set PGWARD_CONFIG"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

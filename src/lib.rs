@@ -13,6 +13,7 @@ pub mod events;
 pub mod fsutil;
 pub mod logging;
 pub mod output;
+pub mod owner;
 pub mod pg;
 pub mod process;
 pub mod repo;

@@ -55,7 +55,7 @@ fn main() -> ExitCode {
             ExitCode::from(fetch::exit_status(outcome, mode))
         }
         (Err(e), None) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", pgward::output::error_text(&e));
             ExitCode::from(1)
         }
     }
@@ -96,6 +96,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let (config, path) = Config::load(cli.config.as_deref())?;
     let path = std::path::absolute(&path)?;
+    // Before the repository is opened: `init` would create it as whoever runs it.
+    pgward::owner::check(
+        &pgward::owner::guarded_paths(&cli.command, &config),
+        &pgward::owner::command_line_after_program(),
+    )?;
     let create = match cli.command {
         Command::Init(_) => CreateRepo::Yes,
         _ => CreateRepo::No,

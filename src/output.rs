@@ -53,3 +53,61 @@ impl Write for Stderr {
         Ok(())
     }
 }
+
+/// An error chain as one message: each cause after the one it explains (`a: b: c`, as
+/// anyhow's `{:#}`), and every `hint:` line moved to the end as one hint. A context added
+/// above an error with a hint (`cannot push X` over `permission denied …\nhint: …`) would
+/// otherwise leave that hint in the middle of the message, before the cause it is about.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut hints: Vec<String> = Vec::new();
+    for (i, cause) in e.chain().enumerate() {
+        let shown = cause.to_string();
+        let mut lines = Vec::new();
+        for line in shown.lines() {
+            match line.strip_prefix("hint: ") {
+                Some(h) if !hints.iter().any(|known| known == h) => hints.push(h.to_string()),
+                Some(_) => {}
+                None => lines.push(line),
+            }
+        }
+        if lines.is_empty() {
+            continue;
+        }
+        if i > 0 && !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&lines.join("\n"));
+    }
+    if !hints.is_empty() {
+        text.push_str("\nhint: ");
+        text.push_str(&hints.join("; "));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::anyhow;
+
+    #[test]
+    fn hints_come_last_as_one() {
+        let e = anyhow!("permission denied on /repo/wal\nhint: run pgward as postgres")
+            .context("cannot store 000000010000000000000003")
+            .context("wal-push failed\nhint: PostgreSQL retries the push");
+        assert_eq!(
+            error_text(&e),
+            "wal-push failed: cannot store 000000010000000000000003: permission denied on \
+             /repo/wal\nhint: PostgreSQL retries the push; run pgward as postgres"
+        );
+        // A hint repeated at two levels is said once; a message without one is unchanged.
+        let e = anyhow!("a\nhint: h").context("b\nhint: h");
+        assert_eq!(error_text(&e), "b: a\nhint: h");
+        let e = anyhow!("x").context("y");
+        assert_eq!(error_text(&e), format!("{e:#}"));
+        // Lines that are not hints keep their place.
+        let e = anyhow!("cause").context("what\nconsequence");
+        assert_eq!(error_text(&e), "what\nconsequence: cause");
+    }
+}

@@ -447,6 +447,135 @@ fn backup_cli() {
     assert!(!lock.exists(), "the lease must be released");
 }
 
+/// An `archive_command` that archives into some other directory makes PostgreSQL report every
+/// segment archived while the repository never sees one. The backup must tell within seconds,
+/// not after `backup.wal_wait_timeout` (10 min by default), naming the segment, the cause and
+/// the `archive_command`, and leave no manifest, marker or lease. A failing `archive_command`
+/// makes `pg_backup_stop` time out, and that error names the WAL the archiver fails on.
+#[test]
+fn wal_archived_elsewhere_fails_fast() {
+    let dir = TestDir::new("bkelse");
+    let tmp = dir.path();
+    let mut s = setup(&dir, "src");
+    let elsewhere = dir.subdir("elsewhere");
+    let command = format!("cp %p {}/%f", elsewhere.display());
+    s.cluster.set_archive_command(&command);
+    let long = tmp.join("long.toml");
+    write_postgres_file(
+        &long,
+        config_text(&dir, &s.cluster, &s.repo, "10min").as_bytes(),
+    );
+
+    let started = std::time::Instant::now();
+    let out = pgward_timeout(
+        tmp,
+        &["--config", long.to_str().unwrap(), "backup"],
+        Duration::from_secs(60),
+    );
+    let took = started.elapsed();
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(
+        took < Duration::from_secs(30),
+        "took {took:?}\n{}",
+        out.describe()
+    );
+    let err = &out.stderr;
+    let seg = err
+        .split("reports WAL segment ")
+        .nth(1)
+        .map(|rest| rest.chars().take(24).collect::<String>())
+        .unwrap_or_else(|| panic!("no segment named\n{}", out.describe()));
+    assert!(
+        seg.bytes().all(|b| b.is_ascii_hexdigit()) && elsewhere.join(&seg).exists(),
+        "{seg} should be archived elsewhere\n{}",
+        out.describe()
+    );
+    assert!(
+        err.contains("archive_command stores WAL somewhere else")
+            && err.contains(&format!(
+                "archive_command is '{command}' (SHOW archive_command)"
+            )),
+        "{}",
+        out.describe()
+    );
+    let nothing_left = || {
+        let (labels, markers) = backups_in(&s.repo);
+        assert!(labels.is_empty(), "no manifest may be written: {labels:?}");
+        assert!(markers.is_empty(), "in-progress marker left: {markers:?}");
+        assert!(
+            !s.repo.join(layout::lock_key("backup")).exists(),
+            "the lease must be released"
+        );
+    };
+    nothing_left();
+
+    // A failing archive_command: pg_backup_stop waits in vain, and its timeout says so,
+    // naming the WAL the archiver fails on (read before the statement is cancelled).
+    s.cluster.set_archive_command("false");
+    let short = tmp.join("short.toml");
+    write_postgres_file(
+        &short,
+        config_text(&dir, &s.cluster, &s.repo, "3s").as_bytes(),
+    );
+    let out = pgward_timeout(
+        tmp,
+        &["--config", short.to_str().unwrap(), "backup"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(
+        out.stderr.contains("it waited for WAL archiving")
+            && out.stderr.contains("last failure: 0000000")
+            && out.stderr.contains("hint: archive_command is failing"),
+        "{}",
+        out.describe()
+    );
+    nothing_left();
+    s.cluster.stop();
+}
+
+/// A connection that fails says why — the system error or the server's message — with a
+/// hint that fits it, last: a socket directory with no server, a role that does not exist.
+#[test]
+fn connect_errors_name_their_cause() {
+    let dir = TestDir::new("bkconn");
+    let tmp = dir.path();
+    let s = setup(&dir, "src");
+    let text = fs::read_to_string(&s.cfg).unwrap();
+    let old = format!("host={} ", s.cluster.socket_dir.display());
+    let no_server = dir.subdir("nosock");
+    for (name, from, to, cause, hint) in [
+        (
+            "nosock.toml",
+            old.clone(),
+            format!("host={} ", no_server.display()),
+            "error connecting to server: No such file or directory (os error 2)".to_string(),
+            "hint: no server socket there",
+        ),
+        (
+            "norole.toml",
+            "user=postgres".to_string(),
+            "user=nosuchrole".to_string(),
+            "role \"nosuchrole\" does not exist".to_string(),
+            "hint: set user= in [postgres] conninfo to a role that exists",
+        ),
+    ] {
+        let cfg = tmp.join(name);
+        assert!(text.contains(&from), "{text}");
+        write_postgres_file(&cfg, text.replacen(&from, &to, 1).as_bytes());
+        let out = pgward(tmp, &["--config", cfg.to_str().unwrap(), "backup"]);
+        assert_eq!(out.code(), Some(1), "{}", out.describe());
+        let err = out.stderr.trim_end();
+        assert!(
+            err.contains("cannot connect to PostgreSQL") && err.contains(&cause),
+            "{name}: {}",
+            out.describe()
+        );
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.starts_with(hint), "{name}: {}", out.describe());
+    }
+}
+
 /// A reader that goes away (`backup 2>&1 | head -1`, `backup | true`) must not kill a backup
 /// part-way, leaving its lease and in-progress marker, nor turn a finished one into exit 101:
 /// the exit status reflects the work, not the printing.

@@ -162,8 +162,8 @@ impl Backlog {
 
     /// Stored objects of segment `name`.
     fn objects_of(&self, name: &str) -> Vec<String> {
-        // Format 2: `wal/<TLI>/<LOG>/<name>-<sha256>.zst`.
-        let prefix = format!("wal/00000001/{}/{name}-", &name[8..16]);
+        // Format 2 shards WAL keys by log number: wal/<TLI>/<LOG>/<name>-<sha256>.zst.
+        let prefix = format!("wal/{}/{}/{name}-", &name[..8], &name[8..16]);
         self.wal_objects()
             .into_iter()
             .filter(|k| k.starts_with(&prefix))
@@ -578,6 +578,70 @@ fn prefetch_spools_the_next_segments_and_never_hands_out_a_bad_copy() {
         !log.contains("ERROR") && !log.contains("failed"),
         "prefetch.log:\n{log}"
     );
+}
+
+/// A recovery that stops before the end of the archive (a PITR target) leaves prefetched
+/// segments nobody will take. While recovery runs (its signal file is there) the prefetcher
+/// keeps them for the next `wal-fetch`; once recovery has ended it removes them and exits.
+#[test]
+fn prefetched_leftovers_are_removed_once_recovery_is_over() {
+    let b = Backlog::new("leftovers");
+    let ready = b.ready.clone();
+    for name in &ready {
+        b.push_ok(name);
+    }
+    // The stopped source is the recovering data directory: its own repository, so wal-fetch's
+    // identity check passes, and the prefetcher runs where recovery.signal is.
+    let signal = b.pg.datadir.join("recovery.signal");
+    write_postgres_file(&signal, b"");
+    let _ = fs::remove_file(b.pg.datadir.join("pg_wal/RECOVERYXLOG"));
+    let out = pgward(
+        &b.pg.datadir,
+        &[
+            "--config",
+            b.cfg_arg(),
+            "wal-fetch",
+            &ready[0],
+            "pg_wal/RECOVERYXLOG",
+        ],
+    );
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    let spool = b.fetch_spool();
+    let next = &ready[1..=PREFETCH];
+    let all_spooled = || next.iter().all(|n| spooled(&spool, n).len() == 1);
+    let started = Instant::now();
+    while !all_spooled() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not prefetched"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Idle past its old exit time, with recovery still running: the files stay.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(all_spooled(), "spooled files removed while recovery runs");
+
+    fs::remove_file(&signal).unwrap();
+    let lock_path = spool.join("prefetch.lock");
+    let started = Instant::now();
+    loop {
+        let left: Vec<_> = next.iter().flat_map(|n| spooled(&spool, n)).collect();
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .unwrap();
+        if left.is_empty() && lock.try_lock().is_ok() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "5 s after recovery ended: left {left:?}, lock free: {}\nprefetch.log:\n{}",
+            lock.try_lock().is_ok(),
+            fs::read_to_string(spool.join("prefetch.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A call whose file is claimed by a pusher that never finishes (here: the test holds the

@@ -14,9 +14,10 @@
 //!
 //! Submodules: [`exclude`] (what is not copied), [`walk`] (what is), [`pipeline`] (reading,
 //! checking, hashing, compressing, uploading), [`session`] (the server calls), [`tablespaces`]
-//! (which were created during the copy), [`wal`] (the WAL check), [`progress`] (the terminal
+//! (which were created during the copy), [`wal`] (the WAL check), [`archiver`] (what the server says about archiving), [`progress`] (the terminal
 //! display).
 
+pub mod archiver;
 pub mod exclude;
 pub mod pipeline;
 pub mod progress;
@@ -101,7 +102,7 @@ pub async fn run_backup(ctx: &Context) -> Result<BackupOutcome> {
     if let Err(e) = &result {
         ctx.events.emit(&Event::BackupFailed {
             label: claimed.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            error: format!("{e:#}"),
+            error: crate::output::error_text(e),
             cancelled: e.chain().any(|c| c.is::<Cancelled>()),
         });
     }
@@ -160,6 +161,7 @@ async fn backup(
         identity: &identity,
         control: &control,
         pgdata: &pgdata,
+        conninfo,
         started,
     };
     let result = with_lease(&job, claimed).await;
@@ -181,6 +183,7 @@ struct Job<'a> {
     identity: &'a RepoIdentity,
     control: &'a ControlFile,
     pgdata: &'a Path,
+    conninfo: &'a str,
     started: Instant,
 }
 
@@ -225,6 +228,7 @@ async fn copy(job: &Job<'_>, label: &str, start_time: &str) -> Result<Manifest> 
         control,
         pgdata,
         started,
+        ..
     } = *job;
     let level = ctx.config.repo.compression_level.0;
     let wait = ctx.config.backup.wal_wait_timeout;
@@ -287,7 +291,12 @@ async fn copy(job: &Job<'_>, label: &str, start_time: &str) -> Result<Manifest> 
         "data copied; stopping the backup"
     );
 
-    let stop = session::stop(client, server.version_num, wait).await?;
+    let stop_wait = session::StopWait {
+        timeout: wait,
+        conninfo: job.conninfo,
+        events: &ctx.events,
+    };
+    let stop = session::stop(client, server.version_num, &stop_wait).await?;
     let stop_time = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
     let backup_label = BackupLabel::parse(&stop.backup_label)
         .context("cannot read the backup_label returned by the server")?;
@@ -305,7 +314,18 @@ async fn copy(job: &Job<'_>, label: &str, start_time: &str) -> Result<Manifest> 
         segments = needed.len(),
         "waiting for the backup's WAL to be in the repository"
     );
-    wal::wait_for_segments(storage, &needed, seg_size, wait).await?;
+    let wal_wait = wal::WalWait {
+        storage,
+        needed: &needed,
+        seg_size,
+        timeout: wait,
+        grace: wal::ARCHIVED_ELSEWHERE_GRACE,
+        events: &ctx.events,
+        progress_every: wal::WAIT_PROGRESS_EVERY,
+        config_path: &ctx.config_path,
+    };
+    let server_watch = archiver::ServerWatch { client, pgdata };
+    wal::wait_for_segments(&wal_wait, &server_watch).await?;
     let (start_wal, stop_wal) = segment_names(&needed, timeline, start_lsn, seg_size);
 
     let mut stats = copied.stats;

@@ -7,10 +7,15 @@
 //! have `pg_start_backup(label, fast, exclusive)` / `pg_stop_backup(exclusive,
 //! wait_for_archive)` with the same results.
 
+use super::archiver::{self, ArchiverStats};
+use super::wal::WAIT_PROGRESS_EVERY;
+use crate::events::{Event, Events};
 use crate::pg::Lsn;
+use crate::pg::conn::{self, pg_error};
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tokio::time::Instant;
 use tokio_postgres::{Client, NoTls};
 
 /// The oldest release with non-exclusive backups returning the label and map files as pgward
@@ -55,30 +60,54 @@ pub async fn start(client: &Client, version_num: u32, label: &str) -> Result<Lsn
         .with_context(|| format!("the server returned `{text}` as backup start LSN"))
 }
 
-/// Stops the backup, waiting for the last WAL segment to be archived, for at most `timeout`.
-/// On timeout the statement is cancelled (the backup is then aborted with the session).
-pub async fn stop(client: &Client, version_num: u32, timeout: Duration) -> Result<StopResult> {
+/// How `pg_backup_stop` may wait for archiving, and where its wait is reported.
+pub struct StopWait<'a> {
+    /// `backup.wal_wait_timeout`.
+    pub timeout: Duration,
+    /// `[postgres] conninfo`: `pg_stat_archiver` is read on a second session, since the
+    /// backup's own is busy in `pg_backup_stop`.
+    pub conninfo: &'a str,
+    pub events: &'a Events,
+}
+
+/// Stops the backup, waiting for the last WAL segment to be archived, for at most
+/// `wait.timeout`, and reporting the wait (with the archiver's state) every
+/// [`WAIT_PROGRESS_EVERY`]. On timeout `pg_stat_archiver` is read first and the statement
+/// cancelled after (the backup is then aborted with the session), so the error can say what
+/// the archiver was doing.
+pub async fn stop(client: &Client, version_num: u32, wait: &StopWait<'_>) -> Result<StopResult> {
     let sql = if version_num >= PG15 {
         "select lsn::text, labelfile, spcmapfile from pg_backup_stop(wait_for_archive => true)"
     } else {
         "select lsn::text, labelfile, spcmapfile from pg_stop_backup(false, true)"
     };
-    let row = match tokio::time::timeout(timeout, client.query_one(sql, &[])).await {
-        Ok(r) => r.map_err(|e| anyhow!("cannot stop the backup: {}", pg_error(&e)))?,
-        Err(_) => {
+    let started = Instant::now();
+    let deadline = started + wait.timeout;
+    let query = client.query_one(sql, &[]);
+    tokio::pin!(query);
+    let mut watcher = ArchiverSession::new(wait.conninfo);
+    let row = loop {
+        let next = (Instant::now() + WAIT_PROGRESS_EVERY).min(deadline);
+        tokio::select! {
+            r = &mut query => break r.map_err(|e| anyhow!("cannot stop the backup: {}", pg_error(&e)))?,
+            () = tokio::time::sleep_until(next) => {}
+        }
+        let stats = watcher.stats().await;
+        if Instant::now() >= deadline {
             if let Err(e) = client.cancel_token().cancel_query(NoTls).await {
                 tracing::debug!(error = %e, "could not cancel pg_backup_stop");
             }
-            let detail = archiver_status(client).await.unwrap_or_default();
-            bail!(
-                "pg_backup_stop() did not return within backup.wal_wait_timeout ({}): \
-                 PostgreSQL is still waiting for the backup's last WAL segment to be archived, \
-                 so archiving is not keeping up or is broken{detail}\n\
-                 hint: check archive_command (it should run `pgward wal-push %p`), the server log \
-                 and pg_stat_archiver; raise backup.wal_wait_timeout if archiving is just slow",
-                humantime::format_duration(timeout)
-            );
+            return Err(stop_timed_out(wait.timeout, &stats));
         }
+        wait.events.emit(&Event::Waiting {
+            what: format!(
+                "pg_backup_stop() to return: PostgreSQL waits for the backup's last WAL segment \
+                 to be archived ({})",
+                describe_stats(&stats)
+            ),
+            waited_ms: started.elapsed().as_millis() as u64,
+            limit_ms: wait.timeout.as_millis() as u64,
+        });
     };
     let lsn: String = row.get(0);
     let stop_lsn = lsn
@@ -91,6 +120,62 @@ pub async fn stop(client: &Client, version_num: u32, timeout: Duration) -> Resul
     })
 }
 
+/// A second session for `pg_stat_archiver`, opened on first use.
+struct ArchiverSession<'a> {
+    conninfo: &'a str,
+    client: Option<Client>,
+}
+
+impl<'a> ArchiverSession<'a> {
+    fn new(conninfo: &'a str) -> Self {
+        ArchiverSession {
+            conninfo,
+            client: None,
+        }
+    }
+
+    async fn stats(&mut self) -> Result<ArchiverStats> {
+        if self.client.is_none() {
+            self.client = Some(conn::connect(self.conninfo, Duration::from_secs(5)).await?);
+        }
+        let client = self.client.as_ref().expect("connected above");
+        archiver::read_stats(client).await
+    }
+}
+
+fn describe_stats(stats: &Result<ArchiverStats>) -> String {
+    match stats {
+        Ok(s) => s.describe(),
+        // Its own hint (about conninfo) would only compete with the caller's.
+        Err(e) => format!(
+            "pg_stat_archiver could not be read: {}",
+            crate::output::error_text(e)
+                .split("\nhint: ")
+                .next()
+                .unwrap_or_default()
+        ),
+    }
+}
+
+/// The error for a `pg_backup_stop` that waited `timeout` for archiving.
+fn stop_timed_out(timeout: Duration, stats: &Result<ArchiverStats>) -> anyhow::Error {
+    let failing = matches!(stats, Ok(s) if s.failing_now);
+    let hint = if failing {
+        "hint: archive_command is failing: the server log says why; pgward's wal-push logs \
+         its reason there too"
+    } else {
+        "hint: check archive_command (it should run `pgward wal-push %p`), the server log and \
+         pg_stat_archiver; raise backup.wal_wait_timeout if archiving is just slow"
+    };
+    anyhow!(
+        "pg_backup_stop() did not return within backup.wal_wait_timeout ({}): it waited for \
+         WAL archiving, and PostgreSQL has not archived the backup's last WAL segment ({}); \
+         the backup was aborted and no manifest was written\n{hint}",
+        humantime::format_duration(timeout),
+        describe_stats(stats)
+    )
+}
+
 /// The name of every tablespace by oid, for messages about them.
 pub async fn tablespace_names(client: &Client) -> Result<BTreeMap<u32, String>> {
     let rows = client
@@ -98,49 +183,6 @@ pub async fn tablespace_names(client: &Client) -> Result<BTreeMap<u32, String>> 
         .await
         .map_err(|e| anyhow!("cannot list pg_tablespace: {}", pg_error(&e)))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
-/// `; last archiving failure: <wal> at <time>` from `pg_stat_archiver`, if any.
-async fn archiver_status(client: &Client) -> Option<String> {
-    let q = client.query_one(
-        "select last_failed_wal, last_failed_time::text, last_archived_wal from pg_stat_archiver",
-        &[],
-    );
-    let row = tokio::time::timeout(Duration::from_secs(5), q)
-        .await
-        .ok()?
-        .ok()?;
-    let failed: Option<String> = row.get(0);
-    let when: Option<String> = row.get(1);
-    let archived: Option<String> = row.get(2);
-    let mut s = String::new();
-    if let Some(f) = failed {
-        s += &format!(
-            "; last archiving failure: {f} at {}",
-            when.unwrap_or_default()
-        );
-    }
-    if let Some(a) = archived {
-        s += &format!("; last archived: {a}");
-    }
-    Some(s)
-}
-
-/// The server's message with its detail and hint, which tokio-postgres' `Display` leaves out.
-pub fn pg_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut s = db.message().to_string();
-            if let Some(d) = db.detail() {
-                s += &format!(" ({d})");
-            }
-            if let Some(h) = db.hint() {
-                s += &format!("\nhint: {h}");
-            }
-            s
-        }
-        None => e.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -154,6 +196,41 @@ mod tests {
         let err = check_version(120_010).unwrap_err().to_string();
         assert!(
             err.contains("PostgreSQL 12.10") && err.contains("13 and later"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_stop_timeout_says_it_waited_for_archiving_and_names_the_archiver_state() {
+        let stats = ArchiverStats {
+            last_archived_wal: Some("000000010000000000000004".into()),
+            last_archived_time: Some("2026-12-01 21:00:00+00".into()),
+            last_failed_wal: Some("000000010000000000000005".into()),
+            last_failed_time: Some("2026-12-01 21:00:09+00".into()),
+            failed_count: 3,
+            failing_now: true,
+        };
+        let err = stop_timed_out(Duration::from_secs(3), &Ok(stats)).to_string();
+        assert_eq!(
+            err,
+            "pg_backup_stop() did not return within backup.wal_wait_timeout (3s): it waited for \
+             WAL archiving, and PostgreSQL has not archived the backup's last WAL segment \
+             (pg_stat_archiver: last archived: 000000010000000000000004 at 2026-12-01 \
+             21:00:00+00; last failure: 000000010000000000000005 at 2026-12-01 21:00:09+00 (3 \
+             failures in all)); the backup was aborted and no manifest was written\n\
+             hint: archive_command is failing: the server log says why; pgward's wal-push logs \
+             its reason there too"
+        );
+        let err =
+            stop_timed_out(Duration::from_secs(3), &Err(anyhow!("connection refused"))).to_string();
+        assert!(
+            err.contains("it waited for WAL archiving")
+                && err.contains("pg_stat_archiver could not be read: connection refused")
+                && err
+                    .lines()
+                    .last()
+                    .unwrap()
+                    .starts_with("hint: check archive_command"),
             "{err}"
         );
     }

@@ -178,18 +178,18 @@ pub async fn connect(conninfo: &str, timeout: Duration) -> Result<Client> {
     let mut config = parse_conninfo(conninfo)?;
     config.connect_timeout(timeout);
     let target = describe(&config);
-    let hint = "hint: check that the server is running and that [postgres] conninfo names it \
-                (host is the socket directory or host name, port, user, dbname)";
     let (client, connection) = match tokio::time::timeout(timeout, config.connect(NoTls)).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => {
             return Err(anyhow!(
-                "cannot connect to PostgreSQL ({target}): {e}\n{hint}"
+                "cannot connect to PostgreSQL ({target}): {}\nhint: {}",
+                pg_error(&e),
+                connect_hint(&e)
             ));
         }
         Err(_) => {
             return Err(anyhow!(
-                "cannot connect to PostgreSQL ({target}): no answer within {}\n{hint}",
+                "cannot connect to PostgreSQL ({target}): no answer within {}\nhint: {GENERIC_HINT}",
                 humantime::format_duration(timeout)
             ));
         }
@@ -200,6 +200,79 @@ pub async fn connect(conninfo: &str, timeout: Duration) -> Result<Client> {
         }
     });
     Ok(client)
+}
+
+const GENERIC_HINT: &str = "check that the server is running and that [postgres] conninfo names \
+                            it (host is the socket directory or host name, port, user, dbname)";
+
+/// What tokio-postgres knows about a failure, which its `Display` leaves out: the server's
+/// message with its detail (`role "x" does not exist`), or the system error under the
+/// connection error (`No such file or directory`, `Connection refused`). A server's own hint
+/// is not included: the caller's `hint:` line comes last.
+pub fn pg_error(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = db.message().to_string();
+        if let Some(d) = db.detail() {
+            s += &format!(" ({d})");
+        }
+        if let Some(h) = db.hint() {
+            s += &format!("; the server suggests: {h}");
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s += &format!(": {cause}");
+        source = cause.source();
+    }
+    s
+}
+
+/// The likeliest fix for a failed connection, from the server's SQLSTATE or the system error.
+fn connect_hint(e: &tokio_postgres::Error) -> String {
+    use tokio_postgres::error::SqlState;
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        return if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            && db.message().starts_with("role")
+        {
+            "set user= in [postgres] conninfo to a role that exists (pgward needs a superuser or a \
+             role with pg_read_all_settings and backup rights), or create that role"
+                .to_string()
+        } else if *code == SqlState::INVALID_CATALOG_NAME {
+            "set dbname= in [postgres] conninfo to a database that exists (postgres, say)"
+                .to_string()
+        } else if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            "the server refused this role: check pg_hba.conf and the password (a password= in \
+             conninfo or ~/.pgpass)"
+                .to_string()
+        } else {
+            GENERIC_HINT.to_string()
+        };
+    }
+    let io_kind = std::iter::successors(std::error::Error::source(e), |c| c.source())
+        .find_map(|c| c.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    match io_kind {
+        Some(std::io::ErrorKind::NotFound) => {
+            "no server socket there: the server is not running, or host= (the socket directory, \
+             unix_socket_directories) or port= in [postgres] conninfo differ from the server's"
+                .to_string()
+        }
+        Some(std::io::ErrorKind::ConnectionRefused) => {
+            "nothing listens there: the server is not running, or host= or port= in [postgres] \
+             conninfo differ from the server's (listen_addresses, port)"
+                .to_string()
+        }
+        Some(std::io::ErrorKind::PermissionDenied) => {
+            "this user may not open the server's socket: run pgward as the postgres user"
+                .to_string()
+        }
+        _ => GENERIC_HINT.to_string(),
+    }
 }
 
 /// `server_version_num`, e.g. 150004.
@@ -304,7 +377,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unreachable_server_fails_fast_with_a_hint() {
+    async fn unreachable_server_fails_fast_naming_the_cause() {
         let dir = tempfile::tempdir().unwrap();
         let conninfo = format!("host={} port=1 user=x dbname=x", dir.path().display());
         let start = std::time::Instant::now();
@@ -315,8 +388,39 @@ mod tests {
                 .unwrap_err()
         );
         assert!(start.elapsed() < Duration::from_secs(5));
-        assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
-        assert!(err.contains(&dir.path().display().to_string()), "{err}");
-        assert!(err.contains("[postgres] conninfo"), "{err}");
+        let (what, hint) = err.split_once("\nhint: ").unwrap();
+        assert_eq!(
+            what,
+            format!(
+                "cannot connect to PostgreSQL (host={} port=1 user=x dbname=x): error connecting \
+                 to server: No such file or directory (os error 2)",
+                dir.path().display()
+            )
+        );
+        assert!(hint.starts_with("no server socket there"), "{err}");
+        assert!(
+            hint.contains("host=") && hint.contains("[postgres] conninfo"),
+            "{err}"
+        );
+
+        // Nothing listens on a port just freed on loopback.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conninfo = format!("host=127.0.0.1 port={port} user=x dbname=x");
+        let err = format!(
+            "{:#}",
+            connect(&conninfo, Duration::from_secs(5))
+                .await
+                .unwrap_err()
+        );
+        let (what, hint) = err.split_once("\nhint: ").unwrap();
+        assert!(
+            what.ends_with("error connecting to server: Connection refused (os error 111)"),
+            "{err}"
+        );
+        assert!(hint.starts_with("nothing listens there"), "{err}");
     }
 }

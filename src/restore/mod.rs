@@ -216,7 +216,7 @@ pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOu
             ));
             ctx.events.emit(&Event::RestoreFailed {
                 backup: manifest.label.clone(),
-                error: format!("{e:#}"),
+                error: crate::output::error_text(&e),
                 // The error chain was flattened into text by `incomplete`.
                 cancelled: ctx.cancel.is_cancelled(),
             });

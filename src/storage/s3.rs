@@ -22,7 +22,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart,
@@ -67,6 +67,42 @@ const HINT_CREDENTIALS: &str = "check credentials ([repo.s3] access_key_id / sec
      or the AWS credential chain) and that they grant access to the bucket";
 const HINT_BUCKET: &str = "create the bucket, or fix the bucket name in repo.url";
 const HINT_NONE: &str = "";
+const HINT_NO_CREDENTIALS: &str = "set [repo.s3] access_key_id and secret_access_key, or give \
+     the user pgward runs as (postgres, for archive_command) AWS_ACCESS_KEY_ID / \
+     AWS_SECRET_ACCESS_KEY, a profile in ~/.aws, or an instance role";
+
+/// The longest cause text kept in a message: the SDK's errors carry whole request and
+/// credential-chain structures that bury the one line an operator needs.
+const MAX_CAUSE_CHARS: usize = 300;
+
+/// An error and its causes as `a: b: c`, each only by its first line of `Display` (never its
+/// `Debug`), skipping causes its parent already quoted, cut to [`MAX_CAUSE_CHARS`]. The SDK's
+/// `DisplayErrorContext` prints the `Debug` of the whole chain too: 10 KB for a missing
+/// credential.
+fn short_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        let line = text.lines().next().unwrap_or_default().trim().to_string();
+        if !line.is_empty() && !parts.iter().any(|p| p.contains(&line)) {
+            parts.push(line);
+        }
+        next = e.source();
+    }
+    let joined = parts.join(": ");
+    match joined.char_indices().nth(MAX_CAUSE_CHARS) {
+        Some((cut, _)) => format!("{}…", &joined[..cut]),
+        None => joined,
+    }
+}
+
+/// Whether a cause of `err` is the credential chain's failure (the SDK exposes no type for it
+/// through aws-sdk-s3, so its text decides: every credential error says "credential").
+fn mentions_credentials(err: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(err.source(), |e| e.source())
+        .any(|e| e.to_string().to_ascii_lowercase().contains("credential"))
+}
 
 /// Classifies a service answer by HTTP status and S3 error code.
 fn classify_response(status: Option<u16>, code: Option<&str>) -> Class {
@@ -236,19 +272,28 @@ impl S3Storage {
             SdkError::TimeoutError(_) => {
                 StorageError::Transient(format!("s3 {op} {url}: timed out reaching {endpoint}"))
             }
+            // The credential chain runs inside the dispatch: an empty chain is not a network
+            // problem, and retrying cannot fix it.
+            SdkError::DispatchFailure(_) if mentions_credentials(&err) => {
+                StorageError::Permanent(format!(
+                    "s3 {op} {url}: no credentials found: neither [repo.s3] access_key_id nor \
+                     the AWS credential chain (environment, profile, web identity, container, \
+                     instance metadata) provided any\nhint: {HINT_NO_CREDENTIALS}"
+                ))
+            }
             SdkError::DispatchFailure(d) if d.is_user() => StorageError::Permanent(format!(
                 "s3 {op} {url}: {}\nhint: check [repo.s3] endpoint and region",
-                DisplayErrorContext(&err)
+                short_chain(&err)
             )),
             SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
                 StorageError::Transient(format!(
                     "s3 {op} {url}: cannot reach {endpoint}: {}",
-                    DisplayErrorContext(&err)
+                    short_chain(&err)
                 ))
             }
             SdkError::ConstructionFailure(_) => StorageError::Permanent(format!(
                 "s3 {op} {url}: cannot build the request: {}",
-                DisplayErrorContext(&err)
+                short_chain(&err)
             )),
             _ => {
                 let status = status_of(&err);
@@ -257,7 +302,7 @@ impl S3Storage {
                     (Some(s), Some(c), Some(m)) => format!("{c} (HTTP {s}): {m}"),
                     (Some(s), Some(c), None) => format!("{c} (HTTP {s})"),
                     (Some(s), None, _) => format!("HTTP {s}"),
-                    (None, _, _) => DisplayErrorContext(&err).to_string(),
+                    (None, _, _) => short_chain(&err),
                 };
                 let msg = format!("s3 {op} {url}: {detail}");
                 match classify_response(status, code) {
@@ -341,7 +386,7 @@ impl S3Storage {
             if let Err(e) = guard.abort().await {
                 tracing::warn!(
                     key,
-                    error = %DisplayErrorContext(&e),
+                    error = %short_chain(&e),
                     "cannot abort multipart upload; a bucket lifecycle rule for incomplete \
                      uploads will clean it up"
                 );
@@ -580,7 +625,7 @@ impl Storage for S3Storage {
             StorageError::Transient(format!(
                 "s3 get {}: reading the body failed: {}",
                 self.url(Some(key)),
-                DisplayErrorContext(&e)
+                short_chain(&e)
             ))
         })?;
         Ok(body.into_bytes())
@@ -810,7 +855,7 @@ impl Storage for S3Storage {
                     Some(Err(e)) => Some((
                         Err(std::io::Error::other(format!(
                             "s3 get {url}: reading the body failed: {}",
-                            DisplayErrorContext(&e)
+                            short_chain(&e)
                         ))),
                         None,
                     )),
@@ -831,6 +876,61 @@ impl Storage for S3Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error chain as the SDK builds it for an empty credential chain, shortened.
+    #[derive(Debug)]
+    struct Chain(&'static str, Option<Box<Chain>>);
+    impl std::fmt::Display for Chain {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Chain {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|c| c as _)
+        }
+    }
+
+    #[test]
+    fn causes_are_short_and_credentials_are_recognised() {
+        let chain = Chain(
+            "dispatch failure",
+            Some(Box::new(Chain(
+                "other: the credential provider was not enabled: no credentials found in chain. \
+                 Attempted:\n  Environment: the credential provider was not enabled",
+                Some(Box::new(Chain(
+                    "the credential provider was not enabled",
+                    None,
+                ))),
+            ))),
+        );
+        assert!(mentions_credentials(&chain));
+        assert_eq!(
+            short_chain(&chain),
+            "dispatch failure: other: the credential provider was not enabled: no credentials \
+             found in chain. Attempted:"
+        );
+        let refused = Chain(
+            "dispatch failure",
+            Some(Box::new(Chain(
+                "io error",
+                Some(Box::new(Chain(
+                    "tcp connect error: Connection refused",
+                    None,
+                ))),
+            ))),
+        );
+        assert!(!mentions_credentials(&refused));
+        assert_eq!(
+            short_chain(&refused),
+            "dispatch failure: io error: tcp connect error: Connection refused"
+        );
+        let long: &'static str = "x".repeat(1000).leak();
+        assert_eq!(
+            short_chain(&Chain(long, None)).chars().count(),
+            MAX_CAUSE_CHARS + 1
+        );
+    }
 
     #[test]
     fn responses_are_classified() {

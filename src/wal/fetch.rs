@@ -34,7 +34,7 @@ use crate::fsutil;
 use crate::pg::WalFileName;
 use crate::repo::layout;
 use crate::storage::{ObjectMeta, Storage};
-use crate::wal::spool::FetchSpool;
+use crate::wal::spool::{FetchSpool, SpooledFile};
 use anyhow::{Context, Result, bail};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -146,7 +146,7 @@ pub fn exit_status(outcome: Outcome, mode: RecoveryMode) -> u8 {
 
 /// The error line of a failed fetch: the error, what it means for the server, then the hint.
 pub fn failure_message(e: &anyhow::Error, mode: RecoveryMode) -> String {
-    let text = format!("{e:#}");
+    let text = crate::output::error_text(e);
     let consequence = match mode {
         RecoveryMode::ArchiveRecovery => {
             "recovery stops here (exit 200) instead of ending early and promoting without the \
@@ -379,24 +379,45 @@ pub fn take_from_spool(
     name: &WalFileName,
     dest: &Path,
 ) -> Result<Option<FetchReport>> {
-    let Some(file) = spool.find(name) else {
-        return Ok(None);
-    };
+    match spool.find(name) {
+        Some(file) => take_spooled(&file, name, dest),
+        None => Ok(None),
+    }
+}
+
+/// [`take_from_spool`] once the file is found. The file may vanish at any step — the
+/// prefetcher removing what recovery did not take, a cleanup of old files — and that is no
+/// failure: `Ok(None)`, and the caller fetches from the repository. Recovery must never stop
+/// over a spool file.
+fn take_spooled(
+    file: &SpooledFile,
+    name: &WalFileName,
+    dest: &Path,
+) -> Result<Option<FetchReport>> {
     let started = Instant::now();
-    let intact = match file.crc32c {
-        Some(crc) => codec::crc32c_file(&file.path).map(|(c, _)| c == crc),
-        None => codec::sha256_file(&file.path).map(|(s, _)| s == file.sha256),
+    let checked = match file.crc32c {
+        Some(crc) => codec::crc32c_file(&file.path).map(|(c, len)| (c == crc, len)),
+        None => codec::sha256_file(&file.path).map(|(s, len)| (s == file.sha256, len)),
     };
-    match intact {
-        Ok(true) => {}
+    let len = match checked {
+        Ok((true, len)) => len,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vanished(name)),
         _ => {
             tracing::warn!(wal = %name, "prefetched copy failed verification; fetching again");
             let _ = std::fs::remove_file(&file.path);
             return Ok(None);
         }
+    };
+    match move_into_place(&file.path, dest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !file.path.exists() => {
+            return Ok(vanished(name));
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot move prefetched file to {}", dest.display()));
+        }
     }
-    let len = std::fs::metadata(&file.path)?.len();
-    move_into_place(&file.path, dest)?;
     Ok(Some(FetchReport {
         name: name.clone(),
         raw_bytes: len,
@@ -406,22 +427,22 @@ pub fn take_from_spool(
     }))
 }
 
+fn vanished(name: &WalFileName) -> Option<FetchReport> {
+    tracing::debug!(wal = %name, "the prefetched copy was removed meanwhile; fetching it again");
+    None
+}
+
 /// Renames a verified spool file to `dest`; across file systems, copies instead.
-fn move_into_place(src: &Path, dest: &Path) -> Result<()> {
+fn move_into_place(src: &Path, dest: &Path) -> std::io::Result<()> {
     match std::fs::rename(src, dest) {
-        Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             let data = std::fs::read(src)?;
-            fsutil::write_atomic(dest, &data)
-                .with_context(|| format!("cannot write {}", dest.display()))?;
+            fsutil::write_atomic(dest, &data)?;
             let _ = std::fs::remove_file(src);
+            Ok(())
         }
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot move prefetched file to {}", dest.display()));
-        }
+        other => other,
     }
-    Ok(())
 }
 
 fn parent_dir(p: &Path) -> PathBuf {
@@ -441,6 +462,31 @@ mod tests {
 
     fn name(s: &str) -> WalFileName {
         WalFileName::parse(s).unwrap()
+    }
+
+    /// The prefetcher (or a cleanup) may remove a spool file while `wal-fetch` takes it: the
+    /// fetch then falls back to the repository (`None`), and never fails.
+    #[test]
+    fn a_spool_file_vanishing_under_a_fetch_is_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = FetchSpool::new(dir.path());
+        std::fs::create_dir_all(spool.dir()).unwrap();
+        let n = name("000000010000000000000003");
+        let bytes = b"segment bytes".to_vec();
+        let path = spool.path_for(&n, &Sha256Digest::of(&bytes), crc32c::crc32c(&bytes));
+        std::fs::write(&path, &bytes).unwrap();
+        let dest = dir.path().join("RECOVERYXLOG");
+
+        let found = spool.find(&n).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(take_spooled(&found, &n, &dest).unwrap().is_none());
+        assert!(!dest.exists());
+
+        std::fs::write(&path, &bytes).unwrap();
+        let report = take_from_spool(&spool, &n, &dest).unwrap().unwrap();
+        assert!(report.from_spool);
+        assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+        assert!(!path.exists());
     }
 
     async fn store(s: &dyn Storage, n: &str, content: &[u8]) -> String {
@@ -604,7 +650,10 @@ mod tests {
         assert!(lines[0].contains("000000010000000000000003") && lines[0].contains("hole"));
         assert!(lines[1].starts_with("recovery stops here"), "{m}");
         assert!(lines[2].starts_with("hint: "), "{m}");
-        assert_eq!(failure_message(&e, RecoveryMode::Manual), format!("{e:#}"));
+        assert_eq!(
+            failure_message(&e, RecoveryMode::Manual),
+            crate::output::error_text(&e)
+        );
     }
 
     #[test]

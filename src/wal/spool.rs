@@ -23,8 +23,10 @@ use std::time::{Duration, SystemTime};
 const PUSH_RECORD_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often a call waiting for another pusher's claim tries again.
 const CLAIM_POLL: Duration = Duration::from_millis(2);
-/// Prefetched files nobody asked for within this time are removed.
-const FETCH_FILE_MAX_AGE: Duration = Duration::from_secs(15 * 60);
+/// Prefetched files nobody asked for within this time are removed (by any `wal-fetch` or
+/// prefetcher start, or by the prefetcher that spooled them). Recovery takes a spooled segment
+/// within seconds of its predecessor; ten minutes is a stopped recovery, not a slow one.
+pub const SPOOL_MAX_AGE: Duration = Duration::from_secs(10 * 60);
 
 /// What push-ahead stored for one WAL file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +240,14 @@ impl FetchSpool {
         None
     }
 
+    /// Removes the spooled copy of `name`, if any (a `wal-fetch` taking it meanwhile falls back
+    /// to the repository).
+    pub fn remove(&self, name: &WalFileName) {
+        if let Some(file) = self.find(name) {
+            let _ = std::fs::remove_file(file.path);
+        }
+    }
+
     /// Segments present in the spool.
     pub fn segments(&self) -> Vec<WalSegmentName> {
         list_named(&self.dir, |f| f.split_once('-').map(|(n, _)| n))
@@ -270,7 +280,7 @@ impl FetchSpool {
                 .and_then(|(n, _)| WalSegmentName::parse(n).ok())
                 .zip(upto)
                 .is_some_and(|(seg, up)| (seg.log, seg.seg) <= (up.log, up.seg));
-            if consumed || older_than(&path, FETCH_FILE_MAX_AGE) {
+            if consumed || older_than(&path, SPOOL_MAX_AGE) {
                 let _ = std::fs::remove_file(&path);
             }
         }
