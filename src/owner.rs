@@ -3,10 +3,15 @@
 //! A `pgward init` or `backup` run as root in a local repository leaves root-owned directories
 //! and objects, and the next `wal-push` (PostgreSQL runs it as `postgres`) fails with
 //! "Permission denied" — archiving stops and `pg_wal` fills up. So a command that writes to a
-//! local repository refuses to run unless the effective user owns the repository's root
-//! directory, and `init` and `backup` also unless it owns the data directory (whose owner is
-//! the user PostgreSQL runs as). The check runs before anything is created. A path that does
-//! not exist yet is not checked: whoever creates it owns it.
+//! local repository refuses to run as root unless root owns the repository's root directory,
+//! and `init` and `backup` also unless root owns the data directory (whose owner is the user
+//! PostgreSQL runs as). The check runs before anything is created. A path that does not exist
+//! yet is not checked: whoever creates it owns it.
+//!
+//! Only root is refused. Any other user either may write there (a repository shared through
+//! its group is the operator's choice, and refusing it would stop archiving) or gets
+//! "Permission denied" from the system, which says the same thing; root always may, and
+//! silently leaves files that the owner cannot change.
 
 use crate::cli::Command;
 use crate::config::{Config, RepoUrl};
@@ -48,10 +53,13 @@ pub fn guarded_paths(command: &Command, config: &Config) -> Vec<Guarded> {
     out
 }
 
-/// Refuses unless the effective user owns every existing path in `guarded`. `command_line` is
-/// what the user typed after `pgward`, for the hint.
+/// Refuses root unless it owns every existing path in `guarded`. `command_line` is what the
+/// user typed after `pgward`, for the hint.
 pub fn check(guarded: &[Guarded], command_line: &str) -> Result<()> {
     let me = effective_uid()?;
+    if me != 0 {
+        return Ok(());
+    }
     for g in guarded {
         let Ok(meta) = std::fs::metadata(&g.path) else {
             continue;
