@@ -89,6 +89,32 @@ pub enum Event {
         error: String,
         cancelled: bool,
     },
+    /// A logical dump started: these databases are dumped under this label.
+    DumpStarted {
+        label: String,
+        databases: Vec<String>,
+    },
+    /// One database's dump is stored and checked.
+    DumpDatabaseStored {
+        label: String,
+        database: String,
+        bytes: u64,
+        stored_bytes: u64,
+        ms: u64,
+    },
+    /// The dump's manifest is written: the dump is complete.
+    DumpFinished {
+        label: String,
+        databases: u64,
+        bytes: u64,
+        stored_bytes: u64,
+        duration_ms: u64,
+    },
+    DumpFailed {
+        label: Option<String>,
+        error: String,
+        cancelled: bool,
+    },
     /// A wait that has lasted a while (WAL to reach the repository, a lease, …), repeated
     /// while it lasts.
     Waiting {
@@ -267,6 +293,35 @@ impl EventSink for LogSink {
             } => {
                 if *cancelled {
                     tracing::warn!(backup, "restore cancelled");
+                }
+            }
+            Event::DumpStarted { label, databases } => tracing::info!(
+                label,
+                databases = databases.len(),
+                "dump started: {}",
+                databases.join(", ")
+            ),
+            Event::DumpDatabaseStored {
+                label,
+                database,
+                bytes,
+                stored_bytes,
+                ms,
+            } => tracing::info!(
+                label,
+                database,
+                bytes,
+                stored = stored_bytes,
+                ratio = ratio(*bytes, *stored_bytes),
+                ms,
+                "database dumped, stored and checked"
+            ),
+            Event::DumpFinished { label, .. } => tracing::info!(label, "dump complete"),
+            Event::DumpFailed {
+                label, cancelled, ..
+            } => {
+                if *cancelled {
+                    tracing::warn!(label = label.as_deref().unwrap_or("-"), "dump cancelled");
                 }
             }
             Event::Waiting {

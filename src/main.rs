@@ -106,7 +106,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let terminal = !a.json && std::io::stderr().is_terminal();
         ctx.events = Arc::new(LogSink::new(terminal));
     }
-    if matches!(cli.command, Command::Backup(_) | Command::Restore(_)) {
+    if matches!(
+        cli.command,
+        Command::Backup(_) | Command::Restore(_) | Command::Dump(_)
+    ) {
         cancel_on_signals(&ctx);
     }
     match &cli.command {
@@ -121,6 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Backup(a) => commands::backup::run(&ctx, a).await,
         Command::Restore(a) => commands::restore::run(&ctx, a).await,
+        Command::Dump(a) => commands::dump::run(&ctx, a).await,
         Command::Info(a) => commands::info::run(&ctx, a).await,
         Command::WalPrefetch(a) => commands::wal_prefetch::run(&ctx, a).await,
         Command::WalPushAhead(a) => commands::wal_push_ahead::run(&ctx, a).await,

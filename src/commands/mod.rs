@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod demo;
+pub mod dump;
 pub mod info;
 pub mod init;
 pub mod restore;
