@@ -42,10 +42,10 @@ use crate::pg::binaries::PgBinaries;
 use crate::pg::conn;
 use crate::repo::dumps::{DUMP_MANIFEST_VERSION, DatabaseDump, DumpManifest, StoredObject};
 use crate::repo::identity::RepoIdentity;
-use crate::repo::label::Label;
+use crate::repo::label::{self, Label};
 use crate::repo::layout::{self, DumpKey};
 use crate::repo::lock;
-use crate::storage::{self, Created, DynStorage, put_stream};
+use crate::storage::{self, DynStorage, put_stream};
 use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::Bytes;
 use chrono::{DateTime, SubsecRound as _, Utc};
@@ -375,8 +375,8 @@ struct InProgress<'a> {
     pgward: &'static str,
 }
 
-/// Picks the label (the start time, suffixed `-2`, `-3`, … if taken) and creates its
-/// in-progress marker put-if-absent, so two dumps never share a label.
+/// Claims the label: the start time, suffixed `-2`, `-3`, … if taken, with its in-progress
+/// marker created put-if-absent.
 async fn claim_label(storage: &DynStorage, start: DateTime<Utc>) -> Result<Label> {
     let listing = storage
         .list(layout::DUMPS_PREFIX)
@@ -391,29 +391,18 @@ async fn claim_label(storage: &DynStorage, start: DateTime<Utc>) -> Result<Label
             | DumpKey::InProgress(label) => Some(label),
         })
         .collect();
-    for n in 1..=1000u32 {
-        let label = Label::nth(start, n);
-        if taken.contains(label.as_str()) {
-            continue;
-        }
+    label::claim(storage.as_ref(), start, &taken, |label| {
         let marker = InProgress {
             label: label.as_str(),
             host: lock::hostname(),
             pid: std::process::id(),
-            start_time: crate::repo::label::rfc3339(&start),
+            start_time: label::rfc3339(&start),
             pgward: env!("CARGO_PKG_VERSION"),
         };
         let key = layout::dump_in_progress_key(label.as_str());
-        let body = Bytes::from(serde_json::to_vec_pretty(&marker)?);
-        match storage::create(storage.as_ref(), &key, body)
-            .await
-            .with_context(|| format!("cannot write {key}"))?
-        {
-            Created::Written | Created::AlreadyOurs => return Ok(label),
-            Created::Taken(_) => continue,
-        }
-    }
-    bail!("cannot find a free dump label for {start}: 1000 dumps started in the same second?")
+        Ok((key, Bytes::from(serde_json::to_vec_pretty(&marker)?)))
+    })
+    .await
 }
 
 /// Deletes everything under `dumps/<label>/`, the in-progress marker last, and says what it

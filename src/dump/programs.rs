@@ -19,7 +19,6 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt as _;
 use std::process::Command;
 use std::time::Duration;
-use tokio_postgres::config::Host;
 
 /// Deadline for `--version`.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,14 +37,15 @@ impl Programs {
     pub fn new(bins: PgBinaries, conninfo: &str) -> Result<Programs> {
         let config = conn::parse_conninfo(conninfo)?;
         let mut connect: Vec<OsString> = Vec::new();
-        let hosts: Vec<String> = config
-            .get_hosts()
-            .iter()
-            .map(|h| match h {
-                Host::Tcp(name) => name.clone(),
-                Host::Unix(dir) => dir.display().to_string(),
-            })
-            .collect();
+        let mut hosts = conn::host_names(&config);
+        if hosts.is_empty() {
+            // `hostaddr` alone: an address is a valid host name for `-h`.
+            hosts = config
+                .get_hostaddrs()
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+        }
         if !hosts.is_empty() {
             connect.extend(["-h".into(), hosts.join(",").into()]);
         }

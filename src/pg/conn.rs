@@ -41,15 +41,22 @@ pub fn parse_conninfo(conninfo: &str) -> Result<Config> {
     Ok(config)
 }
 
-/// Where a configuration connects, for messages (never includes the password).
-pub fn describe(config: &Config) -> String {
-    let hosts: Vec<String> = config
+/// The configuration's hosts as libpq's `host` reads them: names, and socket directories.
+pub fn host_names(config: &Config) -> Vec<String> {
+    config
         .get_hosts()
         .iter()
         .map(|h| match h {
             Host::Tcp(name) => name.clone(),
             Host::Unix(dir) => dir.display().to_string(),
         })
+        .collect()
+}
+
+/// Where a configuration connects, for messages (never includes the password).
+pub fn describe(config: &Config) -> String {
+    let hosts: Vec<String> = host_names(config)
+        .into_iter()
         .chain(config.get_hostaddrs().iter().map(|a| a.to_string()))
         .collect();
     let port = config
