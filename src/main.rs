@@ -125,6 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(a) => commands::backup::run(&ctx, a).await,
         Command::Restore(a) => commands::restore::run(&ctx, a).await,
         Command::Dump(a) => commands::dump::run(&ctx, a).await,
+        Command::RestoreDump(a) => commands::restore_dump::run(&ctx, a).await,
         Command::Info(a) => commands::info::run(&ctx, a).await,
         Command::WalPrefetch(a) => commands::wal_prefetch::run(&ctx, a).await,
         Command::WalPushAhead(a) => commands::wal_push_ahead::run(&ctx, a).await,

@@ -115,24 +115,46 @@ fn dump_keys(storage: &DynStorage) -> Vec<String> {
         .collect()
 }
 
-/// The stored archive of `db` in dump `label`, decoded (sha256 checked) into a file postgres
-/// can read.
-fn stored_archive(storage: &DynStorage, dir: &TestDir, label: &str, db: &str) -> PathBuf {
-    let s = storage.clone();
-    let label = label.to_string();
-    let db_name = db.to_string();
-    let raw = tokio::runtime::Handle::current().block_on(async move {
-        let m = DumpManifest::load(s.as_ref(), &label).await.unwrap();
-        let entry = m.databases.iter().find(|d| d.name == db_name).unwrap();
-        let stored = s.get(&entry.object.key).await.unwrap();
-        codec::decode_to_vec(&stored, Some(&entry.object.sha256)).unwrap()
-    });
-    dir.write_file(&format!("{db}.pgdump"), raw)
+/// `restore-dump --label <label> --db <db> --to-file`: the stored archive, verified, in a
+/// file postgres can read; checked against the manifest's sha256.
+fn stored_archive(src: &Source, dir: &TestDir, label: &str, db: &str) -> PathBuf {
+    let path = dir.path().join(format!("{db}.pgdump"));
+    let path_arg = path.to_string_lossy().into_owned();
+    let args = [
+        "restore-dump",
+        "--label",
+        label,
+        "--db",
+        db,
+        "--to-file",
+        &path_arg,
+        "--json",
+    ];
+    let v: Value = serde_json::from_str(src.pgward_ok(dir, &args).stdout.trim()).unwrap();
+    let raw = fs::read(&path).unwrap();
+    assert_eq!(v["sha256"], codec::Sha256Digest::of(&raw).to_hex(), "{v:#}");
+    assert_eq!(v["bytes"], raw.len() as u64, "{v:#}");
+    let mut cmd = client(&src.cluster, "pg_restore");
+    cmd.arg("--list").arg(&path);
+    assert!(
+        run_ok(&mut cmd, CLIENT)
+            .stdout
+            .contains("TABLE DATA public users")
+    );
+    // Never over an existing file.
+    let out = src.pgward(dir, &args);
+    assert!(
+        !out.status.success() && out.stderr.contains("already exists"),
+        "{}",
+        out.describe()
+    );
+    path
 }
 
 /// Restores the stored dump of `db` into a new database `copy` and compares the two.
 fn restore_and_compare(src: &Source, dir: &TestDir, storage: &DynStorage, label: &str, db: &str) {
-    let file = stored_archive(storage, dir, label, db);
+    let _ = storage;
+    let file = stored_archive(src, dir, label, db);
     let copy = format!("{db}_copy");
     src.cluster.psql(&format!("create database {copy}"));
     let mut cmd = client(&src.cluster, "pg_restore");
@@ -161,6 +183,7 @@ fn create_bookedbarber(src: &Source) {
 /// Round trip with `dump.jobs = 2` over three databases; an unknown `--db` refused.
 fn round_trip_and_refusal(dir: &TestDir, repo: RepoSpec, storage: DynStorage) {
     let t = Instant::now();
+    let repo_root = repo.clone();
     let src = Source::start(dir, "src", repo);
     create_bookedbarber(&src);
     src.cluster.psql("create database shop");
@@ -226,6 +249,7 @@ fn round_trip_and_refusal(dir: &TestDir, repo: RepoSpec, storage: DynStorage) {
     let before = dump_keys(&storage);
     let out = src.pgward(dir, &["dump", "--db", "shop", "--db", "nosuch"]);
     assert!(!out.status.success(), "{}", out.describe());
+    eprintln!("dump --db nosuch:\n{}", out.stderr);
     assert!(
         out.stderr.contains("database `nosuch` does not exist")
             && out.stderr.contains("nothing was dumped"),
@@ -237,6 +261,47 @@ fn round_trip_and_refusal(dir: &TestDir, repo: RepoSpec, storage: DynStorage) {
 
     restore_and_compare(&src, dir, &storage, &label, "bookedbarber");
     log_step("restored and compared", t);
+
+    // A stored object with a flipped byte: restore-dump fails naming the object and the
+    // database, and writes nothing.
+    let RepoSpec::Local(root) = repo_root else {
+        return;
+    };
+    let key = format!("dumps/{label}/shop.pgdump.zst");
+    let object = root.join(&key);
+    let mut bytes = fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    fs::write(&object, bytes).unwrap();
+    let target = dir.path().join("shop.pgdump");
+    let out = src.pgward(
+        dir,
+        &[
+            "restore-dump",
+            "--db",
+            "shop",
+            "--to-file",
+            target.to_str().unwrap(),
+        ],
+    );
+    let said = out.describe();
+    eprintln!("restore-dump of a damaged object:\n{}", out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        out.stderr.contains(&key) && out.stderr.contains("database `shop`"),
+        "{said}"
+    );
+    assert!(
+        out.stderr.contains("corrupt") && out.stderr.contains("nothing was written"),
+        "{said}"
+    );
+    assert!(!target.exists(), "{said}");
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp."))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,6 +430,7 @@ async fn dump_fails_whole_when_pg_dump_dies_and_refuses_an_older_pg_dump() {
         let out = pgward_timeout(dir.path(), &["--config", &cfg, "dump"], CLIENT);
         log_step("dump with a dying pg_dump", t);
         let said = out.describe();
+        eprintln!("dump with a dying pg_dump:\n{}", out.stderr);
         assert!(!out.status.success(), "{said}");
         for want in [
             "pg_dump of database `victim` failed (killed by signal 9)",
@@ -386,6 +452,7 @@ async fn dump_fails_whole_when_pg_dump_dies_and_refuses_an_older_pg_dump() {
         let cfg = config_with_bindir(&src, &dir, "old.toml", &old);
         let out = pgward_timeout(dir.path(), &["--config", &cfg, "dump"], CLIENT);
         let said = out.describe();
+        eprintln!("dump with pg_dump 14:\n{}", out.stderr);
         assert!(!out.status.success(), "{said}");
         let server = src.cluster.psql("show server_version");
         let server = server.split_whitespace().next().unwrap();

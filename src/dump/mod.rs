@@ -34,6 +34,7 @@
 pub mod check;
 pub mod child;
 pub mod programs;
+pub mod restore;
 
 use crate::codec::stream::encode_stream;
 use crate::context::Context;
