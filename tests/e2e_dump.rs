@@ -151,15 +151,48 @@ fn stored_archive(src: &Source, dir: &TestDir, label: &str, db: &str) -> PathBuf
     path
 }
 
-/// Restores the stored dump of `db` into a new database `copy` and compares the two.
-fn restore_and_compare(src: &Source, dir: &TestDir, storage: &DynStorage, label: &str, db: &str) {
-    let _ = storage;
-    let file = stored_archive(src, dir, label, db);
-    let copy = format!("{db}_copy");
-    src.cluster.psql(&format!("create database {copy}"));
-    let mut cmd = client(&src.cluster, "pg_restore");
-    cmd.args(["--exit-on-error", "-d", &copy]).arg(&file);
-    run_ok(&mut cmd, CLIENT);
+/// How a test restores a stored dump.
+#[derive(Clone, Copy)]
+enum Via {
+    /// `restore-dump --to-file`, then `pg_restore -d`.
+    File,
+    /// `restore-dump --to-db <copy> --create`.
+    Db,
+}
+
+/// Restores the stored dump of `db` into a new database (`<db>_copy`, or `<db>_from_file`)
+/// and compares the two.
+fn restore_and_compare(src: &Source, dir: &TestDir, label: &str, db: &str, via: Via) {
+    let copy = match via {
+        Via::File => format!("{db}_from_file"),
+        Via::Db => format!("{db}_copy"),
+    };
+    match via {
+        Via::File => {
+            let file = stored_archive(src, dir, label, db);
+            src.cluster.psql(&format!("create database {copy}"));
+            let mut cmd = client(&src.cluster, "pg_restore");
+            cmd.args(["--exit-on-error", "-d", &copy]).arg(&file);
+            run_ok(&mut cmd, CLIENT);
+        }
+        Via::Db => {
+            let out = src.pgward_ok(
+                dir,
+                &[
+                    "restore-dump",
+                    "--db",
+                    db,
+                    "--to-db",
+                    &copy,
+                    "--create",
+                    "--json",
+                ],
+            );
+            let v: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+            assert_eq!(v["label"], label, "the newest dump holding {db}: {v:#}");
+            assert_eq!(v["created"], true, "{v:#}");
+        }
+    }
     let (a, b) = (
         plain_dump(&src.cluster, db),
         plain_dump(&src.cluster, &copy),
@@ -259,8 +292,56 @@ fn round_trip_and_refusal(dir: &TestDir, repo: RepoSpec, storage: DynStorage) {
     assert_eq!(dump_keys(&storage), before, "a refused dump stored nothing");
     log_step("unknown --db refused", t);
 
-    restore_and_compare(&src, dir, &storage, &label, "bookedbarber");
-    log_step("restored and compared", t);
+    restore_and_compare(&src, dir, &label, "bookedbarber", Via::Db);
+    log_step("restored into a new database and compared", t);
+    let fingerprint = plain_dump(&src.cluster, "bookedbarber_copy");
+    for (args, want) in [
+        (
+            vec![
+                "restore-dump",
+                "--db",
+                "bookedbarber",
+                "--to-db",
+                "bookedbarber_copy",
+            ],
+            "database `bookedbarber_copy` is not empty",
+        ),
+        (
+            vec![
+                "restore-dump",
+                "--db",
+                "bookedbarber",
+                "--to-db",
+                "bookedbarber_copy",
+                "--create",
+            ],
+            "database `bookedbarber_copy` already exists",
+        ),
+    ] {
+        let out = src.pgward(dir, &args);
+        assert!(
+            !out.status.success() && out.stderr.contains(want),
+            "{}",
+            out.describe()
+        );
+    }
+    assert_eq!(
+        plain_dump(&src.cluster, "bookedbarber_copy"),
+        fingerprint,
+        "nothing changed"
+    );
+    // An existing empty database is a valid target.
+    src.cluster.psql("create database shop_copy");
+    src.pgward_ok(
+        dir,
+        &["restore-dump", "--db", "shop", "--to-db", "shop_copy"],
+    );
+    assert_eq!(
+        psql_db(&src.cluster, "shop_copy", "select count(*) from items").trim(),
+        "100"
+    );
+    restore_and_compare(&src, dir, &label, "bookedbarber", Via::File);
+    log_step("to-file checked", t);
 
     // A stored object with a flipped byte: restore-dump fails naming the object and the
     // database, and writes nothing.
@@ -296,6 +377,30 @@ fn round_trip_and_refusal(dir: &TestDir, repo: RepoSpec, storage: DynStorage) {
         "{said}"
     );
     assert!(!target.exists(), "{said}");
+    let out = src.pgward(
+        dir,
+        &[
+            "restore-dump",
+            "--db",
+            "shop",
+            "--to-db",
+            "shop_again",
+            "--create",
+        ],
+    );
+    let said = out.describe();
+    eprintln!("restore-dump --to-db of a damaged object:\n{}", out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        out.stderr.contains(&key) && out.stderr.contains("was dropped"),
+        "{said}"
+    );
+    assert_eq!(
+        src.cluster
+            .psql("select count(*) from pg_database where datname = 'shop_again'"),
+        "0",
+        "{said}"
+    );
     let leftovers: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .flatten()
@@ -346,7 +451,7 @@ async fn dump_round_trip_s3() {
             ],
             "the in-progress marker is gone"
         );
-        restore_and_compare(&src, &dir, &storage, &label, "bookedbarber");
+        restore_and_compare(&src, &dir, &label, "bookedbarber", Via::Db);
         log_step("restored and compared", t);
     })
     .await
@@ -414,7 +519,7 @@ async fn dump_fails_whole_when_pg_dump_dies_and_refuses_an_older_pg_dump() {
             &src.cluster,
             "victim",
             "create table big as select g as id, md5(g::text) as payload \
-             from generate_series(1, 20000) g",
+             from generate_series(1, 60000) g",
         );
 
         // pg_dump of `victim` is cut off after 50 kB and the wrapper dies by SIGKILL; alpha and
@@ -466,9 +571,48 @@ async fn dump_fails_whole_when_pg_dump_dies_and_refuses_an_older_pg_dump() {
         assert_no_dump_left(&src, &dir, &root, "after refusing pg_dump 14");
 
         // The same repository still takes a good dump.
-        let v = dump_json(&src.pgward_ok(&dir, &["dump", "--db", "alpha", "--json"]));
-        assert_eq!(v["databases"][0]["name"], "alpha");
+        let v = dump_json(&src.pgward_ok(&dir, &["dump", "--db", "victim", "--json"]));
+        assert!(
+            v["databases"][0]["size"].as_u64().unwrap() > 2 << 20,
+            "{v:#}"
+        );
         log_step("refusals checked", t);
+
+        // Damage near the end of a multi-MiB archive: pg_restore has restored the first MiBs
+        // in its transaction when the damage shows; it is killed, and the existing empty
+        // target is left as it was.
+        let key = v["databases"][0]["key"].as_str().unwrap();
+        let object = root.join(key);
+        let mut bytes = fs::read(&object).unwrap();
+        let near_end = bytes.len() - bytes.len() / 20;
+        bytes[near_end] ^= 0x40;
+        fs::write(&object, bytes).unwrap();
+        src.cluster.psql("create database victim_copy");
+        let out = src.pgward(
+            &dir,
+            &["restore-dump", "--db", "victim", "--to-db", "victim_copy"],
+        );
+        let said = out.describe();
+        eprintln!(
+            "restore-dump into an existing database, damage near the end:\n{}",
+            out.stderr
+        );
+        assert!(!out.status.success(), "{said}");
+        assert!(
+            out.stderr.contains(key) && out.stderr.contains("database `victim_copy` is as it was"),
+            "{said}"
+        );
+        assert_eq!(
+            psql_db(
+                &src.cluster,
+                "victim_copy",
+                "select count(*) from pg_class where relname = 'big'"
+            )
+            .trim(),
+            "0",
+            "{said}"
+        );
+        log_step("damaged restore rolled back", t);
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));

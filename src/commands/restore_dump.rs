@@ -1,12 +1,13 @@
-//! `pgward restore-dump [--label L] --db NAME --to-file PATH [--json]`: one database's stored
-//! dump, verified, as the original `pg_dump -Fc` archive.
+//! `pgward restore-dump [--label L] --db NAME (--to-db TARGET [--create] | --to-file PATH)
+//! [--json]`: one database's stored dump, verified, into a database or as the original
+//! `pg_dump -Fc` archive.
 //!
-//! The work is [`crate::dump::restore::restore_to_file`]; this file only prints the result.
-//! (`--to-db`, which streams the archive into `pg_restore`, comes with the next part of
-//! issue 11.)
+//! The work is [`crate::dump::restore_db::restore_to_db`] and
+//! [`crate::dump::restore::restore_to_file`]; this file only prints the result.
 
 use crate::context::Context;
 use crate::dump::restore::{RestoreDumpRequest, restore_to_file};
+use crate::dump::restore_db::{RestoreToDbRequest, restore_to_db};
 use crate::output;
 use crate::units;
 use anyhow::Result;
@@ -21,9 +22,20 @@ pub struct Args {
     /// The database whose dump is restored.
     #[arg(long = "db", value_name = "NAME")]
     pub database: String,
+    /// Restore into this database of the configured server (empty, or new with --create).
+    #[arg(
+        long,
+        value_name = "TARGET",
+        required_unless_present = "to_file",
+        conflicts_with = "to_file"
+    )]
+    pub to_db: Option<String>,
+    /// Create TARGET first (it must not exist).
+    #[arg(long, requires = "to_db")]
+    pub create: bool,
     /// Write the archive (verified) to this new file, for `pg_restore`.
     #[arg(long, value_name = "PATH")]
-    pub to_file: PathBuf,
+    pub to_file: Option<PathBuf>,
     /// Print the result as one JSON object (a stable format).
     #[arg(long)]
     pub json: bool,
@@ -40,10 +52,62 @@ pub struct Summary {
 }
 
 pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
+    let text = match (&args.to_db, &args.to_file) {
+        (Some(target), _) => to_db(ctx, args, target).await?,
+        (None, Some(path)) => to_file(ctx, args, path).await?,
+        (None, None) => anyhow::bail!("restore-dump needs --to-db TARGET or --to-file PATH"),
+    };
+    if let Err(e) = output::stdout(&text) {
+        tracing::warn!("restore-dump is done but its summary could not be printed: {e}");
+    }
+    Ok(())
+}
+
+/// The `--json` output of `--to-db`.
+#[derive(Debug, Serialize)]
+pub struct DbSummary {
+    pub label: String,
+    pub database: String,
+    pub target: String,
+    pub bytes: u64,
+    pub created: bool,
+}
+
+async fn to_db(ctx: &Context, args: &Args, target: &str) -> Result<String> {
+    let request = RestoreToDbRequest {
+        label: args.label.clone(),
+        database: args.database.clone(),
+        target: target.to_string(),
+        create: args.create,
+    };
+    let o = restore_to_db(ctx, &request).await?;
+    let s = DbSummary {
+        label: o.label,
+        database: o.database,
+        target: o.target,
+        bytes: o.bytes,
+        created: o.created,
+    };
+    Ok(if args.json {
+        serde_json::to_string_pretty(&s)? + "\n"
+    } else {
+        format!(
+            "database `{}` of dump {} restored into {}database `{}` ({} verified, one \
+             transaction)\n",
+            s.database,
+            s.label,
+            if s.created { "new " } else { "" },
+            s.target,
+            units::bytes(s.bytes)
+        )
+    })
+}
+
+async fn to_file(ctx: &Context, args: &Args, path: &std::path::Path) -> Result<String> {
     let request = RestoreDumpRequest {
         label: args.label.clone(),
         database: args.database.clone(),
-        to_file: args.to_file.clone(),
+        to_file: path.to_path_buf(),
     };
     let o = restore_to_file(ctx, &request).await?;
     let summary = Summary {
@@ -53,7 +117,7 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
         bytes: o.bytes,
         sha256: o.sha256,
     };
-    let text = if args.json {
+    Ok(if args.json {
         serde_json::to_string_pretty(&summary)? + "\n"
     } else {
         format!(
@@ -66,12 +130,5 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
             summary.sha256,
             summary.path
         )
-    };
-    if let Err(e) = output::stdout(&text) {
-        tracing::warn!(
-            "{} is written but the summary could not be printed: {e}",
-            summary.path
-        );
-    }
-    Ok(())
+    })
 }

@@ -20,6 +20,21 @@ use std::io::ErrorKind;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
+/// The original bytes of a stored object, verified as they are read (see [`decode_stream`]:
+/// the stream ends with an error at the first sign of damage, or at the end if the sha256 or
+/// length differ). `what` names the object in the error.
+pub async fn open_decoded(
+    storage: &DynStorage,
+    object: &StoredObject,
+    what: &str,
+) -> Result<crate::storage::ByteStream> {
+    let stored = storage
+        .get_stream(&object.key, 0)
+        .await
+        .with_context(|| format!("cannot read {what}"))?;
+    Ok(decode_stream(stored, object.sha256, object.size))
+}
+
 /// Decodes `object` from storage to its end, verifying it; `sink` sees every chunk, and
 /// answers whether it still wants more.
 async fn read_back(
@@ -27,11 +42,7 @@ async fn read_back(
     object: &StoredObject,
     mut sink: impl AsyncFnMut(&[u8]) -> bool,
 ) -> Result<()> {
-    let stored = storage
-        .get_stream(&object.key, 0)
-        .await
-        .with_context(|| format!("cannot read {} back", object.key))?;
-    let mut decoded = decode_stream(stored, object.sha256, object.size);
+    let mut decoded = open_decoded(storage, object, &object.key).await?;
     let mut wanted = true;
     while let Some(chunk) = decoded.next().await {
         let chunk =

@@ -35,6 +35,7 @@ pub mod check;
 pub mod child;
 pub mod programs;
 pub mod restore;
+pub mod restore_db;
 
 use crate::codec::stream::encode_stream;
 use crate::context::Context;

@@ -108,6 +108,16 @@ impl Programs {
         cmd
     }
 
+    /// `pg_restore --exit-on-error --single-transaction` of an archive read from standard
+    /// input into `db`: nothing is committed unless the whole archive restores.
+    pub fn pg_restore_into(&self, db: &str) -> Command {
+        let mut cmd = self.client("pg_restore");
+        cmd.args(["--exit-on-error", "--single-transaction"])
+            .arg("--dbname")
+            .arg(format!("dbname={}", conninfo_value(db)));
+        cmd
+    }
+
     /// Refuses a pg_dump or pg_dumpall older than the server (`server_version`, e.g. `15.18`)
     /// and returns pg_dump's version.
     pub fn check_versions(&self, server_version: &str) -> Result<String> {
@@ -209,6 +219,18 @@ mod tests {
         assert!(args.iter().all(|a| !a.contains("SEKRET")));
         let envs: Vec<_> = cmd.get_envs().collect();
         assert!(envs.iter().any(|(k, v)| *k == "PGPASSWORD" && v.is_some()));
+        let restore: Vec<String> = (p.pg_restore_into("copy").get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            restore.ends_with(&[
+                "--exit-on-error".to_string(),
+                "--single-transaction".into(),
+                "--dbname".into(),
+                "dbname='copy'".into()
+            ]),
+            "{restore:?}"
+        );
         let all = p.pg_dumpall_globals(false);
         let args: Vec<String> = all
             .get_args()

@@ -9,7 +9,6 @@
 //! atomically). A corrupt or truncated object fails naming the object and the database, and
 //! leaves nothing at the destination.
 
-use crate::codec::stream::decode_stream;
 use crate::context::Context;
 use crate::fsutil::TempFile;
 use crate::repo::dumps::{DatabaseDump, DumpCatalog, DumpManifest};
@@ -104,12 +103,7 @@ pub async fn restore_to_file(
         "the stored dump of database `{}` in dump {} ({})",
         db.name, manifest.label, db.object.key
     );
-    let stored = ctx
-        .storage
-        .get_stream(&db.object.key, 0)
-        .await
-        .with_context(|| format!("cannot read {what}"))?;
-    let mut decoded = decode_stream(stored, db.object.sha256, db.object.size);
+    let mut decoded = super::check::open_decoded(&ctx.storage, &db.object, &what).await?;
 
     let tmp = TempFile::create_beside(path)
         .with_context(|| format!("cannot create a temp file beside {}", path.display()))?;

@@ -244,6 +244,11 @@ pub async fn show(client: &Client, name: &str) -> Result<String> {
     Ok(row.get(0))
 }
 
+/// `name` as an SQL identifier: in double quotes, inner quotes doubled (as `quote_ident`).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// The server's data directory, when this role may see it (superuser or
 /// `pg_read_all_settings`); `None` otherwise.
 pub async fn data_directory(client: &Client) -> Option<PathBuf> {
@@ -302,6 +307,12 @@ mod tests {
         ] {
             assert_eq!(redact_conninfo(conninfo), redacted, "{conninfo}");
         }
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("app"), "\"app\"");
+        assert_eq!(quote_ident("my \"db\""), "\"my \"\"db\"\"\"");
     }
 
     #[test]
