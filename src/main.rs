@@ -101,9 +101,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         _ => CreateRepo::No,
     };
     let mut ctx = Context::open(config, path, create).await?;
-    if let Command::Backup(a) = &cli.command {
+    let json_report = match &cli.command {
+        Command::Backup(a) => Some(a.json),
+        Command::Dump(a) => Some(a.json),
+        _ => None,
+    };
+    if let Some(json) = json_report {
         // The progress line only on a terminal, never into logs or pipes.
-        let terminal = !a.json && std::io::stderr().is_terminal();
+        let terminal = !json && std::io::stderr().is_terminal();
         ctx.events = Arc::new(LogSink::new(terminal));
     }
     if matches!(

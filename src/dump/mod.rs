@@ -39,7 +39,7 @@ pub mod restore_db;
 
 use crate::codec::stream::encode_stream;
 use crate::context::Context;
-use crate::events::Event;
+use crate::events::{Event, Events, PROGRESS_EVERY};
 use crate::pg::binaries::PgBinaries;
 use crate::pg::conn;
 use crate::repo::dumps::{DUMP_MANIFEST_VERSION, DatabaseDump, DumpManifest, StoredObject};
@@ -55,6 +55,8 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use programs::Programs;
 use serde::Serialize;
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long connecting to the server may take.
@@ -108,6 +110,44 @@ struct Job<'a> {
     label: Label,
     /// zstd threads per object.
     workers: u32,
+    progress: Arc<Progress>,
+}
+
+/// What the progress events report, counted as the work goes.
+#[derive(Debug, Default)]
+struct Progress {
+    databases_done: AtomicU64,
+    bytes_done: AtomicU64,
+}
+
+/// Emits [`Event::DumpProgress`] every [`PROGRESS_EVERY`] until dropped.
+struct Reporter(tokio::task::JoinHandle<()>);
+
+impl Reporter {
+    fn start(events: Events, label: &Label, total: u64, progress: Arc<Progress>) -> Reporter {
+        let label = label.to_string();
+        let started = Instant::now();
+        Reporter(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                events.emit(&Event::DumpProgress {
+                    label: label.clone(),
+                    databases_done: progress.databases_done.load(Ordering::Relaxed),
+                    databases_total: total,
+                    bytes_done: progress.bytes_done.load(Ordering::Relaxed),
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+        }))
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn dump(
@@ -151,6 +191,7 @@ async fn dump(
         programs,
         label: label.clone(),
         workers: (cores / jobs).clamp(1, 4) as u32,
+        progress: Arc::new(Progress::default()),
     };
     ctx.events.emit(&Event::DumpStarted {
         label: label.to_string(),
@@ -172,12 +213,19 @@ async fn dump(
             databases: dumped,
         })
     };
+    let reporter = Reporter::start(
+        ctx.events.clone(),
+        &label,
+        databases.len() as u64,
+        job.progress.clone(),
+    );
     // Cancelling drops the work: its pg_dumps are killed and unfinished uploads aborted.
     let result = tokio::select! {
         biased;
         () = ctx.cancel.cancelled() => Err(anyhow!(Cancelled)),
         done = work => done,
     };
+    drop(reporter);
     // Once every object is stored and checked, writing the manifest is not interrupted.
     let result = match result {
         Ok(manifest) => manifest
@@ -254,6 +302,7 @@ async fn dump_database(job: &Job<'_>, db: &str) -> Result<DatabaseDump> {
     let toc_entries = check::check_archive(job.storage, &object, job.programs.pg_restore_list())
         .await
         .with_context(|| format!("the stored dump of database `{db}` does not check out"))?;
+    job.progress.databases_done.fetch_add(1, Ordering::Relaxed);
     job.ctx.events.emit(&Event::DumpDatabaseStored {
         label: job.label.to_string(),
         database: db.to_string(),
@@ -280,7 +329,18 @@ async fn store_output(
 ) -> Result<StoredObject> {
     let producer = child::spawn(cmd, what)?;
     let level = job.ctx.config.repo.compression_level.0;
-    let (compressed, summary) = encode_stream(producer.output, level, job.workers);
+    let progress = job.progress.clone();
+    let counted = producer
+        .output
+        .inspect(move |chunk| {
+            if let Ok(c) = chunk {
+                progress
+                    .bytes_done
+                    .fetch_add(c.len() as u64, Ordering::Relaxed);
+            }
+        })
+        .boxed();
+    let (compressed, summary) = encode_stream(counted, level, job.workers);
     let stored = put_stream(job.storage, &key, compressed).await;
     // Known once the output was read to its end; a stream given up midway (a storage
     // failure) dropped the program, which is then killed and gives no exit.
