@@ -292,6 +292,29 @@ fn round_trip_and_refusal(dir: &TestDir, repo: RepoSpec, storage: DynStorage) {
     assert_eq!(dump_keys(&storage), before, "a refused dump stored nothing");
     log_step("unknown --db refused", t);
 
+    let dry = src.pgward_ok(
+        dir,
+        &[
+            "restore-dump",
+            "--db",
+            "bookedbarber",
+            "--to-db",
+            "bookedbarber_copy",
+            "--create",
+            "--dry-run",
+        ],
+    );
+    assert!(
+        dry.stdout.contains("would restore database `bookedbarber`"),
+        "{}",
+        dry.describe()
+    );
+    assert_eq!(
+        src.cluster
+            .psql("select count(*) from pg_database where datname = 'bookedbarber_copy'"),
+        "0",
+        "a dry run creates nothing"
+    );
     restore_and_compare(&src, dir, &label, "bookedbarber", Via::Db);
     log_step("restored into a new database and compared", t);
     let fingerprint = plain_dump(&src.cluster, "bookedbarber_copy");
@@ -334,7 +357,14 @@ fn round_trip_and_refusal(dir: &TestDir, repo: RepoSpec, storage: DynStorage) {
     src.cluster.psql("create database shop_copy");
     src.pgward_ok(
         dir,
-        &["restore-dump", "--db", "shop", "--to-db", "shop_copy"],
+        &[
+            "restore-dump",
+            "--db",
+            "shop",
+            "--to-db",
+            "shop_copy",
+            "--no-owner",
+        ],
     );
     assert_eq!(
         psql_db(&src.cluster, "shop_copy", "select count(*) from items").trim(),

@@ -33,6 +33,12 @@ pub struct Args {
     /// Create TARGET first (it must not exist).
     #[arg(long, requires = "to_db")]
     pub create: bool,
+    /// Make the restoring user own the objects, instead of the owners as dumped.
+    #[arg(long, requires = "to_db")]
+    pub no_owner: bool,
+    /// Check everything and say what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Write the archive (verified) to this new file, for `pg_restore`.
     #[arg(long, value_name = "PATH")]
     pub to_file: Option<PathBuf>,
@@ -46,9 +52,11 @@ pub struct Args {
 pub struct Summary {
     pub label: String,
     pub database: String,
+    pub key: String,
     pub path: String,
     pub bytes: u64,
     pub sha256: String,
+    pub dry_run: bool,
 }
 
 pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
@@ -68,9 +76,11 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
 pub struct DbSummary {
     pub label: String,
     pub database: String,
+    pub key: String,
     pub target: String,
     pub bytes: u64,
     pub created: bool,
+    pub dry_run: bool,
 }
 
 async fn to_db(ctx: &Context, args: &Args, target: &str) -> Result<String> {
@@ -79,17 +89,36 @@ async fn to_db(ctx: &Context, args: &Args, target: &str) -> Result<String> {
         database: args.database.clone(),
         target: target.to_string(),
         create: args.create,
+        no_owner: args.no_owner,
+        dry_run: args.dry_run,
     };
     let o = restore_to_db(ctx, &request).await?;
     let s = DbSummary {
         label: o.label,
         database: o.database,
+        key: o.key,
         target: o.target,
         bytes: o.bytes,
         created: o.created,
+        dry_run: o.dry_run,
     };
     Ok(if args.json {
         serde_json::to_string_pretty(&s)? + "\n"
+    } else if s.dry_run {
+        format!(
+            "dry run: would restore database `{}` of dump {} ({}, {}) into {} `{}` with \
+             pg_restore --single-transaction; nothing was changed\n",
+            s.database,
+            s.label,
+            s.key,
+            units::bytes(s.bytes),
+            if s.created {
+                "a new database"
+            } else {
+                "the existing empty database"
+            },
+            s.target
+        )
     } else {
         format!(
             "database `{}` of dump {} restored into {}database `{}` ({} verified, one \
@@ -108,17 +137,29 @@ async fn to_file(ctx: &Context, args: &Args, path: &std::path::Path) -> Result<S
         label: args.label.clone(),
         database: args.database.clone(),
         to_file: path.to_path_buf(),
+        dry_run: args.dry_run,
     };
     let o = restore_to_file(ctx, &request).await?;
     let summary = Summary {
         label: o.label,
         database: o.database,
+        key: o.key,
         path: o.path.display().to_string(),
         bytes: o.bytes,
         sha256: o.sha256,
+        dry_run: o.dry_run,
     };
     Ok(if args.json {
         serde_json::to_string_pretty(&summary)? + "\n"
+    } else if summary.dry_run {
+        format!(
+            "dry run: would write database `{}` of dump {} ({}, {}) to {}; nothing was written\n",
+            summary.database,
+            summary.label,
+            summary.key,
+            units::bytes(summary.bytes),
+            summary.path
+        )
     } else {
         format!(
             "database `{}` of dump {} written to {} ({}, sha256 {} verified)\n\

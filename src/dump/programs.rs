@@ -109,11 +109,15 @@ impl Programs {
     }
 
     /// `pg_restore --exit-on-error --single-transaction` of an archive read from standard
-    /// input into `db`: nothing is committed unless the whole archive restores.
-    pub fn pg_restore_into(&self, db: &str) -> Command {
+    /// input into `db`: nothing is committed unless the whole archive restores. Owners as
+    /// dumped, unless `no_owner`.
+    pub fn pg_restore_into(&self, db: &str, no_owner: bool) -> Command {
         let mut cmd = self.client("pg_restore");
-        cmd.args(["--exit-on-error", "--single-transaction"])
-            .arg("--dbname")
+        cmd.args(["--exit-on-error", "--single-transaction"]);
+        if no_owner {
+            cmd.arg("--no-owner");
+        }
+        cmd.arg("--dbname")
             .arg(format!("dbname={}", conninfo_value(db)));
         cmd
     }
@@ -219,7 +223,7 @@ mod tests {
         assert!(args.iter().all(|a| !a.contains("SEKRET")));
         let envs: Vec<_> = cmd.get_envs().collect();
         assert!(envs.iter().any(|(k, v)| *k == "PGPASSWORD" && v.is_some()));
-        let restore: Vec<String> = (p.pg_restore_into("copy").get_args())
+        let restore: Vec<String> = (p.pg_restore_into("copy", false).get_args())
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         assert!(

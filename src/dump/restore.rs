@@ -23,6 +23,8 @@ pub struct RestoreDumpRequest {
     pub label: Option<String>,
     pub database: String,
     pub to_file: PathBuf,
+    /// Check and say what would be written; write nothing.
+    pub dry_run: bool,
 }
 
 /// A finished `--to-file`.
@@ -31,8 +33,11 @@ pub struct RestoreDumpOutcome {
     pub label: String,
     pub database: String,
     pub path: PathBuf,
+    pub key: String,
     pub bytes: u64,
     pub sha256: String,
+    /// Nothing was written: this is what would be.
+    pub dry_run: bool,
 }
 
 /// The dump and the database entry a restore of `database` reads: from `label` when given,
@@ -99,6 +104,18 @@ pub async fn restore_to_file(
     }
     let catalog = DumpCatalog::load(ctx.storage.as_ref()).await?;
     let (manifest, db) = choose(&catalog, request.label.as_deref(), &request.database)?;
+    let outcome = RestoreDumpOutcome {
+        label: manifest.label.to_string(),
+        database: db.name.clone(),
+        path: absolute(path),
+        key: db.object.key.clone(),
+        bytes: db.object.size,
+        sha256: db.object.sha256.to_hex(),
+        dry_run: request.dry_run,
+    };
+    if request.dry_run {
+        return Ok(outcome);
+    }
     let what = format!(
         "the stored dump of database `{}` in dump {} ({})",
         db.name, manifest.label, db.object.key
@@ -150,13 +167,7 @@ pub async fn restore_to_file(
             path.display()
         );
     }
-    Ok(RestoreDumpOutcome {
-        label: manifest.label.to_string(),
-        database: db.name.clone(),
-        path: absolute(path),
-        bytes: db.object.size,
-        sha256: db.object.sha256.to_hex(),
-    })
+    Ok(outcome)
 }
 
 /// Writes every chunk received into `tmp`, then fsyncs it.

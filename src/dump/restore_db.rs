@@ -35,6 +35,10 @@ pub struct RestoreToDbRequest {
     pub target: String,
     /// Create TARGET (it must not exist).
     pub create: bool,
+    /// Objects owned by the restoring user instead of the dumped owners.
+    pub no_owner: bool,
+    /// Check and say what would be done; change nothing.
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -42,8 +46,11 @@ pub struct RestoreToDbOutcome {
     pub label: String,
     pub database: String,
     pub target: String,
+    pub key: String,
     pub bytes: u64,
     pub created: bool,
+    /// Nothing was done: this is what would be.
+    pub dry_run: bool,
 }
 
 pub async fn restore_to_db(ctx: &Context, req: &RestoreToDbRequest) -> Result<RestoreToDbOutcome> {
@@ -74,6 +81,7 @@ pub async fn restore_to_db(ctx: &Context, req: &RestoreToDbRequest) -> Result<Re
             bail!("database `{target}` does not exist\nhint: add --create to create it")
         }
         (false, true) => check_empty(conninfo, target).await?,
+        (true, false) if req.dry_run => {}
         (true, false) => {
             client
                 .batch_execute(&format!(
@@ -86,11 +94,24 @@ pub async fn restore_to_db(ctx: &Context, req: &RestoreToDbRequest) -> Result<Re
     }
     let bins = PgBinaries::locate(ctx.config.postgres.bindir.as_deref())?;
     let programs = Programs::new(bins, conninfo)?;
+    let outcome = RestoreToDbOutcome {
+        label: manifest.label.to_string(),
+        database: db.name.clone(),
+        target: target.clone(),
+        key: db.object.key.clone(),
+        bytes: db.object.size,
+        created: req.create,
+        dry_run: req.dry_run,
+    };
+    if req.dry_run {
+        return Ok(outcome);
+    }
     let what = format!(
         "the stored dump of database `{}` in dump {} ({})",
         db.name, manifest.label, db.object.key
     );
-    let result = stream_into(ctx, &programs, db, target, &what).await;
+    let restore = programs.pg_restore_into(target, req.no_owner);
+    let result = stream_into(ctx, restore, db, target, &what).await;
     if let Err(e) = result {
         let left = if req.create {
             // The killed pg_restore's session may still be ending: FORCE (PostgreSQL 13+)
@@ -120,13 +141,7 @@ pub async fn restore_to_db(ctx: &Context, req: &RestoreToDbRequest) -> Result<Re
         };
         return Err(anyhow!("{e:#}; {left}"));
     }
-    Ok(RestoreToDbOutcome {
-        label: manifest.label.to_string(),
-        database: db.name.clone(),
-        target: target.clone(),
-        bytes: db.object.size,
-        created: req.create,
-    })
+    Ok(outcome)
 }
 
 /// Refuses a TARGET that holds objects of its own.
@@ -172,13 +187,13 @@ async fn check_empty(conninfo: &str, target: &str) -> Result<()> {
 /// out; on any failure pg_restore is killed before it can commit.
 async fn stream_into(
     ctx: &Context,
-    programs: &Programs,
+    pg_restore: std::process::Command,
     db: &crate::repo::dumps::DatabaseDump,
     target: &str,
     what: &str,
 ) -> Result<()> {
     let mut decoded = super::check::open_decoded(&ctx.storage, &db.object, what).await?;
-    let mut cmd = tokio::process::Command::from(programs.pg_restore_into(target));
+    let mut cmd = tokio::process::Command::from(pg_restore);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
