@@ -229,12 +229,14 @@ fn round_trip_and_refusal(dir: &TestDir, repo: RepoSpec, storage: DynStorage) {
     let mut cfg = fs::read_to_string(&src.cfg).unwrap();
     cfg += "\n[dump]\njobs = 2\nrole_passwords = false\n";
     write_postgres_file(&src.cfg, cfg.as_bytes());
+    src.cluster.psql("create role auditor nologin");
     log_step("source ready", t);
 
     let out = src.pgward_ok(dir, &["dump", "--json"]);
     log_step("dumped", t);
     let v = dump_json(&out);
     let label = v["label"].as_str().unwrap().to_string();
+    src.cluster.psql("drop role auditor");
     let names: Vec<&str> = (v["databases"].as_array().unwrap().iter())
         .map(|d| d["name"].as_str().unwrap())
         .collect();
@@ -369,6 +371,24 @@ fn round_trip_and_refusal(dir: &TestDir, repo: RepoSpec, storage: DynStorage) {
     assert_eq!(
         psql_db(&src.cluster, "shop_copy", "select count(*) from items").trim(),
         "100"
+    );
+    // --globals brings the dropped role back; `postgres`, which exists, is no error.
+    src.pgward_ok(
+        dir,
+        &[
+            "restore-dump",
+            "--db",
+            "shop",
+            "--to-db",
+            "shop_globals",
+            "--create",
+            "--globals",
+        ],
+    );
+    assert_eq!(
+        src.cluster
+            .psql("select count(*) from pg_roles where rolname = 'auditor'"),
+        "1"
     );
     restore_and_compare(&src, dir, &label, "bookedbarber", Via::File);
     log_step("to-file checked", t);

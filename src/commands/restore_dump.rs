@@ -36,6 +36,9 @@ pub struct Args {
     /// Make the restoring user own the objects, instead of the owners as dumped.
     #[arg(long, requires = "to_db")]
     pub no_owner: bool,
+    /// Apply the dump's globals.sql (roles, tablespaces) first; those that exist are left.
+    #[arg(long, requires = "to_db")]
+    pub globals: bool,
     /// Check everything and say what would be done; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -90,6 +93,7 @@ async fn to_db(ctx: &Context, args: &Args, target: &str) -> Result<String> {
         target: target.to_string(),
         create: args.create,
         no_owner: args.no_owner,
+        globals: args.globals,
         dry_run: args.dry_run,
     };
     let o = restore_to_db(ctx, &request).await?;

@@ -33,6 +33,7 @@
 
 pub mod check;
 pub mod child;
+pub mod globals;
 pub mod programs;
 pub mod restore;
 pub mod restore_db;

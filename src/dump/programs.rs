@@ -101,6 +101,15 @@ impl Programs {
         cmd
     }
 
+    /// `psql` running an SQL script read from standard input in the maintenance database,
+    /// going on after errors (the caller judges them).
+    pub fn psql_script(&self) -> Command {
+        let mut cmd = self.client("psql");
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=0", "-f", "-", "--dbname"])
+            .arg(format!("dbname={}", conninfo_value(&self.maintenance_db)));
+        cmd
+    }
+
     /// `pg_restore --list` of an archive read from standard input (no server involved).
     pub fn pg_restore_list(&self) -> Command {
         let mut cmd = self.bins.command("pg_restore");

@@ -9,6 +9,9 @@
 //! restore (`--create`) is dropped again. So TARGET is either the complete dump or as it was,
 //! and the error says which.
 //!
+//! `--globals` applies the dump's `globals.sql` first ([`super::globals`]), before TARGET is
+//! created; roles and tablespaces are cluster-wide, outside the restore's transaction.
+//!
 //! Only TARGET is touched. It must be empty (no relations, functions or schemas of its own) or,
 //! with `--create`, not exist: restoring over existing objects would mix two databases.
 
@@ -37,6 +40,8 @@ pub struct RestoreToDbRequest {
     pub create: bool,
     /// Objects owned by the restoring user instead of the dumped owners.
     pub no_owner: bool,
+    /// Apply the dump's globals.sql (roles, tablespaces) first.
+    pub globals: bool,
     /// Check and say what would be done; change nothing.
     pub dry_run: bool,
 }
@@ -81,16 +86,7 @@ pub async fn restore_to_db(ctx: &Context, req: &RestoreToDbRequest) -> Result<Re
             bail!("database `{target}` does not exist\nhint: add --create to create it")
         }
         (false, true) => check_empty(conninfo, target).await?,
-        (true, false) if req.dry_run => {}
-        (true, false) => {
-            client
-                .batch_execute(&format!(
-                    "create database {} template template0",
-                    conn::quote_ident(target)
-                ))
-                .await
-                .with_context(|| format!("cannot create database `{target}`"))?;
-        }
+        (true, false) => {}
     }
     let bins = PgBinaries::locate(ctx.config.postgres.bindir.as_deref())?;
     let programs = Programs::new(bins, conninfo)?;
@@ -105,6 +101,25 @@ pub async fn restore_to_db(ctx: &Context, req: &RestoreToDbRequest) -> Result<Re
     };
     if req.dry_run {
         return Ok(outcome);
+    }
+    // Before TARGET is created, so a failure here leaves nothing behind but the globals.
+    if req.globals {
+        let existed = super::globals::apply_globals(&ctx.storage, manifest, &programs)
+            .await
+            .with_context(|| format!("nothing was restored into database `{target}`"))?;
+        tracing::info!(
+            already_existing = existed,
+            "globals.sql applied (roles or tablespaces that already existed were left as they were)"
+        );
+    }
+    if req.create {
+        client
+            .batch_execute(&format!(
+                "create database {} template template0",
+                conn::quote_ident(target)
+            ))
+            .await
+            .with_context(|| format!("cannot create database `{target}`"))?;
     }
     let what = format!(
         "the stored dump of database `{}` in dump {} ({})",
@@ -139,7 +154,12 @@ pub async fn restore_to_db(ctx: &Context, req: &RestoreToDbRequest) -> Result<Re
                 "database `{target}` is as it was: the restore's one transaction was rolled back"
             )
         };
-        return Err(anyhow!("{e:#}; {left}"));
+        let globals = if req.globals {
+            " (the roles and tablespaces of globals.sql were applied and stay)"
+        } else {
+            ""
+        };
+        return Err(anyhow!("{e:#}; {left}{globals}"));
     }
     Ok(outcome)
 }
