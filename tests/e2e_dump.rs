@@ -355,6 +355,28 @@ fn round_trip_and_refusal(dir: &TestDir, repo: RepoSpec, storage: DynStorage) {
         fingerprint,
         "nothing changed"
     );
+    // --clean drops and recreates what the dump holds, in the one transaction.
+    psql_db(
+        &src.cluster,
+        "bookedbarber_copy",
+        "delete from payments where id % 3 = 0",
+    );
+    src.pgward_ok(
+        dir,
+        &[
+            "restore-dump",
+            "--db",
+            "bookedbarber",
+            "--to-db",
+            "bookedbarber_copy",
+            "--clean",
+        ],
+    );
+    assert_eq!(
+        plain_dump(&src.cluster, "bookedbarber_copy"),
+        fingerprint,
+        "--clean restored"
+    );
     // An existing empty database is a valid target.
     src.cluster.psql("create database shop_copy");
     src.pgward_ok(

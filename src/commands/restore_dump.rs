@@ -6,6 +6,7 @@
 //! [`crate::dump::restore::restore_to_file`]; this file only prints the result.
 
 use crate::context::Context;
+use crate::dump::programs::RestoreOptions;
 use crate::dump::restore::{RestoreDumpRequest, restore_to_file};
 use crate::dump::restore_db::{RestoreToDbRequest, restore_to_db};
 use crate::output;
@@ -31,8 +32,11 @@ pub struct Args {
     )]
     pub to_db: Option<String>,
     /// Create TARGET first (it must not exist).
-    #[arg(long, requires = "to_db")]
+    #[arg(long, requires = "to_db", conflicts_with = "clean")]
     pub create: bool,
+    /// Accept a non-empty TARGET: drop each object the dump holds before creating it.
+    #[arg(long, requires = "to_db")]
+    pub clean: bool,
     /// Make the restoring user own the objects, instead of the owners as dumped.
     #[arg(long, requires = "to_db")]
     pub no_owner: bool,
@@ -92,7 +96,10 @@ async fn to_db(ctx: &Context, args: &Args, target: &str) -> Result<String> {
         database: args.database.clone(),
         target: target.to_string(),
         create: args.create,
-        no_owner: args.no_owner,
+        options: RestoreOptions {
+            no_owner: args.no_owner,
+            clean: args.clean,
+        },
         globals: args.globals,
         dry_run: args.dry_run,
     };
@@ -119,7 +126,7 @@ async fn to_db(ctx: &Context, args: &Args, target: &str) -> Result<String> {
             if s.created {
                 "a new database"
             } else {
-                "the existing empty database"
+                "the existing database"
             },
             s.target
         )

@@ -118,13 +118,15 @@ impl Programs {
     }
 
     /// `pg_restore --exit-on-error --single-transaction` of an archive read from standard
-    /// input into `db`: nothing is committed unless the whole archive restores. Owners as
-    /// dumped, unless `no_owner`.
-    pub fn pg_restore_into(&self, db: &str, no_owner: bool) -> Command {
+    /// input into `db`: nothing is committed unless the whole archive restores.
+    pub fn pg_restore_into(&self, db: &str, options: RestoreOptions) -> Command {
         let mut cmd = self.client("pg_restore");
         cmd.args(["--exit-on-error", "--single-transaction"]);
-        if no_owner {
+        if options.no_owner {
             cmd.arg("--no-owner");
+        }
+        if options.clean {
+            cmd.args(["--clean", "--if-exists"]);
         }
         cmd.arg("--dbname")
             .arg(format!("dbname={}", conninfo_value(db)));
@@ -172,6 +174,15 @@ impl Programs {
             )
         })
     }
+}
+
+/// How `pg_restore` treats what it restores.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreOptions {
+    /// The restoring user owns the objects, instead of the owners as dumped.
+    pub no_owner: bool,
+    /// Drop each object the archive holds before creating it (`--clean --if-exists`).
+    pub clean: bool,
 }
 
 /// The major version in `15.18`, `17beta1`, `9.6.24` (gives 9).
@@ -232,9 +243,11 @@ mod tests {
         assert!(args.iter().all(|a| !a.contains("SEKRET")));
         let envs: Vec<_> = cmd.get_envs().collect();
         assert!(envs.iter().any(|(k, v)| *k == "PGPASSWORD" && v.is_some()));
-        let restore: Vec<String> = (p.pg_restore_into("copy", false).get_args())
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let restore: Vec<String> = (p
+            .pg_restore_into("copy", RestoreOptions::default())
+            .get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
         assert!(
             restore.ends_with(&[
                 "--exit-on-error".to_string(),

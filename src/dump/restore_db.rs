@@ -13,10 +13,13 @@
 //! created; roles and tablespaces are cluster-wide, outside the restore's transaction.
 //!
 //! Only TARGET is touched. It must be empty (no relations, functions or schemas of its own) or,
-//! with `--create`, not exist: restoring over existing objects would mix two databases.
+//! with `--create`, not exist: restoring over existing objects would mix two databases. With
+//! `--clean` a non-empty TARGET is accepted: pg_restore drops each object the dump holds before
+//! creating it (`--clean --if-exists`), in the same one transaction; objects the dump does not
+//! hold stay.
 
 use super::child::{self, describe_status};
-use super::programs::Programs;
+use super::programs::{Programs, RestoreOptions};
 use super::restore::choose;
 use crate::context::Context;
 use crate::pg::binaries::PgBinaries;
@@ -38,8 +41,9 @@ pub struct RestoreToDbRequest {
     pub target: String,
     /// Create TARGET (it must not exist).
     pub create: bool,
-    /// Objects owned by the restoring user instead of the dumped owners.
-    pub no_owner: bool,
+    /// Objects owned by the restoring user instead of the dumped owners; drop what the
+    /// archive holds before creating it (a non-empty TARGET is then allowed).
+    pub options: RestoreOptions,
     /// Apply the dump's globals.sql (roles, tablespaces) first.
     pub globals: bool,
     /// Check and say what would be done; change nothing.
@@ -85,6 +89,7 @@ pub async fn restore_to_db(ctx: &Context, req: &RestoreToDbRequest) -> Result<Re
         (false, false) => {
             bail!("database `{target}` does not exist\nhint: add --create to create it")
         }
+        (false, true) if req.options.clean => {}
         (false, true) => check_empty(conninfo, target).await?,
         (true, false) => {}
     }
@@ -125,7 +130,7 @@ pub async fn restore_to_db(ctx: &Context, req: &RestoreToDbRequest) -> Result<Re
         "the stored dump of database `{}` in dump {} ({})",
         db.name, manifest.label, db.object.key
     );
-    let restore = programs.pg_restore_into(target, req.no_owner);
+    let restore = programs.pg_restore_into(target, req.options);
     let result = stream_into(ctx, restore, db, target, &what).await;
     if let Err(e) = result {
         let left = if req.create {
@@ -196,8 +201,9 @@ async fn check_empty(conninfo: &str, target: &str) -> Result<()> {
     if objects > 0 {
         bail!(
             "database `{target}` is not empty ({objects} relations, functions, schemas or large \
-             objects of its own); restore-dump never restores over existing objects, and \
-             nothing was changed\nhint: restore into a new database with --create"
+             objects of its own); restore-dump does not restore over existing objects unless \
+             told to, and nothing was changed\nhint: restore into a new database with \
+             --create, or add --clean to drop and recreate the objects the dump holds"
         );
     }
     Ok(())
