@@ -42,6 +42,10 @@ pub enum Command {
     Backup(commands::backup::Args),
     /// Restore a base backup into a data directory, to any point in time.
     Restore(commands::restore::Args),
+    /// Take a logical backup (pg_dump) of the server's databases.
+    Dump(commands::dump::Args),
+    /// Write one database's stored dump, verified, to a file (for pg_restore).
+    RestoreDump(commands::restore_dump::Args),
     /// Show the repository's identity and archived WAL.
     Info(commands::info::Args),
     /// Run the whole loop on a throwaway cluster: archive, backup, PITR restore, check.

@@ -25,6 +25,8 @@ pub struct Config {
     pub wal: WalConfig,
     #[serde(default)]
     pub backup: BackupConfig,
+    #[serde(default)]
+    pub dump: DumpConfig,
 }
 
 #[derive(Clone, Deserialize, Default)]
@@ -114,6 +116,36 @@ impl Default for BackupConfig {
         BackupConfig {
             jobs: default_jobs(),
             wal_wait_timeout: default_wal_wait_timeout(),
+        }
+    }
+}
+
+/// `[dump]`: logical backups with `pg_dump` (`pgward dump`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpConfig {
+    /// Databases dumped at once.
+    #[serde(default = "default_dump_jobs", deserialize_with = "de_jobs")]
+    pub jobs: usize,
+    /// Passed to pg_dump as `--lock-wait-timeout`: a dump fails instead of queueing behind a
+    /// long DDL lock forever.
+    #[serde(
+        default = "default_lock_wait_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub lock_wait_timeout: Duration,
+    /// Whether `globals.sql` holds the roles' password hashes (`false` adds
+    /// `--no-role-passwords` to pg_dumpall).
+    #[serde(default = "default_role_passwords")]
+    pub role_passwords: bool,
+}
+
+impl Default for DumpConfig {
+    fn default() -> Self {
+        DumpConfig {
+            jobs: default_dump_jobs(),
+            lock_wait_timeout: default_lock_wait_timeout(),
+            role_passwords: default_role_passwords(),
         }
     }
 }
@@ -244,6 +276,15 @@ fn default_wal_timeout() -> Duration {
 }
 fn default_wal_wait_timeout() -> Duration {
     Duration::from_secs(600)
+}
+fn default_dump_jobs() -> usize {
+    1
+}
+fn default_lock_wait_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_role_passwords() -> bool {
+    true
 }
 fn default_jobs() -> usize {
     std::thread::available_parallelism()
@@ -522,6 +563,24 @@ mod tests {
             assert!(dbg.contains("<redacted>"), "{dbg}");
             assert!(dbg.contains("user") || dbg.contains("alice"), "{dbg}");
         }
+    }
+
+    #[test]
+    fn dump_section_has_defaults_and_is_strict() {
+        let c = Config::parse(MINIMAL, "t").unwrap();
+        assert_eq!(c.dump.jobs, 1);
+        assert_eq!(c.dump.lock_wait_timeout, Duration::from_secs(300));
+        assert!(c.dump.role_passwords);
+        let text = format!(
+            "{MINIMAL}[dump]\njobs = 2\nlock_wait_timeout = \"30s\"\nrole_passwords = false\n"
+        );
+        let c = Config::parse(&text, "t").unwrap();
+        assert_eq!(c.dump.jobs, 2);
+        assert_eq!(c.dump.lock_wait_timeout, Duration::from_secs(30));
+        assert!(!c.dump.role_passwords);
+        let text = format!("{MINIMAL}[dump]\njob = 2\n");
+        let err = format!("{:#}", Config::parse(&text, "t").unwrap_err());
+        assert!(err.contains("job") && err.contains("line 4"), "{err}");
     }
 
     #[test]

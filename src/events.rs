@@ -4,7 +4,7 @@
 //! making progress and ending, a wait that lasts: each is an [`Event`] handed to the
 //! [`Context`](crate::context::Context)'s sink. The command line's sink is [`LogSink`]: the
 //! log lines pgward has always written (one per WAL file; a backup's and a restore's start,
-//! progress and result) and, on a terminal, the backup's progress line. Tests use
+//! progress and result; a dump's) and, on a terminal, the backup's or the dump's progress line. Tests use
 //! [`TestSink`] to assert the sequence. Later sinks (metrics, notification hooks, the agent's
 //! state) receive the same events, so all of them tell the same story.
 //!
@@ -86,6 +86,40 @@ pub enum Event {
     },
     RestoreFailed {
         backup: String,
+        error: String,
+        cancelled: bool,
+    },
+    /// A logical dump started: these databases are dumped under this label.
+    DumpStarted {
+        label: String,
+        databases: Vec<String>,
+    },
+    /// A dump's progress: databases finished, and bytes pg_dump has written so far.
+    DumpProgress {
+        label: String,
+        databases_done: u64,
+        databases_total: u64,
+        bytes_done: u64,
+        elapsed_ms: u64,
+    },
+    /// One database's dump is stored and checked.
+    DumpDatabaseStored {
+        label: String,
+        database: String,
+        bytes: u64,
+        stored_bytes: u64,
+        ms: u64,
+    },
+    /// The dump's manifest is written: the dump is complete.
+    DumpFinished {
+        label: String,
+        databases: u64,
+        bytes: u64,
+        stored_bytes: u64,
+        duration_ms: u64,
+    },
+    DumpFailed {
+        label: Option<String>,
         error: String,
         cancelled: bool,
     },
@@ -269,6 +303,53 @@ impl EventSink for LogSink {
                     tracing::warn!(backup, "restore cancelled");
                 }
             }
+            Event::DumpStarted { label, databases } => tracing::info!(
+                label,
+                databases = databases.len(),
+                "dump started: {}",
+                databases.join(", ")
+            ),
+            Event::DumpProgress {
+                databases_done,
+                databases_total,
+                bytes_done,
+                elapsed_ms,
+                ..
+            } => {
+                let line = dump_line(*databases_done, *databases_total, *bytes_done, *elapsed_ms);
+                if self.terminal_progress {
+                    self.draw(&line);
+                } else if self.log_due() {
+                    tracing::info!("{line}");
+                }
+            }
+            Event::DumpDatabaseStored {
+                label,
+                database,
+                bytes,
+                stored_bytes,
+                ms,
+            } => tracing::info!(
+                label,
+                database,
+                bytes,
+                stored = stored_bytes,
+                ratio = ratio(*bytes, *stored_bytes),
+                ms,
+                "database dumped, stored and checked"
+            ),
+            Event::DumpFinished { label, .. } => {
+                self.clear_line();
+                tracing::info!(label, "dump complete");
+            }
+            Event::DumpFailed {
+                label, cancelled, ..
+            } => {
+                self.clear_line();
+                if *cancelled {
+                    tracing::warn!(label = label.as_deref().unwrap_or("-"), "dump cancelled");
+                }
+            }
             Event::Waiting {
                 what,
                 waited_ms,
@@ -311,6 +392,16 @@ pub fn backup_line(done: u64, total: u64, stored: u64, elapsed_ms: u64) -> Strin
     format!(
         "backup: {head}, {}, {new}",
         units::rate(done, elapsed_ms as f64 / 1000.0)
+    )
+}
+
+/// `dump: 1 of 3 databases done, 1.2 GiB written by pg_dump, 85.3 MiB/s`.
+pub fn dump_line(done: u64, total: u64, bytes: u64, elapsed_ms: u64) -> String {
+    format!(
+        "dump: {done} of {} done, {} written by pg_dump, {}",
+        units::count(total, "database", "databases"),
+        units::bytes(bytes),
+        units::rate(bytes, elapsed_ms as f64 / 1000.0)
     )
 }
 
@@ -371,6 +462,14 @@ mod tests {
         assert!(line.contains("nothing new stored yet"), "{line}");
         let line = backup_line(3 << 20, 0, 1 << 20, 1000);
         assert_eq!(line, "backup: 3.0 MiB, 3.0 MiB/s, 1.0 MiB new stored");
+    }
+
+    #[test]
+    fn dump_progress_line_reads_well() {
+        assert_eq!(
+            dump_line(1, 3, 3 << 20, 1000),
+            "dump: 1 of 3 databases done, 3.0 MiB written by pg_dump, 3.0 MiB/s"
+        );
     }
 
     #[test]

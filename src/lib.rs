@@ -9,6 +9,7 @@ pub mod codec;
 pub mod commands;
 pub mod config;
 pub mod context;
+pub mod dump;
 pub mod events;
 pub mod fsutil;
 pub mod logging;

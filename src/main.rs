@@ -106,12 +106,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         _ => CreateRepo::No,
     };
     let mut ctx = Context::open(config, path, create).await?;
-    if let Command::Backup(a) = &cli.command {
+    let json_report = match &cli.command {
+        Command::Backup(a) => Some(a.json),
+        Command::Dump(a) => Some(a.json),
+        _ => None,
+    };
+    if let Some(json) = json_report {
         // The progress line only on a terminal, never into logs or pipes.
-        let terminal = !a.json && std::io::stderr().is_terminal();
+        let terminal = !json && std::io::stderr().is_terminal();
         ctx.events = Arc::new(LogSink::new(terminal));
     }
-    if matches!(cli.command, Command::Backup(_) | Command::Restore(_)) {
+    if matches!(
+        cli.command,
+        Command::Backup(_) | Command::Restore(_) | Command::Dump(_)
+    ) {
         cancel_on_signals(&ctx);
     }
     match &cli.command {
@@ -126,6 +134,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Backup(a) => commands::backup::run(&ctx, a).await,
         Command::Restore(a) => commands::restore::run(&ctx, a).await,
+        Command::Dump(a) => commands::dump::run(&ctx, a).await,
+        Command::RestoreDump(a) => commands::restore_dump::run(&ctx, a).await,
         Command::Info(a) => commands::info::run(&ctx, a).await,
         Command::WalPrefetch(a) => commands::wal_prefetch::run(&ctx, a).await,
         Command::WalPushAhead(a) => commands::wal_push_ahead::run(&ctx, a).await,

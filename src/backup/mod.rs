@@ -33,16 +33,17 @@ use crate::pg::control::ControlFile;
 use crate::pg::version::read_major_version;
 use crate::pg::{Lsn, Timeline, WalSegmentName, conn};
 use crate::repo::identity::RepoIdentity;
+use crate::repo::label;
 use crate::repo::layout::{self, BackupKey};
 use crate::repo::lock::{self, Lease};
 use crate::repo::manifest::{BackupStats, BadPage, MANIFEST_VERSION, Manifest};
-use crate::storage::{self, Created, DynStorage};
+use crate::storage::DynStorage;
 use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use pipeline::{KnownBlocks, PipelineConfig, Progress};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -472,48 +473,29 @@ async fn claim_label(
     start: DateTime<Utc>,
     start_text: &str,
 ) -> Result<String> {
-    let base = start.format("%Y%m%dT%H%M%SZ").to_string();
     let listing = storage
         .list(layout::BACKUPS_PREFIX)
         .await
         .with_context(|| format!("cannot list backups in {}", storage.describe()))?;
-    let taken: HashSet<String> = listing
+    let taken: BTreeSet<String> = listing
         .iter()
         .filter_map(|o| match layout::parse_backup_key(&o.key)? {
             BackupKey::Manifest(l) | BackupKey::InProgress(l) => Some(l),
         })
         .collect();
-    for n in 1..=1000u32 {
-        let label = if n == 1 {
-            base.clone()
-        } else {
-            format!("{base}-{n}")
-        };
-        if taken.contains(&label) {
-            continue;
-        }
+    let label = label::claim(storage.as_ref(), start, &taken, |label| {
         let marker = InProgress {
-            label: &label,
+            label: label.as_str(),
             host: lock::hostname(),
             pid: std::process::id(),
             start_time: start_text,
             pgward: env!("CARGO_PKG_VERSION"),
         };
-        let key = layout::in_progress_key(&label);
-        let body = Bytes::from(serde_json::to_vec_pretty(&marker)?);
-        // The marker names this process, so the same bytes found there are ours (an attempt
-        // whose answer was lost), not another backup's.
-        match storage::create(storage.as_ref(), &key, body)
-            .await
-            .with_context(|| format!("cannot write {key}"))?
-        {
-            Created::Written | Created::AlreadyOurs => return Ok(label),
-            Created::Taken(_) => continue,
-        }
-    }
-    Err(anyhow!(
-        "cannot find a free backup label for {base}: 1000 backups started in the same second?"
-    ))
+        let key = layout::in_progress_key(label.as_str());
+        Ok((key, Bytes::from(serde_json::to_vec_pretty(&marker)?)))
+    })
+    .await?;
+    Ok(label.to_string())
 }
 
 /// One warning naming the files with bad pages (a few pages each), after the backup.

@@ -8,6 +8,7 @@ use crate::pg::Lsn;
 use crate::pg::Timeline;
 use crate::repo::catalog::BackupSummary;
 use crate::repo::catalog::InProgressMarker;
+use crate::repo::dumps::DumpManifest;
 use crate::repo::label::rfc3339;
 use crate::repo::lock::hostname;
 use crate::repo::snapshot::Snapshot;
@@ -49,6 +50,55 @@ pub struct InfoReport {
     pub recoverable: Vec<RecoverableWindow>,
     /// Problems found while reading the archive (e.g. unusable history files).
     pub warnings: Vec<String>,
+    /// Complete logical dumps (`pgward dump`), oldest first.
+    pub dumps: Vec<DumpReport>,
+    /// Labels of dumps that are running, or died before writing their manifest (not dumps).
+    pub dumps_incomplete: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DumpReport {
+    pub label: String,
+    pub start_time: String,
+    pub stop_time: String,
+    pub server_version: String,
+    pub pg_dump_version: String,
+    /// Bytes pg_dump and pg_dumpall wrote, all objects.
+    pub size: u64,
+    pub stored_size: u64,
+    pub databases: Vec<DumpDatabaseReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DumpDatabaseReport {
+    pub name: String,
+    pub size: u64,
+    pub stored_size: u64,
+    pub toc_entries: u64,
+}
+
+impl DumpReport {
+    fn of(m: &DumpManifest) -> DumpReport {
+        DumpReport {
+            label: m.label.to_string(),
+            start_time: rfc3339(&m.start_time),
+            stop_time: rfc3339(&m.stop_time),
+            server_version: m.server_version.clone(),
+            pg_dump_version: m.pg_dump_version.clone(),
+            size: m.size(),
+            stored_size: m.stored_size(),
+            databases: m
+                .databases
+                .iter()
+                .map(|d| DumpDatabaseReport {
+                    name: d.name.clone(),
+                    size: d.object.size,
+                    stored_size: d.object.stored_size,
+                    toc_entries: d.toc_entries,
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -156,6 +206,10 @@ pub async fn report(ctx: &Context) -> Result<InfoReport> {
             .collect(),
         recoverable,
         warnings,
+        dumps: loaded.dumps.dumps.iter().map(DumpReport::of).collect(),
+        dumps_incomplete: (loaded.dumps.incomplete.iter())
+            .map(|l| l.to_string())
+            .collect(),
     })
 }
 
@@ -316,6 +370,30 @@ pub fn render_text(r: &InfoReport) -> String {
             _ => "in progress, or died before completing: not restorable",
         };
         let _ = writeln!(s, "  {}  ({what}; {who})", m.label);
+    }
+    let _ = writeln!(s, "\nLogical dumps");
+    if r.dumps.is_empty() {
+        let _ = writeln!(s, "  (none)");
+    }
+    for d in &r.dumps {
+        let names: Vec<&str> = d.databases.iter().map(|b| b.name.as_str()).collect();
+        let _ = writeln!(
+            s,
+            "  {}  {} .. {}  {}: {}  size {}  stored {}",
+            d.label,
+            d.start_time,
+            d.stop_time,
+            units::count(names.len() as u64, "database", "databases"),
+            names.join(", "),
+            units::bytes(d.size),
+            units::bytes(d.stored_size)
+        );
+    }
+    for l in &r.dumps_incomplete {
+        let _ = writeln!(
+            s,
+            "  {l}  (incomplete: running, or failed without cleaning up; not a dump)"
+        );
     }
     let _ = writeln!(s, "\nRecoverable window");
     if r.recoverable.is_empty() {

@@ -2,9 +2,11 @@
 
 pub mod backup;
 pub mod demo;
+pub mod dump;
 pub mod info;
 pub mod init;
 pub mod restore;
+pub mod restore_dump;
 pub mod wal_fetch;
 pub mod wal_prefetch;
 pub mod wal_push;

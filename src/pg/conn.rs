@@ -41,15 +41,22 @@ pub fn parse_conninfo(conninfo: &str) -> Result<Config> {
     Ok(config)
 }
 
-/// Where a configuration connects, for messages (never includes the password).
-pub fn describe(config: &Config) -> String {
-    let hosts: Vec<String> = config
+/// The configuration's hosts as libpq's `host` reads them: names, and socket directories.
+pub fn host_names(config: &Config) -> Vec<String> {
+    config
         .get_hosts()
         .iter()
         .map(|h| match h {
             Host::Tcp(name) => name.clone(),
             Host::Unix(dir) => dir.display().to_string(),
         })
+        .collect()
+}
+
+/// Where a configuration connects, for messages (never includes the password).
+pub fn describe(config: &Config) -> String {
+    let hosts: Vec<String> = host_names(config)
+        .into_iter()
         .chain(config.get_hostaddrs().iter().map(|a| a.to_string()))
         .collect();
     let port = config
@@ -310,6 +317,11 @@ pub async fn show(client: &Client, name: &str) -> Result<String> {
     Ok(row.get(0))
 }
 
+/// `name` as an SQL identifier: in double quotes, inner quotes doubled (as `quote_ident`).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// The server's data directory, when this role may see it (superuser or
 /// `pg_read_all_settings`); `None` otherwise.
 pub async fn data_directory(client: &Client) -> Option<PathBuf> {
@@ -368,6 +380,12 @@ mod tests {
         ] {
             assert_eq!(redact_conninfo(conninfo), redacted, "{conninfo}");
         }
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("app"), "\"app\"");
+        assert_eq!(quote_ident("my \"db\""), "\"my \"\"db\"\"\"");
     }
 
     #[test]

@@ -3,8 +3,12 @@
 //! the same second. It names the object prefix (`backups/<label>/`), sorts in time order, and
 //! is what operators type (`restore --backup L`, `pin L`).
 
+use crate::storage::{self, Created, Storage};
+use anyhow::{Context as _, Result, bail};
+use bytes::Bytes;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeSet;
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -91,10 +95,58 @@ impl<'de> Deserialize<'de> for Label {
     }
 }
 
+/// Claims a label for a run that started at `start`: the first of `start`'s labels (plain,
+/// then `-2`, `-3`, …) that is not in `taken` and whose marker — `marker(label)` gives its key
+/// and bytes — this call creates put-if-absent, so two processes never share a label. The
+/// marker names the process, so the same bytes found there are an earlier attempt of this
+/// same write whose answer was lost, not another run's.
+pub async fn claim(
+    storage: &dyn Storage,
+    start: DateTime<Utc>,
+    taken: &BTreeSet<String>,
+    marker: impl Fn(&Label) -> Result<(String, Bytes)>,
+) -> Result<Label> {
+    for n in 1..=1000u32 {
+        let label = Label::nth(start, n);
+        if taken.contains(label.as_str()) {
+            continue;
+        }
+        let (key, body) = marker(&label)?;
+        match storage::create(storage, &key, body)
+            .await
+            .with_context(|| format!("cannot write {key}"))?
+        {
+            Created::Written | Created::AlreadyOurs => return Ok(label),
+            Created::Taken(_) => continue,
+        }
+    }
+    bail!(
+        "cannot find a free label for {}: 1000 runs started in the same second?",
+        Label::for_start(start)
+    )
+}
+
 /// A time as pgward writes it everywhere people read it: RFC 3339 in UTC, to the second
 /// (`2026-12-01T12:00:00Z`) unless it has a fraction.
 pub fn rfc3339(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// Serde for a `DateTime<Utc>` written as [`rfc3339`] (`#[serde(with = "...")]`).
+pub mod rfc3339_time {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::rfc3339(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.to_utc())
+            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not an RFC 3339 time: {e}")))
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,14 @@
 //! backups/<label>/manifest.json.zst            a complete base backup (written last)
 //! backups/<label>/in-progress.json             marker while a backup runs
 //! locks/<name>.json                            leases (one backup at a time, …)
+//! dumps/<label>/<db>.pgdump.zst                one database's `pg_dump -Fc` (logical backup)
+//! dumps/<label>/globals.sql.zst                `pg_dumpall --globals-only`
+//! dumps/<label>/manifest.json.zst              a complete dump (written last)
+//! dumps/<label>/in-progress.json               marker while a dump runs
 //! ```
+//! A database name may hold any character, so in a dump key it is percent-encoded: every byte
+//! outside `A-Z a-z 0-9 _ -` becomes `%XX` (a `.` too, so no name can make a hidden file or
+//! clash with `globals.sql.zst` or `manifest.json.zst`).
 //! The sha256 is of the original bytes, so two different files pushed under one WAL name can
 //! never overwrite each other: they get different keys, and the conflict is detected by listing.
 //!
@@ -30,6 +37,9 @@ pub const WAL_PREFIX: &str = "wal/";
 pub const BLOCKS_PREFIX: &str = "blocks/";
 pub const BACKUPS_PREFIX: &str = "backups/";
 pub const LOCKS_PREFIX: &str = "locks/";
+pub const DUMPS_PREFIX: &str = "dumps/";
+const DUMP_SUFFIX: &str = ".pgdump.zst";
+const GLOBALS_FILE: &str = "globals.sql.zst";
 const MANIFEST_FILE: &str = "manifest.json.zst";
 const IN_PROGRESS_FILE: &str = "in-progress.json";
 const ZST: &str = ".zst";
@@ -140,6 +150,86 @@ pub fn parse_backup_key(key: &str) -> Option<BackupKey> {
         IN_PROGRESS_FILE => Some(BackupKey::InProgress(label.to_string())),
         _ => None,
     }
+}
+
+/// Everything stored for one dump: `dumps/<label>/`.
+pub fn dump_prefix(label: &str) -> String {
+    format!("{DUMPS_PREFIX}{label}/")
+}
+
+/// The `pg_dump -Fc` archive of database `db` in dump `label`.
+pub fn dump_database_key(label: &str, db: &str) -> String {
+    format!("{}{}{DUMP_SUFFIX}", dump_prefix(label), encode_db_name(db))
+}
+
+pub fn dump_globals_key(label: &str) -> String {
+    format!("{}{GLOBALS_FILE}", dump_prefix(label))
+}
+
+pub fn dump_manifest_key(label: &str) -> String {
+    format!("{}{MANIFEST_FILE}", dump_prefix(label))
+}
+
+pub fn dump_in_progress_key(label: &str) -> String {
+    format!("{}{IN_PROGRESS_FILE}", dump_prefix(label))
+}
+
+/// What a key under `dumps/` is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DumpKey {
+    Database { label: String, db: String },
+    Globals(String),
+    Manifest(String),
+    InProgress(String),
+}
+
+pub fn parse_dump_key(key: &str) -> Option<DumpKey> {
+    let rest = key.strip_prefix(DUMPS_PREFIX)?;
+    let (label, file) = rest.split_once('/')?;
+    if label.is_empty() || file.contains('/') {
+        return None;
+    }
+    let label = label.to_string();
+    match file {
+        MANIFEST_FILE => Some(DumpKey::Manifest(label)),
+        IN_PROGRESS_FILE => Some(DumpKey::InProgress(label)),
+        GLOBALS_FILE => Some(DumpKey::Globals(label)),
+        _ => {
+            let db = decode_db_name(file.strip_suffix(DUMP_SUFFIX)?)?;
+            Some(DumpKey::Database { label, db })
+        }
+    }
+}
+
+fn encode_db_name(db: &str) -> String {
+    let mut out = String::with_capacity(db.len());
+    for b in db.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn decode_db_name(encoded: &str) -> Option<String> {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = encoded.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let db = String::from_utf8(out).ok()?;
+    // Only the one spelling pgward writes is ours.
+    (encode_db_name(&db) == encoded).then_some(db)
 }
 
 pub fn lock_key(name: &str) -> String {
@@ -276,6 +366,50 @@ mod tests {
             Some(BackupKey::InProgress("20261122T013000Z".into()))
         );
         assert_eq!(parse_backup_key("backups/x/other.json"), None);
+    }
+
+    #[test]
+    fn dump_keys_round_trip_any_database_name() {
+        let l = "20261201T120000Z";
+        assert_eq!(
+            dump_database_key(l, "bookedbarber"),
+            "dumps/20261201T120000Z/bookedbarber.pgdump.zst"
+        );
+        for db in [
+            "app", "my db", "a/b", ".hidden", "globals", "manifest", "ünï", "x%41",
+        ] {
+            let key = dump_database_key(l, db);
+            assert!(!key[l.len() + 7..].contains('/'), "{key}");
+            assert_eq!(
+                parse_dump_key(&key),
+                Some(DumpKey::Database {
+                    label: l.into(),
+                    db: db.into()
+                }),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            parse_dump_key(&dump_globals_key(l)),
+            Some(DumpKey::Globals(l.into()))
+        );
+        assert_eq!(
+            parse_dump_key(&dump_manifest_key(l)),
+            Some(DumpKey::Manifest(l.into()))
+        );
+        assert_eq!(
+            parse_dump_key(&dump_in_progress_key(l)),
+            Some(DumpKey::InProgress(l.into()))
+        );
+        for foreign in [
+            "dumps/x/other.json",
+            "dumps/x/a%4.pgdump.zst",
+            "dumps/x/a%61.pgdump.zst",
+            "dumps//a.pgdump.zst",
+            "dumps/x/y/a.pgdump.zst",
+        ] {
+            assert_eq!(parse_dump_key(foreign), None, "{foreign}");
+        }
     }
 
     #[test]

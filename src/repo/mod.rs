@@ -2,6 +2,7 @@
 //! rebuilt from listings (`wal_catalog`). There is no mutable central index.
 
 pub mod catalog;
+pub mod dumps;
 pub mod identity;
 pub mod label;
 pub mod layout;

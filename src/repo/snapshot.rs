@@ -5,8 +5,9 @@
 //! (one listing per prefix), reads every complete backup's manifest header and every
 //! in-progress marker, and every timeline history file (decoded and sha256-checked, then
 //! parsed) — in parallel where it helps. Nothing else is read: WAL segments and blocks are
-//! known from their keys. Later issues add their prefixes here (dumps, pins, leases, drill
-//! reports) so that every reader sees the same picture.
+//! known from their keys. The dumps catalog (`dumps/`, each complete dump's manifest) is
+//! loaded beside them. Later issues add their prefixes here (pins, leases, drill reports) so
+//! that every reader sees the same picture.
 //!
 //! A history file that cannot be used (corrupt, unparsable, or stored twice with different
 //! content) does not stop anything by itself: its timeline is left out of planning, so only
@@ -16,6 +17,7 @@ use crate::codec;
 use crate::pg::history::TimelineHistory;
 use crate::pg::{Timeline, WalFileName};
 use crate::repo::catalog::BackupCatalog;
+use crate::repo::dumps::DumpCatalog;
 use crate::repo::identity::RepoIdentity;
 use crate::repo::layout;
 use crate::repo::wal_catalog::{StoredWal, WalCatalog};
@@ -31,6 +33,8 @@ pub struct Snapshot {
     pub identity: RepoIdentity,
     /// Complete backups and in-progress markers.
     pub catalog: BackupCatalog,
+    /// Complete logical dumps, and labels of dumps that are running or died.
+    pub dumps: DumpCatalog,
     /// Every archived WAL file, by timeline.
     pub wal: WalCatalog,
     pub histories: BTreeMap<Timeline, TimelineHistory>,
@@ -63,7 +67,11 @@ async fn load(storage: &dyn Storage, identity: RepoIdentity) -> Result<Snapshot>
             .await
             .with_context(|| format!("cannot list WAL in {}", storage.describe()))
     };
-    let (catalog, listing) = tokio::try_join!(BackupCatalog::load(storage), wal_listing)?;
+    let (catalog, dumps, listing) = tokio::try_join!(
+        BackupCatalog::load(storage),
+        DumpCatalog::load(storage),
+        wal_listing
+    )?;
     let wal = WalCatalog::from_listing(&listing, identity.wal_segment_size);
 
     let files: Vec<(Timeline, Vec<StoredWal>)> = wal
@@ -95,6 +103,7 @@ async fn load(storage: &dyn Storage, identity: RepoIdentity) -> Result<Snapshot>
     Ok(Snapshot {
         identity,
         catalog,
+        dumps,
         wal,
         histories,
         warnings,
