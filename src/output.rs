@@ -22,6 +22,16 @@ pub fn stdout(text: &str) -> io::Result<()> {
     }
 }
 
+/// Writes the report of work that is done (`what`: "backup 2026…" names it in the warning). A
+/// report nobody can read does not undo the work, so a failed write is a warning, not an error.
+pub fn report_done(what: &str, text: &str) {
+    if let Err(e) = stdout(text) {
+        tracing::warn!(
+            "{what} is done, but its report could not be written to standard output: {e}"
+        );
+    }
+}
+
 /// One line of progress chatter on standard output; a failure to write it is ignored.
 pub fn say_line(args: fmt::Arguments<'_>) {
     let mut out = io::stdout().lock();

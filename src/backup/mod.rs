@@ -35,14 +35,12 @@ use crate::pg::{Lsn, Timeline, WalSegmentName, conn};
 use crate::repo::identity::RepoIdentity;
 use crate::repo::label;
 use crate::repo::layout::{self, BackupKey};
-use crate::repo::lock::{self, Lease};
+use crate::repo::lock::Lease;
 use crate::repo::manifest::{BackupStats, BadPage, MANIFEST_VERSION, Manifest};
 use crate::storage::DynStorage;
 use anyhow::{Context as _, Result, anyhow, bail};
-use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use pipeline::{KnownBlocks, PipelineConfig, Progress};
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,17 +68,6 @@ pub struct BackupOutcome {
     pub data_checksums: bool,
     pub stats: BackupStats,
     pub bad_pages: Vec<BadPage>,
-}
-
-/// `backups/<label>/in-progress.json`: who is writing this label, so an operator (and garbage
-/// collection) can tell a running backup from a dead one.
-#[derive(Debug, Serialize)]
-struct InProgress<'a> {
-    label: &'a str,
-    host: String,
-    pid: u32,
-    start_time: &'a str,
-    pgward: &'static str,
 }
 
 /// Facts about the server gathered before the backup starts.
@@ -195,7 +182,7 @@ async fn with_lease(
     let storage = job.storage;
     let start_time = Utc::now();
     let start_time_text = start_time.to_rfc3339_opts(SecondsFormat::Secs, true);
-    let label = claim_label(storage, start_time, &start_time_text).await?;
+    let label = claim_label(storage, start_time).await?;
     *claimed.lock().unwrap_or_else(|e| e.into_inner()) = Some(label.clone());
     let marker = layout::in_progress_key(&label);
     // Until the manifest is written, cancelling drops the work (the pipeline's threads stop;
@@ -468,11 +455,7 @@ fn check_same_cluster(
 
 /// Picks the label (the start time, suffixed `-2`, `-3`, … if taken) and writes its
 /// in-progress marker with put-if-absent, so two processes can never share a label.
-async fn claim_label(
-    storage: &DynStorage,
-    start: DateTime<Utc>,
-    start_text: &str,
-) -> Result<String> {
+async fn claim_label(storage: &DynStorage, start: DateTime<Utc>) -> Result<String> {
     let listing = storage
         .list(layout::BACKUPS_PREFIX)
         .await
@@ -484,15 +467,7 @@ async fn claim_label(
         })
         .collect();
     let label = label::claim(storage.as_ref(), start, &taken, |label| {
-        let marker = InProgress {
-            label: label.as_str(),
-            host: lock::hostname(),
-            pid: std::process::id(),
-            start_time: start_text,
-            pgward: env!("CARGO_PKG_VERSION"),
-        };
-        let key = layout::in_progress_key(label.as_str());
-        Ok((key, Bytes::from(serde_json::to_vec_pretty(&marker)?)))
+        layout::in_progress_key(label.as_str())
     })
     .await?;
     Ok(label.to_string())

@@ -110,13 +110,7 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
     } else {
         summary.text(&outcome)
     };
-    // The backup is complete: a summary nobody can read does not make it fail.
-    if let Err(e) = output::stdout(&text) {
-        tracing::warn!(
-            "backup {} is complete but its summary could not be written to standard output: {e}",
-            summary.label
-        );
-    }
+    output::report_done(&format!("backup {}", summary.label), &text);
     Ok(())
 }
 

@@ -146,13 +146,7 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
     } else {
         summary.text()
     };
-    // The dump is complete: a summary nobody can read does not make it fail.
-    if let Err(e) = output::stdout(&text) {
-        tracing::warn!(
-            "dump {} is complete but its summary could not be written to standard output: {e}",
-            summary.label
-        );
-    }
+    output::report_done(&format!("dump {}", summary.label), &text);
     Ok(())
 }
 

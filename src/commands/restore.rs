@@ -135,10 +135,7 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
         }
         text
     };
-    // The restore (or its plan) is done: a report nobody can read does not make it fail.
-    if let Err(e) = output::stdout(&text) {
-        tracing::warn!("the restore report could not be written to standard output: {e}");
-    }
+    output::report_done("the restore", &text);
     Ok(())
 }
 

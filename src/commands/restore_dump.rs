@@ -72,9 +72,7 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
         (None, Some(path)) => to_file(ctx, args, path).await?,
         (None, None) => anyhow::bail!("restore-dump needs --to-db TARGET or --to-file PATH"),
     };
-    if let Err(e) = output::stdout(&text) {
-        tracing::warn!("restore-dump is done but its summary could not be printed: {e}");
-    }
+    output::report_done("restore-dump", &text);
     Ok(())
 }
 

@@ -47,14 +47,11 @@ use crate::repo::dumps::{DUMP_MANIFEST_VERSION, DatabaseDump, DumpManifest, Stor
 use crate::repo::identity::RepoIdentity;
 use crate::repo::label::{self, Label};
 use crate::repo::layout::{self, DumpKey};
-use crate::repo::lock;
 use crate::storage::{self, DynStorage, put_stream};
 use anyhow::{Context as _, Result, anyhow, bail};
-use bytes::Bytes;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use futures::{StreamExt as _, TryStreamExt as _};
 use programs::Programs;
-use serde::Serialize;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -428,16 +425,6 @@ async fn choose_databases(
     Ok(named.into_iter().cloned().collect())
 }
 
-/// `dumps/<label>/in-progress.json`: who is writing this dump.
-#[derive(Debug, Serialize)]
-struct InProgress<'a> {
-    label: &'a str,
-    host: String,
-    pid: u32,
-    start_time: String,
-    pgward: &'static str,
-}
-
 /// Claims the label: the start time, suffixed `-2`, `-3`, … if taken, with its in-progress
 /// marker created put-if-absent.
 async fn claim_label(storage: &DynStorage, start: DateTime<Utc>) -> Result<Label> {
@@ -455,15 +442,7 @@ async fn claim_label(storage: &DynStorage, start: DateTime<Utc>) -> Result<Label
         })
         .collect();
     label::claim(storage.as_ref(), start, &taken, |label| {
-        let marker = InProgress {
-            label: label.as_str(),
-            host: lock::hostname(),
-            pid: std::process::id(),
-            start_time: label::rfc3339(&start),
-            pgward: env!("CARGO_PKG_VERSION"),
-        };
-        let key = layout::dump_in_progress_key(label.as_str());
-        Ok((key, Bytes::from(serde_json::to_vec_pretty(&marker)?)))
+        layout::dump_in_progress_key(label.as_str())
     })
     .await
 }

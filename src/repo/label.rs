@@ -104,14 +104,22 @@ pub async fn claim(
     storage: &dyn Storage,
     start: DateTime<Utc>,
     taken: &BTreeSet<String>,
-    marker: impl Fn(&Label) -> Result<(String, Bytes)>,
+    marker_key: impl Fn(&Label) -> String,
 ) -> Result<Label> {
     for n in 1..=1000u32 {
         let label = Label::nth(start, n);
         if taken.contains(label.as_str()) {
             continue;
         }
-        let (key, body) = marker(&label)?;
+        let key = marker_key(&label);
+        let marker = InProgress {
+            label: label.as_str(),
+            host: crate::repo::lock::hostname(),
+            pid: std::process::id(),
+            start_time: start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            pgward: env!("CARGO_PKG_VERSION"),
+        };
+        let body = Bytes::from(serde_json::to_vec_pretty(&marker)?);
         match storage::create(storage, &key, body)
             .await
             .with_context(|| format!("cannot write {key}"))?
@@ -124,6 +132,19 @@ pub async fn claim(
         "cannot find a free label for {}: 1000 runs started in the same second?",
         Label::for_start(start)
     )
+}
+
+/// `<label>/in-progress.json` of a backup or a dump: who is writing it, so an operator (and
+/// garbage collection) can tell a running one from a dead one (`catalog::InProgressMarker`
+/// reads it back). It names this process, so the same bytes found there on a retry are this
+/// claim's own (an attempt whose answer was lost), not another run's.
+#[derive(Debug, Serialize)]
+struct InProgress<'a> {
+    label: &'a str,
+    host: String,
+    pid: u32,
+    start_time: String,
+    pgward: &'static str,
 }
 
 /// A time as pgward writes it everywhere people read it: RFC 3339 in UTC, to the second
