@@ -11,11 +11,12 @@
 //! Dataflow of one database, in bounded memory (no temp file):
 //! ```text
 //! pg_dump stdout ─(256 KiB reads)─▶ child ─▶ encode_stream (zstd on its own threads, sha256
-//!   of the raw bytes) ─▶ put_stream (8 MiB parts, ≤ 2 in flight; multipart on S3)
+//!   of the raw bytes) ─▶ put_stream (2 MiB parts locally, 8 MiB on S3; ≤ 2 in flight)
 //! then: get_stream ─▶ decode_stream (sha256 + length checked) ─▶ pg_restore --list (stdin)
 //! ```
-//! Memory per database: about 3 parts (24 MiB) in put_stream plus a few 1 MiB chunks in the
-//! codec and zstd's window, whatever the database's size; `dump.jobs` multiplies it.
+//! Memory per database: about 3 parts in put_stream (6 MiB locally, 24 MiB on S3) plus a few
+//! 1 MiB chunks in the codec and zstd's jobs and window, whatever the database's size;
+//! `dump.jobs` multiplies it.
 //!
 //! Error rule: **pg_dump's own exit status decides** ([`child`]): a pg_dump that fails or is
 //! killed ends its stream with an error, so its object is never made visible, and the whole

@@ -450,6 +450,10 @@ impl Storage for FaultyStorage {
         Ok(broken.boxed())
     }
 
+    fn part_size(&self, number: u32) -> Option<usize> {
+        self.inner.part_size(number)
+    }
+
     fn describe(&self) -> String {
         format!("faulty({})", self.inner.describe())
     }

@@ -502,6 +502,10 @@ impl Storage for LocalStorage {
         Ok(chunks.boxed())
     }
 
+    fn part_size(&self, _number: u32) -> Option<usize> {
+        Some(super::stream::LOCAL_PART_SIZE)
+    }
+
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
     }

@@ -189,6 +189,12 @@ pub trait Storage: Send + Sync + Debug {
             .min(data.len());
         Ok(stream::chunks_of(data.slice(start..), 1 << 20))
     }
+    /// The size of part `number` (from 1) of a streamed upload, or `None` past the most parts
+    /// one upload may have. The default is S3's schedule ([`stream::s3_part_size`]); wrappers
+    /// pass their inner backend's answer on.
+    fn part_size(&self, number: u32) -> Option<usize> {
+        stream::s3_part_size(number)
+    }
     /// A short description for logs and errors (never contains secrets).
     fn describe(&self) -> String;
 }

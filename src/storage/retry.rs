@@ -310,6 +310,10 @@ impl Storage for RetryingStorage {
         Ok(futures::stream::unfold(resume, Resume::next).boxed())
     }
 
+    fn part_size(&self, number: u32) -> Option<usize> {
+        self.inner.part_size(number)
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }

@@ -5,9 +5,11 @@
 //!
 //! **Writing.** Every backend offers the same four steps — `upload_start`, `upload_part`,
 //! `upload_finish`, `upload_abort` — and [`put_stream`] is the one function that drives them:
-//! it cuts the stream into parts (8 MiB, growing for very large objects so S3's 10 000-part
-//! limit is never hit before 650 GB), keeps at most [`PARTS_IN_FLIGHT`] uploads running while
-//! it reads the next part, and finishes the upload when the stream has ended. A stream that
+//! it cuts the stream into parts of the size the backend asks for ([`Storage::part_size`]: on
+//! S3 8 MiB, growing for very large objects so its 10 000-part limit is never hit before
+//! 650 GB; locally 2 MiB, as a part is only a write at an offset), keeps at most
+//! [`PARTS_IN_FLIGHT`] uploads running while it reads the next part, and finishes the upload
+//! when the stream has ended. A stream that
 //! ends within the first part is one ordinary `put`. On S3 the steps are a multipart upload;
 //! locally a temp file written at each part's offset, fsynced and renamed at the finish; in
 //! memory a map of parts. Each step is a separate storage call, so the retry layer gives each
@@ -32,7 +34,7 @@
 //! stalls midway it re-opens the object at the offset reached, so a long download survives a
 //! dropped connection without starting over.
 
-use super::{DynStorage, StorageError, StorageResult};
+use super::{DynStorage, Storage, StorageError, StorageResult};
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -73,16 +75,21 @@ pub const PARTS_IN_FLIGHT: usize = 2;
 /// S3 allows at most this many parts in one upload.
 pub const MAX_PARTS: u32 = 10_000;
 
-/// The size of part `number`: 8 MiB for the first 2000 (16 GB), 32 MiB up to part 6000
-/// (another 128 GB), 128 MiB after that (another 512 GB). Small objects keep small parts;
-/// huge ones stay within [`MAX_PARTS`].
-pub fn part_size(number: u32) -> usize {
+/// S3's part schedule, the trait's default: 8 MiB for the first 2000 parts (16 GB), 32 MiB up
+/// to part 6000 (another 128 GB), 128 MiB up to part [`MAX_PARTS`] (another 512 GB), then
+/// none. Small objects keep small parts; huge ones stay within the limit.
+pub fn s3_part_size(number: u32) -> Option<usize> {
     match number {
-        0..=2000 => 8 << 20,
-        2001..=6000 => 32 << 20,
-        _ => 128 << 20,
+        0..=2000 => Some(8 << 20),
+        2001..=6000 => Some(32 << 20),
+        6001..=MAX_PARTS => Some(128 << 20),
+        _ => None,
     }
 }
+
+/// The part size of a local repository: a part is one positioned write into the temp file,
+/// so small parts cost nothing and keep a streamed upload within a few MiB. No part limit.
+pub const LOCAL_PART_SIZE: usize = 2 << 20;
 
 /// The bytes of `data` as a stream of chunks of at most `chunk` bytes (no copy).
 pub fn chunks_of(data: Bytes, chunk: usize) -> ByteStream {
@@ -103,9 +110,17 @@ pub async fn collect(stream: ByteStream) -> std::io::Result<Bytes> {
     Ok(out.freeze())
 }
 
-/// The next `size` bytes of `source` (fewer at its end), and whether it ended.
-async fn fill(source: &mut ByteStream, size: usize, key: &str) -> StorageResult<(Bytes, bool)> {
-    let mut buf = BytesMut::with_capacity(size.min(1 << 20));
+/// `carry` followed by the next bytes of `source` until `size` bytes are held (fewer at its
+/// end), and whether it ended. The buffer is allocated once, at its final size: growing it by
+/// doubling would hold two copies of a part for a moment.
+async fn fill(
+    carry: &[u8],
+    source: &mut ByteStream,
+    size: usize,
+    key: &str,
+) -> StorageResult<(Bytes, bool)> {
+    let mut buf = BytesMut::with_capacity(size.max(carry.len()));
+    buf.extend_from_slice(carry);
     while buf.len() < size {
         match source.next().await {
             None => return Ok((buf.freeze(), true)),
@@ -128,7 +143,8 @@ pub async fn put_stream(
     key: &str,
     mut data: ByteStream,
 ) -> StorageResult<u64> {
-    let (first, ended) = fill(&mut data, part_size(1), key).await?;
+    let first_size = part_size_of(storage.as_ref(), 1, key)?;
+    let (first, ended) = fill(&[], &mut data, first_size, key).await?;
     if ended {
         let len = first.len() as u64;
         storage.put(key, first).await?;
@@ -176,24 +192,15 @@ async fn upload_all(
     let mut ended = false;
     loop {
         // `carry` may be longer than its part (a chunk overshot): cut it.
-        let size = part_size(number);
-        while carry.len() < size && !ended {
-            let (more, end) = fill(&mut rest, size - carry.len(), &upload.key).await?;
-            let mut joined = BytesMut::with_capacity(carry.len() + more.len());
-            joined.extend_from_slice(&carry);
-            joined.extend_from_slice(&more);
-            carry = joined.freeze();
+        let size = part_size_of(storage.as_ref(), number, &upload.key)?;
+        if carry.len() < size && !ended {
+            let (filled, end) = fill(&carry, &mut rest, size, &upload.key).await?;
+            carry = filled;
             ended = end;
         }
         let body = carry.split_to(size.min(carry.len()));
         if body.is_empty() {
             break;
-        }
-        if number > MAX_PARTS {
-            return Err(StorageError::Permanent(format!(
-                "{} is larger than one upload can hold ({MAX_PARTS} parts)",
-                upload.key
-            )));
         }
         let part = Part { number, offset };
         offset += body.len() as u64;
@@ -214,6 +221,17 @@ async fn upload_all(
     receipts.sort_by_key(|r| r.number);
     storage.upload_finish(upload, &receipts, offset).await?;
     Ok(offset)
+}
+
+/// The size of part `number` on `storage`, or the error for an object too large for one upload.
+fn part_size_of(storage: &dyn Storage, number: u32, key: &str) -> StorageResult<usize> {
+    storage.part_size(number).ok_or_else(|| {
+        StorageError::Permanent(format!(
+            "{key} is larger than one upload to {} can hold ({} parts)",
+            storage.describe(),
+            number - 1
+        ))
+    })
 }
 
 /// The receipt of a finished part task.
@@ -255,11 +273,15 @@ mod tests {
 
     #[test]
     fn parts_grow_so_huge_objects_fit() {
-        assert_eq!(part_size(1), 8 << 20);
-        assert_eq!(part_size(2000), 8 << 20);
-        assert_eq!(part_size(2001), 32 << 20);
-        assert_eq!(part_size(MAX_PARTS), 128 << 20);
-        let capacity: u64 = (1..=MAX_PARTS).map(|n| part_size(n) as u64).sum();
+        assert_eq!(s3_part_size(1), Some(8 << 20));
+        assert_eq!(s3_part_size(2000), Some(8 << 20));
+        assert_eq!(s3_part_size(2001), Some(32 << 20));
+        assert_eq!(s3_part_size(MAX_PARTS), Some(128 << 20));
+        assert_eq!(s3_part_size(MAX_PARTS + 1), None);
+        let capacity: u64 = (1..=MAX_PARTS)
+            .filter_map(s3_part_size)
+            .map(|n| n as u64)
+            .sum();
         assert!(capacity > 600 * 1_000_000_000, "{capacity}");
     }
 
