@@ -243,11 +243,19 @@ mod tests {
 
         let text = include_str!("../../policies/bookedbarber.toml");
         let b = Policy::parse(text, "bookedbarber.toml").unwrap();
-        assert_eq!(b.retention.pitr_window, Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(
+            b.retention.pitr_window,
+            Some(Duration::from_secs(7 * 86400))
+        );
         let dumps = b.retention.dumps.unwrap();
         assert_eq!(dumps.keep_within, Some(Duration::from_secs(30 * 86400)));
         let kinds: Vec<JobKind> = b.jobs.iter().map(|j| j.kind).collect();
-        for k in [JobKind::Backup, JobKind::Dump, JobKind::Expire, JobKind::Drill] {
+        for k in [
+            JobKind::Backup,
+            JobKind::Dump,
+            JobKind::Expire,
+            JobKind::Drill,
+        ] {
             assert!(kinds.contains(&k), "{kinds:?}");
         }
         assert_eq!(
@@ -290,7 +298,10 @@ mod tests {
         assert_eq!(r.dumps, None, "no section: no rules");
         assert_eq!(r.pitr_window, Some(Duration::from_secs(7 * 86400)));
         assert_eq!(p.jobs.len(), 2);
-        assert_eq!(p.jobs[0].databases.as_deref(), Some(&["app".to_string()][..]));
+        assert_eq!(
+            p.jobs[0].databases.as_deref(),
+            Some(&["app".to_string()][..])
+        );
         assert_eq!(p.jobs[1].drill.as_deref(), Some("weekly-pitr"));
 
         let empty = Policy::parse("[retention.backups]\n", "p.toml").unwrap();
@@ -332,6 +343,9 @@ mod tests {
             "{:#}",
             Policy::load(Path::new("/nonexistent/p.toml")).unwrap_err()
         );
-        assert!(e.contains("/nonexistent/p.toml") && e.contains("hint: "), "{e}");
+        assert!(
+            e.contains("/nonexistent/p.toml") && e.contains("hint: "),
+            "{e}"
+        );
     }
 }

@@ -223,7 +223,9 @@ pub enum WalReason {
     /// No complete backup exists: nothing of the archive may go.
     NoCompleteBackup,
     /// Between a kept backup's start and stop: it stays restorable.
-    BackupRange { label: Label },
+    BackupRange {
+        label: Label,
+    },
     /// On the way from `base` along a kept timeline: every moment after it is recoverable.
     /// `window_seconds` when `base` is the PITR base of `pitr_window`.
     Recoverable {
@@ -231,12 +233,25 @@ pub enum WalReason {
         window_seconds: Option<u64>,
     },
     /// At or after the start of the newest complete backup.
-    AfterNewestBackup { label: Label },
+    AfterNewestBackup {
+        label: Label,
+    },
     /// A backup in progress may need it.
-    InProgressBackup { label: Label },
-    Held { label: Label, holder: String },
+    InProgressBackup {
+        label: Label,
+    },
+    Held {
+        label: Label,
+        holder: String,
+    },
+    /// Archived before the oldest complete backup: no expired backup is why it exists.
+    BeforeOldestBackup {
+        label: Label,
+    },
     /// A timeline branch without a kept backup: deleted only below the PITR base.
-    BranchNotBelowBase { base: Label },
+    BranchNotBelowBase {
+        base: Label,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -275,7 +290,9 @@ pub enum HistoryReason {
     /// The current timeline, or one holding a kept backup.
     KeptTimeline,
     /// An ancestor of this kept timeline (or of one that keeps WAL).
-    AncestorOf { timeline: Timeline },
+    AncestorOf {
+        timeline: Timeline,
+    },
     /// Its timeline keeps WAL.
     KeepsWal,
 }
@@ -668,14 +685,11 @@ fn plan_dumps(
         .zip(label_level)
         .zip(entries)
         .map(|((d, mut reasons), databases)| {
-            reasons.extend(
-                databases
-                    .iter()
-                    .filter(|e| !e.reasons.is_empty())
-                    .map(|e| KeepReason::DatabaseKept {
-                        database: e.database.clone(),
-                    }),
-            );
+            reasons.extend(databases.iter().filter(|e| !e.reasons.is_empty()).map(|e| {
+                KeepReason::DatabaseKept {
+                    database: e.database.clone(),
+                }
+            }));
             let decision = Decision::of(reasons);
             if !decision.is_keep() {
                 deleted += 1;

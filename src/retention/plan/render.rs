@@ -98,9 +98,12 @@ impl WalReason {
             }
             WalReason::InProgressBackup { label } => format!("backup {label} in progress"),
             WalReason::Held { label, holder } => format!("held by {holder} (reading {label})"),
-            WalReason::BranchNotBelowBase { base } => format!(
-                "a timeline without a kept backup, not below the recoverable base {base}"
+            WalReason::BeforeOldestBackup { label } => format!(
+                "archived before the oldest complete backup {label} (never deleted by expire)"
             ),
+            WalReason::BranchNotBelowBase { base } => {
+                format!("a timeline without a kept backup, not below the recoverable base {base}")
+            }
         }
     }
 }

@@ -24,9 +24,7 @@ pub(super) struct Item {
 /// Indices of `items`, newest first (by time, then label: never by name alone).
 pub(super) fn newest_first(items: &[Item]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by(|&a, &b| {
-        (items[b].time, &items[b].label).cmp(&(items[a].time, &items[a].label))
-    });
+    order.sort_by(|&a, &b| (items[b].time, &items[b].label).cmp(&(items[a].time, &items[a].label)));
     order
 }
 
@@ -57,9 +55,7 @@ pub(super) fn rule_reasons(
         reasons[newest].push(KeepReason::NewestComplete);
     }
     for &i in present.iter().take(rules.keep_last as usize) {
-        reasons[i].push(KeepReason::KeepLast {
-            n: rules.keep_last,
-        });
+        reasons[i].push(KeepReason::KeepLast { n: rules.keep_last });
     }
     let buckets: [(u32, fn(DateTime<Utc>, Tz) -> KeepReason); 5] = [
         (rules.keep_hourly, hourly),

@@ -1,5 +1,9 @@
 //! Which WAL the plan keeps, per timeline, with a reason per range. Rules (issue 12, item 2):
-//! - while no complete backup exists, nothing is deleted (pgBackRest #680, Barman #712);
+//! - while no complete backup exists, nothing is deleted (pgBackRest #680, Barman #712), and
+//!   the WAL archived before the oldest complete backup (on its timeline's path) is never
+//!   deleted either: no expired backup is the reason it exists, so a repository's first
+//!   backup never purges the older archive (the failure those issues describe). The WAL of
+//!   expired backups, from the oldest backup's start on, is what goes;
 //! - every kept backup's start..stop segments, on its timeline;
 //! - from the recoverable base on, along the path (history) of the current timeline and of
 //!   every timeline holding a kept backup. The base is the PITR base (the newest backup that
@@ -10,7 +14,9 @@
 //!   timelines that branch off it later; a live in-progress backup started after it, so the
 //!   same range keeps its WAL too;
 //! - a hold keeps its `wal_from` onward (that timeline and the ones branching off it later);
-//! - a timeline that holds no kept backup and is not current is deleted only below the base;
+//! - a timeline that holds no kept backup and is not current is deleted only below the base:
+//!   by segment on a timeline that shares history with the base's, by time on one that does
+//!   not (after a reset: deleted whole when all its backups are older than the base);
 //! - `.partial` and `.backup` files inside kept ranges; the history files of kept timelines,
 //!   of timelines that keep WAL, and of all their ancestors.
 //!
@@ -104,7 +110,12 @@ impl Keeps {
 fn path(tli: Timeline, histories: &BTreeMap<Timeline, TimelineHistory>) -> Vec<Step> {
     let mut p: Vec<Step> = histories
         .get(&tli)
-        .map(|h| h.entries.iter().map(|e| (e.tli, Some(e.switch_lsn))).collect())
+        .map(|h| {
+            h.entries
+                .iter()
+                .map(|e| (e.tli, Some(e.switch_lsn)))
+                .collect()
+        })
         .unwrap_or_default();
     p.push((tli, None));
     p
@@ -169,7 +180,8 @@ pub(super) fn plan_wal(input: &WalInput<'_>) -> WalPlan {
                 .base
                 .filter(|&i| on_path(&p, b[i].timeline, b[i].stop_lsn))
                 .or_else(|| {
-                    (0..b.len()).find(|&i| input.kept[i] && on_path(&p, b[i].timeline, b[i].stop_lsn))
+                    (0..b.len())
+                        .find(|&i| input.kept[i] && on_path(&p, b[i].timeline, b[i].stop_lsn))
                 });
             if let Some(i) = from {
                 let why = WalReason::Recoverable {
@@ -201,13 +213,59 @@ pub(super) fn plan_wal(input: &WalInput<'_>) -> WalPlan {
                 keeps.add(t, from, u64::MAX, &why);
             }
         }
+        // The WAL before the oldest complete backup of each kept line (and of the oldest
+        // backup of all) stays.
+        let mut firsts: Vec<usize> = vec![0];
+        for &t in &lines {
+            let p = path(t, input.histories);
+            firsts.extend((0..b.len()).find(|&i| on_path(&p, b[i].timeline, b[i].stop_lsn)));
+        }
+        firsts.sort();
+        firsts.dedup();
+        for i in firsts {
+            let why = WalReason::BeforeOldestBackup {
+                label: b[i].label.clone(),
+            };
+            let before = segno(&b[i].start_wal);
+            let mut lo = 0;
+            for (t, end) in path(b[i].timeline, input.histories) {
+                let hi = end
+                    .map(|e| e.segment_no(seg_size))
+                    .unwrap_or(u64::MAX)
+                    .min(before.saturating_sub(1));
+                if before > 0 {
+                    keeps.add(t, lo, hi, &why);
+                }
+                lo = hi;
+            }
+        }
         if let Some(base) = input.base {
             let why = WalReason::BranchNotBelowBase {
                 base: b[base].label.clone(),
             };
+            let base_path: BTreeSet<Timeline> = path(b[base].timeline, input.histories)
+                .into_iter()
+                .map(|(t, _)| t)
+                .collect();
             for &t in wal.timelines.keys() {
-                if !lines.contains(&t) {
+                if lines.contains(&t) {
+                    continue;
+                }
+                let related = path(t, input.histories)
+                    .iter()
+                    .any(|(s, _)| base_path.contains(s));
+                if related {
                     keeps.add(t, segno(&b[base].start_wal), u64::MAX, &why);
+                    continue;
+                }
+                // No history links it to the base (a reset): positions cannot be compared,
+                // so time decides. A timeline whose backups all started before the base is
+                // below it; one without backups, or with a later one, is kept whole.
+                let mine: Vec<&&BackupSummary> = b.iter().filter(|k| k.timeline == t).collect();
+                let older =
+                    !mine.is_empty() && mine.iter().all(|k| k.start_time < b[base].start_time);
+                if !older {
+                    keeps.add(t, 0, u64::MAX, &why);
                 }
             }
         }
@@ -288,7 +346,9 @@ pub(super) fn plan_wal(input: &WalInput<'_>) -> WalPlan {
         }
         out.ranges.extend(open);
         for f in tl.partials.iter().chain(&tl.backup_files) {
-            let Some(seg) = f.name.segment() else { continue };
+            let Some(seg) = f.name.segment() else {
+                continue;
+            };
             let d = decision(reasons_at(tli, segno(&seg)));
             if d == WalDecision::Delete {
                 out.wal_keys.push(f.key.clone());
