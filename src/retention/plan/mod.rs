@@ -712,3 +712,67 @@ fn plan_dumps(
         .collect();
     (decisions, deleted)
 }
+
+/// The plan inputs a [`Snapshot`](crate::repo::snapshot::Snapshot) gives, owned, with
+/// liveness decided by `this_host` (a marker is dead only when it ran here and its process is
+/// gone) and no holds (read leases are another part's; pass them in with [`Self::input`]).
+#[derive(Debug, Clone)]
+pub struct SnapshotInputs {
+    pub in_progress: Vec<InProgress>,
+    pub dumps_incomplete: Vec<InProgress>,
+}
+
+impl SnapshotInputs {
+    pub fn of(s: &crate::repo::snapshot::Snapshot, this_host: &str) -> SnapshotInputs {
+        let in_progress = s
+            .catalog
+            .in_progress
+            .iter()
+            .filter_map(|l| {
+                let label = Label::parse(l).ok()?;
+                let gone = s
+                    .catalog
+                    .markers
+                    .iter()
+                    .find(|m| &m.label == l)
+                    .and_then(|m| m.writer_is_gone(this_host));
+                Some(InProgress {
+                    label,
+                    live: gone != Some(true),
+                })
+            })
+            .collect();
+        // Dump markers are not read into the snapshot: an incomplete dump is live (kept)
+        // until its marker can be judged.
+        let dumps_incomplete = s
+            .dumps
+            .incomplete
+            .iter()
+            .map(|l| InProgress {
+                label: l.clone(),
+                live: true,
+            })
+            .collect();
+        SnapshotInputs {
+            in_progress,
+            dumps_incomplete,
+        }
+    }
+
+    pub fn input<'a>(
+        &'a self,
+        s: &'a crate::repo::snapshot::Snapshot,
+        holds: &'a [Hold],
+    ) -> PlanInput<'a> {
+        PlanInput {
+            backups: &s.catalog.backups,
+            in_progress: &self.in_progress,
+            dumps: &s.dumps.dumps,
+            dumps_incomplete: &self.dumps_incomplete,
+            wal: &s.wal,
+            histories: &s.histories,
+            pins: &s.pins,
+            holds,
+        }
+    }
+}
