@@ -633,8 +633,8 @@ fn plan_dumps(
         .map(|d| label_reasons(&d.label, input.pins, input.holds))
         .collect();
     // Series name → (dump index, entry index in that dump's decision list, time).
-    let mut series_of: BTreeMap<Option<String>, Vec<(usize, usize, DateTime<Utc>)>> =
-        BTreeMap::new();
+    type Member = (usize, usize, DateTime<Utc>);
+    let mut series_of: BTreeMap<Option<String>, Vec<Member>> = BTreeMap::new();
     let mut entries: Vec<Vec<DumpEntryDecision>> = Vec::new();
     for (di, d) in dumps.iter().enumerate() {
         let mut mine = Vec::new();

@@ -57,7 +57,7 @@ pub(super) fn rule_reasons(
     for &i in present.iter().take(rules.keep_last as usize) {
         reasons[i].push(KeepReason::KeepLast { n: rules.keep_last });
     }
-    let buckets: [(u32, fn(DateTime<Utc>, Tz) -> KeepReason); 5] = [
+    let buckets: [(u32, Period); 5] = [
         (rules.keep_hourly, hourly),
         (rules.keep_daily, daily),
         (rules.keep_weekly, weekly),
@@ -117,6 +117,9 @@ pub(super) fn apply_min_keep(
         }
     }
 }
+
+/// The calendar period an instant falls in, as the reason that keeps it.
+type Period = fn(DateTime<Utc>, Tz) -> KeepReason;
 
 fn hourly(t: DateTime<Utc>, tz: Tz) -> KeepReason {
     let local = t.with_timezone(&tz).fixed_offset();
