@@ -48,6 +48,10 @@ pub enum Command {
     RestoreDump(commands::restore_dump::Args),
     /// Show the repository's identity and archived WAL.
     Info(commands::info::Args),
+    /// Pin a backup or dump: expire never deletes it.
+    Pin(commands::pin::Args),
+    /// Remove a pin.
+    Unpin(commands::unpin::Args),
     /// Run the whole loop on a throwaway cluster: archive, backup, PITR restore, check.
     Demo(commands::demo::Args),
     /// Internal: the detached prefetcher started by wal-fetch.

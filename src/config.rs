@@ -27,6 +27,9 @@ pub struct Config {
     pub backup: BackupConfig,
     #[serde(default)]
     pub dump: DumpConfig,
+    /// The retention and schedule policy file, relative to the configuration file's directory
+    /// (see [`Config::policy_path`]); none means the built-in `policies/default.toml`.
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(Clone, Deserialize, Default)]
@@ -292,13 +295,15 @@ fn default_jobs() -> usize {
         .unwrap_or(2)
 }
 
+/// A duration as pgward's files write them (`"60s"`, `"2m"`, `"7d"`: humantime), or why not.
+pub(crate) fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"60s\", \"2m\" or \"7d\""))
+}
+
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    let dur = humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "`{s}` is not a duration ({e}); write e.g. \"60s\" or \"2m\""
-        ))
-    })?;
+    let dur = parse_duration(&s).map_err(serde::de::Error::custom)?;
     if dur.is_zero() {
         return Err(serde::de::Error::custom(
             "a timeout of zero would fail every call",
@@ -321,10 +326,10 @@ fn de_jobs<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Err
 /// the offending source line, which may hold a secret (a misspelt `secret_access_key`, a bad
 /// escape in a conninfo with a password) and would then reach stderr — for archive_command, the
 /// server log. The messages themselves name keys and types, not values (a `Secret` hides even a
-/// mistyped one).
-fn describe(e: &toml::de::Error, text: &str) -> String {
+/// mistyped one). `T` is the document's type (the configuration, the policy file).
+pub(crate) fn describe<T: serde::de::DeserializeOwned>(e: &toml::de::Error, text: &str) -> String {
     let message = e.message().trim_end().replace('\n', "; ");
-    let key = key_path(text)
+    let key = key_path::<T>(text)
         .map(|k| format!(" (in `{k}`)"))
         .unwrap_or_default();
     match e.span() {
@@ -342,9 +347,9 @@ fn describe(e: &toml::de::Error, text: &str) -> String {
 /// The dotted key a deserialisation error concerns. `toml::de::Error` keeps it private and
 /// shows it only in `Display`, and only for an error without source text, so the document is
 /// deserialised again from its parsed table; only that `in `key`` line is taken from it.
-fn key_path(text: &str) -> Option<String> {
+fn key_path<T: serde::de::DeserializeOwned>(text: &str) -> Option<String> {
     let table: toml::Table = text.parse().ok()?;
-    let e = Config::deserialize(toml::Value::Table(table)).err()?;
+    let e = T::deserialize(toml::Value::Table(table)).err()?;
     e.to_string()
         .lines()
         .filter_map(|l| l.strip_prefix("in `")?.strip_suffix('`'))
@@ -374,7 +379,10 @@ impl Config {
     /// Parses configuration text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
-            anyhow::anyhow!("invalid configuration in {origin}: {}", describe(&e, text))
+            anyhow::anyhow!(
+                "invalid configuration in {origin}: {}",
+                describe::<Config>(&e, text)
+            )
         })?;
         cfg.validate()
             .with_context(|| format!("invalid configuration in {origin}"))?;
@@ -425,6 +433,19 @@ impl Config {
             anyhow::bail!("wal.prefetch must be at most 64, got {}", self.wal.prefetch);
         }
         Ok(())
+    }
+
+    /// The policy file named by `policy = "..."`, made absolute: a relative path is taken
+    /// from the directory of the configuration file at `config_path` (itself made absolute
+    /// from the working directory). `None` when no policy is configured.
+    pub fn policy_path(&self, config_path: &Path) -> Option<PathBuf> {
+        let policy = self.policy.as_deref()?;
+        if policy.is_absolute() {
+            return Some(policy.to_path_buf());
+        }
+        let config = std::path::absolute(config_path).unwrap_or_else(|_| config_path.into());
+        let dir = config.parent().unwrap_or(Path::new("/"));
+        Some(dir.join(policy))
     }
 
     /// The data directory, or an error saying which key to set.
@@ -581,6 +602,29 @@ mod tests {
         let text = format!("{MINIMAL}[dump]\njob = 2\n");
         let err = format!("{:#}", Config::parse(&text, "t").unwrap_err());
         assert!(err.contains("job") && err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn the_policy_path_is_relative_to_the_configuration_file() {
+        let c = Config::parse(MINIMAL, "t").unwrap();
+        assert_eq!(c.policy_path(Path::new("/etc/pgward/pgward.toml")), None);
+        let text = format!("policy = \"policies/hourly.toml\"\n{MINIMAL}");
+        let c = Config::parse(&text, "t").unwrap();
+        assert_eq!(
+            c.policy_path(Path::new("/etc/pgward/pgward.toml")),
+            Some(PathBuf::from("/etc/pgward/policies/hourly.toml"))
+        );
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            c.policy_path(Path::new("pgward.toml")),
+            Some(cwd.join("policies/hourly.toml"))
+        );
+        let text = format!("policy = \"/srv/p.toml\"\n{MINIMAL}");
+        let c = Config::parse(&text, "t").unwrap();
+        assert_eq!(
+            c.policy_path(Path::new("/etc/pgward/pgward.toml")),
+            Some(PathBuf::from("/srv/p.toml"))
+        );
     }
 
     #[test]

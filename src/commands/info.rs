@@ -11,10 +11,13 @@ use crate::repo::catalog::InProgressMarker;
 use crate::repo::dumps::DumpManifest;
 use crate::repo::label::rfc3339;
 use crate::repo::lock::hostname;
+use crate::repo::pins::Pin;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::wal_catalog::SegmentRange;
 use crate::restore::plan::{self, PlanRequest};
 use crate::restore::target::{RecoveryTarget, TimelineChoice};
+use crate::retention::plan::{self as retention_plan, Decision, SnapshotInputs};
+use crate::retention::policy::Policy;
 use crate::units;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -54,6 +57,30 @@ pub struct InfoReport {
     pub dumps: Vec<DumpReport>,
     /// Labels of dumps that are running, or died before writing their manifest (not dumps).
     pub dumps_incomplete: Vec<String>,
+    /// Pinned labels (`pgward pin`): never expired.
+    pub pins: Vec<Pin>,
+    /// What the configured retention policy decides now about each backup and dump (the
+    /// plan `pgward expire` would carry out); `None` when the policy cannot be read (the
+    /// reason is in `warnings`).
+    pub retention: Option<RetentionInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RetentionInfo {
+    /// The policy file, or `built-in policies/default.toml`.
+    pub policy: String,
+    pub backups: Vec<RetentionVerdict>,
+    pub dumps: Vec<RetentionVerdict>,
+}
+
+/// Why the policy keeps an item, or that the next expire deletes it.
+#[derive(Debug, Serialize)]
+pub struct RetentionVerdict {
+    pub label: String,
+    #[serde(flatten)]
+    pub decision: Decision,
+    /// The reasons as sentences.
+    pub why: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -166,6 +193,13 @@ pub async fn report(ctx: &Context) -> Result<InfoReport> {
     let recoverable = recoverable_windows(&loaded);
     let mut warnings = loaded.warnings.clone();
     warnings.extend(fork_warnings(&loaded));
+    let retention = match Policy::for_config(&ctx.config, &ctx.config_path) {
+        Ok(policy) => Some(retention_info(&loaded, &policy)),
+        Err(e) => {
+            warnings.push(format!("no retention verdicts: {e:#}"));
+            None
+        }
+    };
     let timelines = catalog
         .timelines
         .iter()
@@ -210,7 +244,29 @@ pub async fn report(ctx: &Context) -> Result<InfoReport> {
         dumps_incomplete: (loaded.dumps.incomplete.iter())
             .map(|l| l.to_string())
             .collect(),
+        pins: loaded.pins.clone(),
+        retention,
     })
+}
+
+/// The retention plan's verdicts as of now (no holds: info takes no read leases).
+fn retention_info(s: &Snapshot, policy: &Policy) -> RetentionInfo {
+    let inputs = SnapshotInputs::of(s, &hostname());
+    let p = retention_plan::plan(&inputs.input(s, &[]), &policy.retention, chrono::Utc::now());
+    let verdict = |label: String, d: &Decision, what: &str| RetentionVerdict {
+        label,
+        why: d.sentence(&p.timezone, what),
+        decision: d.clone(),
+    };
+    RetentionInfo {
+        policy: policy.origin.clone(),
+        backups: (p.backups.iter())
+            .map(|b| verdict(b.label.to_string(), &b.decision, "backup"))
+            .collect(),
+        dumps: (p.dumps.iter())
+            .map(|d| verdict(d.label.to_string(), &d.decision, "dump"))
+            .collect(),
+    }
 }
 
 /// Asks the restore planner, for each timeline, which is the oldest backup it would accept for
@@ -394,6 +450,35 @@ pub fn render_text(r: &InfoReport) -> String {
             s,
             "  {l}  (incomplete: running, or failed without cleaning up; not a dump)"
         );
+    }
+    if !r.pins.is_empty() {
+        let _ = writeln!(s, "\nPins");
+        for p in &r.pins {
+            let _ = writeln!(
+                s,
+                "  {}  {}  (pinned {} by {})",
+                p.label,
+                p.reason.as_deref().unwrap_or("(no reason given)"),
+                rfc3339(&p.created_at),
+                p.created_by
+            );
+        }
+    }
+    if let Some(ret) = &r.retention {
+        let _ = writeln!(s, "\nRetention ({})", ret.policy);
+        if ret.backups.is_empty() && ret.dumps.is_empty() {
+            let _ = writeln!(s, "  (nothing to decide)");
+        }
+        for (kind, list) in [("backup", &ret.backups), ("dump", &ret.dumps)] {
+            for v in list {
+                let verb = if v.decision.is_keep() {
+                    "kept"
+                } else {
+                    "the next expire deletes it"
+                };
+                let _ = writeln!(s, "  {kind} {}: {verb}: {}", v.label, v.why);
+            }
+        }
     }
     let _ = writeln!(s, "\nRecoverable window");
     if r.recoverable.is_empty() {

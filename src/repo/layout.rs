@@ -12,6 +12,7 @@
 //! dumps/<label>/globals.sql.zst                `pg_dumpall --globals-only`
 //! dumps/<label>/manifest.json.zst              a complete dump (written last)
 //! dumps/<label>/in-progress.json               marker while a dump runs
+//! pins/<label>.json                            a pin: this backup or dump is never expired
 //! ```
 //! A database name may hold any character, so in a dump key it is percent-encoded: every byte
 //! outside `A-Z a-z 0-9 _ -` becomes `%XX` (a `.` too, so no name can make a hidden file or
@@ -38,6 +39,8 @@ pub const BLOCKS_PREFIX: &str = "blocks/";
 pub const BACKUPS_PREFIX: &str = "backups/";
 pub const LOCKS_PREFIX: &str = "locks/";
 pub const DUMPS_PREFIX: &str = "dumps/";
+pub const PINS_PREFIX: &str = "pins/";
+const JSON: &str = ".json";
 const DUMP_SUFFIX: &str = ".pgdump.zst";
 const GLOBALS_FILE: &str = "globals.sql.zst";
 const MANIFEST_FILE: &str = "manifest.json.zst";
@@ -232,6 +235,22 @@ fn decode_db_name(encoded: &str) -> Option<String> {
     (encode_db_name(&db) == encoded).then_some(db)
 }
 
+/// Everything stored for one backup: `backups/<label>/`.
+pub fn backup_prefix(label: &str) -> String {
+    format!("{BACKUPS_PREFIX}{label}/")
+}
+
+/// The pin of a backup or dump label.
+pub fn pin_key(label: &str) -> String {
+    format!("{PINS_PREFIX}{label}{JSON}")
+}
+
+/// The label a key under `pins/` pins; `None` for foreign keys.
+pub fn parse_pin_key(key: &str) -> Option<String> {
+    let label = key.strip_prefix(PINS_PREFIX)?.strip_suffix(JSON)?;
+    (!label.is_empty() && !label.contains('/')).then(|| label.to_string())
+}
+
 pub fn lock_key(name: &str) -> String {
     format!("{LOCKS_PREFIX}{name}.json")
 }
@@ -410,6 +429,19 @@ mod tests {
         ] {
             assert_eq!(parse_dump_key(foreign), None, "{foreign}");
         }
+    }
+
+    #[test]
+    fn pin_keys_round_trip() {
+        assert_eq!(pin_key("20261201T120000Z"), "pins/20261201T120000Z.json");
+        assert_eq!(
+            parse_pin_key(&pin_key("20261201T120000Z-2")).as_deref(),
+            Some("20261201T120000Z-2")
+        );
+        for foreign in ["pins/.json", "pins/a/b.json", "pins/a.txt", "locks/a.json"] {
+            assert_eq!(parse_pin_key(foreign), None, "{foreign}");
+        }
+        assert_eq!(backup_prefix("L"), "backups/L/");
     }
 
     #[test]

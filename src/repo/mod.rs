@@ -8,6 +8,7 @@ pub mod label;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod pins;
 pub mod snapshot;
 pub mod upgrade;
 pub mod wal_catalog;

@@ -6,8 +6,9 @@
 //! in-progress marker, and every timeline history file (decoded and sha256-checked, then
 //! parsed) — in parallel where it helps. Nothing else is read: WAL segments and blocks are
 //! known from their keys. The dumps catalog (`dumps/`, each complete dump's manifest) is
-//! loaded beside them. Later issues add their prefixes here (pins, leases, drill reports) so
-//! that every reader sees the same picture.
+//! loaded beside them, and the pins (`pins/`, each pin read: an unreadable one fails the
+//! load, never reads as "not pinned"). Later issues add their prefixes here (leases, drill
+//! reports) so that every reader sees the same picture.
 //!
 //! A history file that cannot be used (corrupt, unparsable, or stored twice with different
 //! content) does not stop anything by itself: its timeline is left out of planning, so only
@@ -20,6 +21,7 @@ use crate::repo::catalog::BackupCatalog;
 use crate::repo::dumps::DumpCatalog;
 use crate::repo::identity::RepoIdentity;
 use crate::repo::layout;
+use crate::repo::pins::{self, Pin};
 use crate::repo::wal_catalog::{StoredWal, WalCatalog};
 use crate::restore::plan::ArchiveView;
 use crate::storage::Storage;
@@ -38,6 +40,8 @@ pub struct Snapshot {
     /// Every archived WAL file, by timeline.
     pub wal: WalCatalog,
     pub histories: BTreeMap<Timeline, TimelineHistory>,
+    /// Pinned labels (`pgward pin`), by label.
+    pub pins: Vec<Pin>,
     /// History files left out, and why.
     pub warnings: Vec<String>,
 }
@@ -67,10 +71,11 @@ async fn load(storage: &dyn Storage, identity: RepoIdentity) -> Result<Snapshot>
             .await
             .with_context(|| format!("cannot list WAL in {}", storage.describe()))
     };
-    let (catalog, dumps, listing) = tokio::try_join!(
+    let (catalog, dumps, listing, pins) = tokio::try_join!(
         BackupCatalog::load(storage),
         DumpCatalog::load(storage),
-        wal_listing
+        wal_listing,
+        pins::load_all(storage)
     )?;
     let wal = WalCatalog::from_listing(&listing, identity.wal_segment_size);
 
@@ -106,6 +111,7 @@ async fn load(storage: &dyn Storage, identity: RepoIdentity) -> Result<Snapshot>
         dumps,
         wal,
         histories,
+        pins,
         warnings,
     })
 }
