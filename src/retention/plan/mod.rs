@@ -522,6 +522,7 @@ pub fn plan(input: &PlanInput<'_>, policy: &Retention, now: DateTime<Utc>) -> Pl
         base,
         pitr_base: pitr_base_idx,
         window: policy.pitr_window,
+        now,
         live_in_progress: &live,
         holds: input.holds,
     });

@@ -746,6 +746,19 @@ fn a_wal_only_repository_deletes_no_wal_nor_does_its_first_backup_purge_it() {
         ]
     );
     assert!(p.wal_files[0].decision != WalDecision::Delete);
+
+    // One PITR window (1d) after the first backup stopped, the WAL before it goes: no restore
+    // can use it. The backup's own WAL and everything after it stay.
+    let p = repo.plan(&policy, "2026-12-02T02:00:00Z");
+    assert_eq!(wal_keeps(&p, 1, 3), vec![]);
+    assert!(!wal_keeps(&p, 1, 15).is_empty());
+    let d = p.deletions();
+    assert_eq!(d.wal.len(), 14, "segments 1..=14 go: {:?}", d.wal);
+    assert!(
+        d.wal
+            .iter()
+            .all(|k| !k.contains("00000001000000000000000F"))
+    );
 }
 
 #[test]
@@ -872,20 +885,17 @@ fn after_a_timeline_reset_backups_are_ordered_by_time_not_by_name() {
     // The old timeline is below the base by time: it goes whole, though its names are higher.
     assert_eq!(wal_keeps(&p, 5, 0x505), vec![]);
     assert_eq!(wal_keeps(&p, 5, 0x520), vec![]);
-    // The new cluster's WAL before its first backup stays (#680).
-    assert_eq!(
-        wal_keeps(&p, 1, 0x01),
-        vec![WalReason::BeforeOldestBackup {
-            label: label("2026-11-10T00:00:00Z")
-        }]
-    );
+    // The new cluster's WAL before its oldest backup goes: no window keeps it (see
+    // `a_wal_only_repository_...` for the window that does), and no restore can use it.
+    assert_eq!(wal_keeps(&p, 1, 0x01), vec![]);
     let d = p.deletions();
-    assert!(
-        !d.wal.iter().any(|k| k.starts_with("wal/00000001/")),
-        "{:?}",
-        d.wal
-    );
-    assert_eq!(d.wal.len(), 0x21);
+    let tl1: Vec<&String> = d
+        .wal
+        .iter()
+        .filter(|k| k.starts_with("wal/00000001/"))
+        .collect();
+    assert_eq!(tl1.len(), 2, "{tl1:?}");
+    assert_eq!(d.wal.len(), 0x21 + 2);
 }
 
 fn dump(at: &str, dbs: &[&str]) -> DumpManifest {

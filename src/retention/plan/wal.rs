@@ -1,9 +1,12 @@
 //! Which WAL the plan keeps, per timeline, with a reason per range. Rules (issue 12, item 2):
 //! - while no complete backup exists, nothing is deleted (pgBackRest #680, Barman #712), and
-//!   the WAL archived before the oldest complete backup (on its timeline's path) is never
-//!   deleted either: no expired backup is the reason it exists, so a repository's first
-//!   backup never purges the older archive (the failure those issues describe). The WAL of
-//!   expired backups, from the oldest backup's start on, is what goes;
+//!   the WAL archived before the oldest complete backup (on its timeline's path) stays for one
+//!   PITR window after that backup stopped: a repository's first backup never purges the
+//!   older archive at once (it may serve a base backup taken by other means). Once the oldest
+//!   backup is older than the window — or at once without a window, where DESIGN.md keeps
+//!   "all WAL from the oldest kept backup on" — that WAL goes too: no pgward restore can use
+//!   it, and operators expect it gone (pgBackRest #2034, #1349 are complaints that it stayed).
+//!   The WAL of expired backups, from the oldest backup's start on, goes;
 //! - every kept backup's start..stop segments, on its timeline;
 //! - from the recoverable base on, along the path (history) of the current timeline and of
 //!   every timeline holding a kept backup. The base is the PITR base (the newest backup that
@@ -33,6 +36,7 @@ use crate::pg::{Lsn, Timeline, WalSegmentName};
 use crate::repo::catalog::BackupSummary;
 use crate::repo::label::Label;
 use crate::repo::wal_catalog::WalCatalog;
+use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -46,6 +50,7 @@ pub(super) struct WalInput<'a> {
     pub base: Option<usize>,
     pub pitr_base: Option<usize>,
     pub window: Option<Duration>,
+    pub now: DateTime<Utc>,
     pub live_in_progress: &'a [Label],
     pub holds: &'a [Hold],
 }
@@ -222,6 +227,13 @@ pub(super) fn plan_wal(input: &WalInput<'_>) -> WalPlan {
         }
         firsts.sort();
         firsts.dedup();
+        // Only for one PITR window after that backup stopped (see the module header).
+        let within_window = |i: usize| {
+            input.window.is_some_and(|w| {
+                chrono::Duration::from_std(w).is_ok_and(|w| b[i].stop_time > input.now - w)
+            })
+        };
+        firsts.retain(|&i| within_window(i));
         for i in firsts {
             let why = WalReason::BeforeOldestBackup {
                 label: b[i].label.clone(),
