@@ -21,4 +21,5 @@ pub mod repo;
 pub mod restore;
 pub mod storage;
 pub mod units;
+pub mod verify;
 pub mod wal;

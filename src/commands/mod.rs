@@ -7,6 +7,7 @@ pub mod info;
 pub mod init;
 pub mod restore;
 pub mod restore_dump;
+pub mod verify;
 pub mod wal_fetch;
 pub mod wal_prefetch;
 pub mod wal_push;

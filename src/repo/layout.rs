@@ -12,6 +12,7 @@
 //! dumps/<label>/globals.sql.zst                `pg_dumpall --globals-only`
 //! dumps/<label>/manifest.json.zst              a complete dump (written last)
 //! dumps/<label>/in-progress.json               marker while a dump runs
+//! verify/state.json.zst                        what `verify` has read, for rotating samples
 //! ```
 //! A database name may hold any character, so in a dump key it is percent-encoded: every byte
 //! outside `A-Z a-z 0-9 _ -` becomes `%XX` (a `.` too, so no name can make a hidden file or
@@ -42,6 +43,7 @@ const DUMP_SUFFIX: &str = ".pgdump.zst";
 const GLOBALS_FILE: &str = "globals.sql.zst";
 const MANIFEST_FILE: &str = "manifest.json.zst";
 const IN_PROGRESS_FILE: &str = "in-progress.json";
+pub const VERIFY_PREFIX: &str = "verify/";
 const ZST: &str = ".zst";
 
 /// Everything under `wal/` of one timeline's segments (not its history file).
@@ -230,6 +232,11 @@ fn decode_db_name(encoded: &str) -> Option<String> {
     let db = String::from_utf8(out).ok()?;
     // Only the one spelling pgward writes is ours.
     (encode_db_name(&db) == encoded).then_some(db)
+}
+
+/// The one object of `verify`'s state (which objects it read, and when), written whole.
+pub fn verify_state_key() -> String {
+    format!("{VERIFY_PREFIX}state.json{ZST}")
 }
 
 pub fn lock_key(name: &str) -> String {
