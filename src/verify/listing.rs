@@ -692,7 +692,7 @@ mod tests {
             ],
             "timeline 3 left timeline 1 before the backup stopped: not on its way"
         );
-        let missing = missing_runs(&[path.clone()], &w);
+        let missing = missing_runs(std::slice::from_ref(&path), &w);
         assert_eq!(missing, vec![(Timeline(1), 8, 8), (Timeline(2), 7, 7)]);
 
         let deps = Dependents {
