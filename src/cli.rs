@@ -46,6 +46,8 @@ pub enum Command {
     Dump(commands::dump::Args),
     /// Write one database's stored dump, verified, to a file (for pg_restore).
     RestoreDump(commands::restore_dump::Args),
+    /// Check the repository: references and WAL from listings, then read a rotating sample.
+    Verify(commands::verify::Args),
     /// Show the repository's identity and archived WAL.
     Info(commands::info::Args),
     /// Pin a backup or dump: expire never deletes it.

@@ -22,4 +22,5 @@ pub mod restore;
 pub mod retention;
 pub mod storage;
 pub mod units;
+pub mod verify;
 pub mod wal;

@@ -34,6 +34,31 @@ pub fn count(n: u64, singular: &str, plural: &str) -> String {
     }
 }
 
+/// Reads a size people type: `1048576`, `512KiB`, `64 MiB`, `2GiB`, `1TiB` (binary units, as
+/// [`bytes`] writes them; `K`/`M`/`G`/`T` mean the same).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 1048576, 512MiB, 2GiB)"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        other => {
+            return Err(format!(
+                "`{other}` is not a size unit (B, KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +80,15 @@ mod tests {
         assert_eq!(count(1, "segment", "segments"), "1 segment");
         assert_eq!(count(0, "segment", "segments"), "0 segments");
         assert_eq!(count(7, "directory", "directories"), "7 directories");
+    }
+
+    #[test]
+    fn sizes_are_read_back() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("64 MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert!(parse_bytes("12 MB").is_err());
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("99999999999TiB").is_err());
     }
 }

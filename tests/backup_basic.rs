@@ -445,6 +445,7 @@ fn backup_cli() {
     assert_eq!(after, before, "no manifest may be written");
     assert!(markers.is_empty(), "in-progress marker left: {markers:?}");
     assert!(!lock.exists(), "the lease must be released");
+    common::verify::assert_repo_verifies(tmp, &s.cfg);
 }
 
 /// An `archive_command` that archives into some other directory makes PostgreSQL report every
@@ -798,6 +799,18 @@ async fn backup_under_storage_faults() {
         "{err:#}"
     );
     assert_eq!(backups_in(&s.repo), (before, vec![]));
+
+    // Failed, cancelled and retried backups leave a repository that verifies.
+    let report = pgward::verify::verify(
+        local.as_ref(),
+        &pgward::verify::VerifyRequest {
+            listing_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.ok, "{}", report.text());
 
     // The server went on working throughout (its backup was aborted with the session).
     tokio::task::spawn_blocking(move || {

@@ -12,6 +12,7 @@ mod common;
 use common::backup_scenarios::Source;
 use common::pg::*;
 use common::s3_server::S3Server;
+use common::verify::*;
 use pgward::codec;
 use pgward::repo::dumps::DumpManifest;
 use pgward::storage::DynStorage;
@@ -414,6 +415,7 @@ fn round_trip_and_refusal(dir: &TestDir, repo: RepoSpec, storage: DynStorage) {
     );
     restore_and_compare(&src, dir, &label, "bookedbarber", Via::File);
     log_step("to-file checked", t);
+    assert_repo_verifies(dir.path(), &src.cfg);
 
     // A stored object with a flipped byte: restore-dump fails naming the object and the
     // database, and writes nothing.
@@ -479,6 +481,17 @@ fn round_trip_and_refusal(dir: &TestDir, repo: RepoSpec, storage: DynStorage) {
         .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp."))
         .collect();
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+
+    // The flipped byte keeps the object's size: the listing checks pass, a full read names it.
+    assert_repo_verifies(dir.path(), &src.cfg);
+    let (ok, report) = verify_json(dir.path(), &src.cfg, &["--full"]);
+    let corrupt = problems(&report, "dump_object_corrupt");
+    assert!(!ok && corrupt.len() == 1, "{report:#}");
+    assert_eq!(corrupt[0]["object"], key.as_str());
+    assert_eq!(
+        strings(&corrupt[0]["breaks"]["dumps"]),
+        vec![format!("{label}/shop")]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

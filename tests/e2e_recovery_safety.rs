@@ -18,6 +18,7 @@ mod common;
 use common::backup_scenarios::{MARKER_SQL, Source, no_archiving};
 use common::pg::*;
 use common::s3_server::{Faults, S3Server};
+use common::verify::*;
 use pgward::storage::Storage;
 use pgward::storage::s3::S3Storage;
 use std::fs;
@@ -299,6 +300,13 @@ fn hole_is_refused_and_a_target_before_it_works(dir: &TestDir, w: &World, object
     let key = objects.wal_key(&w.segment[1]);
     let good = objects.read(&key);
     objects.delete(&key);
+    let report = assert_repo_verify_fails(dir.path(), &w._src.cfg);
+    let missing = problems(&report, "wal_missing");
+    assert_eq!(missing.len(), 1, "{report:#}");
+    assert_eq!(missing[0]["object"], w.segment[1].as_str());
+    let range = &missing[0]["breaks"]["recoverable_ranges"][0];
+    assert_eq!(range["first_missing"], w.segment[1].as_str(), "{report:#}");
+    assert_eq!(strings(&range["cut_backups"]).len(), 1, "{report:#}");
 
     let out = w.restore(dir, "hole-end", &[]);
     assert!(
@@ -337,6 +345,7 @@ fn run_all(dir: &TestDir, repo: RepoSpec, objects: &Objects) {
     }
     hole_is_refused_and_a_target_before_it_works(dir, &w, objects);
     eprintln!("[{:>5.1} s] hole", t.elapsed().as_secs_f64());
+    assert_repo_verifies(dir.path(), &w._src.cfg);
 }
 
 #[test]

@@ -231,4 +231,5 @@ fn unreachable_targets_and_forks_are_refused() {
         &["restore point 'never-created' is not in the WAL archived after backup"],
     );
     step("targets past the end of the archive refused", t);
+    common::verify::assert_repo_verifies(dir.path(), &src.cfg);
 }

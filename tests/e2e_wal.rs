@@ -283,6 +283,7 @@ fn archive_and_recover(dir: &TestDir, repo: RepoSpec) -> Vec<String> {
         restored.log_tail(60)
     );
     restored.stop();
+    common::verify::assert_repo_verifies(tmp, &cfg);
     archived
 }
 

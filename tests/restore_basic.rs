@@ -11,6 +11,8 @@
 
 #[path = "common/pg.rs"]
 mod pg;
+#[path = "common/verify.rs"]
+mod verify;
 
 use pg::*;
 use pgward::repo::layout;
@@ -317,6 +319,16 @@ fn restore_basic() {
     assert!(
         !bad.join("global/pg_control").exists(),
         "a failed restore must not be startable"
+    );
+    // The listing checks cannot see a flipped byte; a full verify names the block and backup.
+    verify::assert_repo_verifies(dir.path(), &src.cfg);
+    let (ok, report) = verify::verify_json(dir.path(), &src.cfg, &["--full"]);
+    let corrupt = verify::problems(&report, "block_corrupt");
+    assert!(!ok && corrupt.len() == 1, "{report:#}");
+    assert_eq!(corrupt[0]["object"], key.as_str());
+    assert_eq!(
+        verify::strings(&corrupt[0]["breaks"]["backups"]),
+        vec![label.clone()]
     );
     eprintln!("done: {:.1?}", started.elapsed());
 }

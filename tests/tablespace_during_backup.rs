@@ -274,4 +274,5 @@ fn after_backup(dir: &TestDir, src: &mut Source, b: &Backup) {
         snapshot_tree(ts_old_src) == before_old,
         "the source's old tablespace was modified"
     );
+    common::verify::assert_repo_verifies(dir.path(), &src.cfg);
 }

@@ -9,6 +9,7 @@ pub mod pin;
 pub mod restore;
 pub mod restore_dump;
 pub mod unpin;
+pub mod verify;
 pub mod wal_fetch;
 pub mod wal_prefetch;
 pub mod wal_push;

@@ -13,6 +13,7 @@
 //! dumps/<label>/manifest.json.zst              a complete dump (written last)
 //! dumps/<label>/in-progress.json               marker while a dump runs
 //! pins/<label>.json                            a pin: this backup or dump is never expired
+//! verify/state.json.zst                        what `verify` has read, for rotating samples
 //! ```
 //! A database name may hold any character, so in a dump key it is percent-encoded: every byte
 //! outside `A-Z a-z 0-9 _ -` becomes `%XX` (a `.` too, so no name can make a hidden file or
@@ -45,6 +46,7 @@ const DUMP_SUFFIX: &str = ".pgdump.zst";
 const GLOBALS_FILE: &str = "globals.sql.zst";
 const MANIFEST_FILE: &str = "manifest.json.zst";
 const IN_PROGRESS_FILE: &str = "in-progress.json";
+pub const VERIFY_PREFIX: &str = "verify/";
 const ZST: &str = ".zst";
 
 /// Everything under `wal/` of one timeline's segments (not its history file).
@@ -249,6 +251,11 @@ pub fn pin_key(label: &str) -> String {
 pub fn parse_pin_key(key: &str) -> Option<String> {
     let label = key.strip_prefix(PINS_PREFIX)?.strip_suffix(JSON)?;
     (!label.is_empty() && !label.contains('/')).then(|| label.to_string())
+}
+
+/// The one object of `verify`'s state (which objects it read, and when), written whole.
+pub fn verify_state_key() -> String {
+    format!("{VERIFY_PREFIX}state.json{ZST}")
 }
 
 pub fn lock_key(name: &str) -> String {

@@ -33,6 +33,8 @@ pub struct TimelineWal {
 pub struct WalCatalog {
     pub seg_size: u64,
     pub timelines: BTreeMap<Timeline, TimelineWal>,
+    /// Keys under `wal/` that are not WAL keys of this format (`verify` counts them).
+    pub foreign: Vec<ObjectMeta>,
 }
 
 /// A run of consecutive segments (`first..=last`).
@@ -50,8 +52,10 @@ impl WalCatalog {
     /// Builds the catalog from a listing of `wal/` (foreign keys are ignored).
     pub fn from_listing(objects: &[ObjectMeta], seg_size: u64) -> WalCatalog {
         let mut timelines: BTreeMap<Timeline, TimelineWal> = BTreeMap::new();
+        let mut foreign = Vec::new();
         for obj in objects {
             let Some((name, sha256)) = layout::parse_wal_key(&obj.key) else {
+                foreign.push(obj.clone());
                 continue;
             };
             let stored = StoredWal {
@@ -78,6 +82,7 @@ impl WalCatalog {
         WalCatalog {
             seg_size,
             timelines,
+            foreign,
         }
     }
 
@@ -198,6 +203,7 @@ mod tests {
         assert_eq!(cat.timelines[&Timeline(2)].history.len(), 1);
         assert_eq!(cat.timelines[&Timeline(1)].partials.len(), 1);
         assert!(cat.conflicts().is_empty());
+        assert_eq!(cat.foreign.len(), 1);
         assert!(cat.has_segment(&WalSegmentName::parse("000000010000000100000003").unwrap()));
         assert!(!cat.has_segment(&WalSegmentName::parse("000000010000000100000001").unwrap()));
     }

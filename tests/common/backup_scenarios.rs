@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 
 use super::pg::*;
+use super::verify::assert_repo_verifies;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -442,6 +443,7 @@ pub fn pitr_targets(dir: &TestDir, repo: RepoSpec) {
         bad.display()
     );
     log_step("target before the oldest backup refused", t);
+    assert_repo_verifies(dir.path(), &src.cfg);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -544,6 +546,7 @@ pub fn timelines(dir: &TestDir, repo: RepoSpec) {
     );
     c.stop();
     log_step("--target-timeline latest: follows timeline 2", t);
+    assert_repo_verifies(dir.path(), &src.cfg);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -784,4 +787,5 @@ pub fn tablespace_dedup_delta(dir: &TestDir, repo: RepoSpec) {
         "delta restore identical to the full restore, data checked",
         t,
     );
+    assert_repo_verifies(dir.path(), &src.cfg);
 }

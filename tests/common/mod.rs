@@ -3,3 +3,4 @@
 pub mod backup_scenarios;
 pub mod pg;
 pub mod s3_server;
+pub mod verify;
