@@ -235,6 +235,7 @@ mod tests {
                 dump("20261202T010000Z", &["app"]),
             ],
             incomplete: vec![Label::parse("20261203T010000Z").unwrap()],
+            markers: vec![],
         };
         let pick = |label: Option<&str>, db: &str| {
             choose(&catalog, label, db)

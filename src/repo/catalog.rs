@@ -136,7 +136,7 @@ impl BackupCatalog {
             .filter(|l| !manifests.contains(l))
             .collect();
         let markers = futures::stream::iter(in_progress.iter())
-            .map(|label| read_marker(storage, label))
+            .map(|label| read_marker(storage, label, layout::in_progress_key(label)))
             .buffered(8)
             .collect()
             .await;
@@ -152,15 +152,19 @@ impl BackupCatalog {
     }
 }
 
-/// Reads one in-progress marker; what cannot be read stays `None` (and is logged).
-async fn read_marker(storage: &dyn Storage, label: &str) -> InProgressMarker {
+/// Reads one in-progress marker (a backup's or a dump's, at `key`); what cannot be read stays
+/// `None` (and is logged).
+pub(crate) async fn read_marker(
+    storage: &dyn Storage,
+    label: &str,
+    key: String,
+) -> InProgressMarker {
     let unknown = InProgressMarker {
         label: label.to_string(),
         host: None,
         pid: None,
         start_time: None,
     };
-    let key = layout::in_progress_key(label);
     match storage.get(&key).await {
         Ok(bytes) => match serde_json::from_slice::<InProgressMarker>(&bytes) {
             Ok(m) => InProgressMarker {

@@ -6,6 +6,7 @@
 //! died: never listed as a dump, never a restore candidate.
 
 use crate::codec::{self, Sha256Digest};
+use crate::repo::catalog::{InProgressMarker, read_marker};
 use crate::repo::label::{Label, rfc3339_time};
 use crate::repo::layout::{self, DumpKey};
 use crate::storage::{self, Created, Storage};
@@ -134,6 +135,10 @@ pub struct DumpCatalog {
     pub dumps: Vec<DumpManifest>,
     /// Labels with objects but no manifest: running, or died before completing.
     pub incomplete: Vec<Label>,
+    /// The in-progress markers of incomplete labels that have one. A dump claims its label
+    /// with the marker before it stores anything and removes it last, so an incomplete label
+    /// without a marker is what a failed clean-up or an interrupted expire left.
+    pub markers: Vec<InProgressMarker>,
 }
 
 impl DumpCatalog {
@@ -144,17 +149,18 @@ impl DumpCatalog {
             .with_context(|| format!("cannot list dumps in {}", storage.describe()))?;
         let mut complete = BTreeSet::new();
         let mut seen = BTreeSet::new();
+        let mut with_marker = BTreeSet::new();
         for obj in &listing {
             let label = match layout::parse_dump_key(&obj.key) {
                 Some(DumpKey::Manifest(l)) => {
                     complete.insert(l.clone());
                     l
                 }
-                Some(
-                    DumpKey::Database { label: l, .. }
-                    | DumpKey::Globals(l)
-                    | DumpKey::InProgress(l),
-                ) => l,
+                Some(DumpKey::InProgress(l)) => {
+                    with_marker.insert(l.clone());
+                    l
+                }
+                Some(DumpKey::Database { label: l, .. } | DumpKey::Globals(l)) => l,
                 None => continue,
             };
             seen.insert(label);
@@ -167,11 +173,30 @@ impl DumpCatalog {
             .into_iter()
             .collect::<Result<_>>()?;
         dumps.sort_by(|a, b| a.label.cmp(&b.label));
-        let incomplete = seen
+        let incomplete: Vec<Label> = seen
             .difference(&complete)
             .filter_map(|l| Label::parse(l).ok())
             .collect();
-        Ok(DumpCatalog { dumps, incomplete })
+        let markers = futures::stream::iter(
+            incomplete
+                .iter()
+                .filter(|l| with_marker.contains(l.as_str())),
+        )
+        .map(|l| {
+            read_marker(
+                storage,
+                l.as_str(),
+                layout::dump_in_progress_key(l.as_str()),
+            )
+        })
+        .buffered(8)
+        .collect()
+        .await;
+        Ok(DumpCatalog {
+            dumps,
+            incomplete,
+            markers,
+        })
     }
 }
 

@@ -743,15 +743,19 @@ impl SnapshotInputs {
                 })
             })
             .collect();
-        // Dump markers are not read into the snapshot: an incomplete dump is live (kept)
-        // until its marker can be judged.
+        // An incomplete dump with a marker is live unless its writer is known to be gone;
+        // one without a marker is a leftover (a dump claims its label with the marker first
+        // and removes it last), so a re-run of an interrupted expire deletes it.
         let dumps_incomplete = s
             .dumps
             .incomplete
             .iter()
-            .map(|l| InProgress {
-                label: l.clone(),
-                live: true,
+            .map(|l| {
+                let marker = s.dumps.markers.iter().find(|m| m.label == l.as_str());
+                InProgress {
+                    label: l.clone(),
+                    live: marker.is_some_and(|m| m.writer_is_gone(this_host) != Some(true)),
+                }
             })
             .collect();
         SnapshotInputs {
