@@ -163,6 +163,7 @@ mod tests {
         ObjectMeta {
             key: layout::wal_key(&n, &Sha256Digest::of(content)),
             size: 10,
+            last_modified: None,
         }
     }
 
@@ -180,6 +181,7 @@ mod tests {
             ObjectMeta {
                 key: "wal/junk".into(),
                 size: 1,
+                last_modified: None,
             },
         ];
         let cat = WalCatalog::from_listing(&objs, SEG);
