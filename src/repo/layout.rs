@@ -12,6 +12,8 @@
 //! dumps/<label>/globals.sql.zst                `pg_dumpall --globals-only`
 //! dumps/<label>/manifest.json.zst              a complete dump (written last)
 //! dumps/<label>/in-progress.json               marker while a dump runs
+//! locks/read/<label>-<nonce>.json              a reader's shared read lease
+//! gc/<id>/mark.json.zst                        blocks marked by garbage collection
 //! ```
 //! A database name may hold any character, so in a dump key it is percent-encoded: every byte
 //! outside `A-Z a-z 0-9 _ -` becomes `%XX` (a `.` too, so no name can make a hidden file or
@@ -37,6 +39,11 @@ pub const WAL_PREFIX: &str = "wal/";
 pub const BLOCKS_PREFIX: &str = "blocks/";
 pub const BACKUPS_PREFIX: &str = "backups/";
 pub const LOCKS_PREFIX: &str = "locks/";
+/// Shared read leases: `locks/read/<unique>.json`.
+pub const READ_LEASES_PREFIX: &str = "locks/read/";
+/// Garbage-collection marks: `gc/<id>/mark.json.zst`.
+pub const GC_PREFIX: &str = "gc/";
+const GC_MARK_FILE: &str = "mark.json.zst";
 pub const DUMPS_PREFIX: &str = "dumps/";
 const DUMP_SUFFIX: &str = ".pgdump.zst";
 const GLOBALS_FILE: &str = "globals.sql.zst";
@@ -234,6 +241,23 @@ fn decode_db_name(encoded: &str) -> Option<String> {
 
 pub fn lock_key(name: &str) -> String {
     format!("{LOCKS_PREFIX}{name}.json")
+}
+
+/// One reader's read lease (`unique` names it: label and nonce).
+pub fn read_lease_key(unique: &str) -> String {
+    format!("{READ_LEASES_PREFIX}{unique}.json")
+}
+
+/// The mark of garbage-collection run `id` (a sortable time and a random suffix).
+pub fn gc_mark_key(id: &str) -> String {
+    format!("{GC_PREFIX}{id}/{GC_MARK_FILE}")
+}
+
+/// The id of a key made by [`gc_mark_key`].
+pub fn parse_gc_mark_key(key: &str) -> Option<String> {
+    let rest = key.strip_prefix(GC_PREFIX)?;
+    let (id, file) = rest.split_once('/')?;
+    (file == GC_MARK_FILE && !id.is_empty()).then(|| id.to_string())
 }
 
 /// The marker the one taker of a stale lease creates; named after the stale lease's bytes.
