@@ -20,6 +20,7 @@ pub mod pg;
 pub mod process;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod storage;
 pub mod units;
 pub mod wal;
