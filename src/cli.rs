@@ -48,6 +48,8 @@ pub enum Command {
     RestoreDump(commands::restore_dump::Args),
     /// Show the repository's identity and archived WAL.
     Info(commands::info::Args),
+    /// Delete the blocks no backup references (two-phase: mark, then sweep after the grace).
+    Gc(commands::gc::Args),
     /// Run the whole loop on a throwaway cluster: archive, backup, PITR restore, check.
     Demo(commands::demo::Args),
     /// Internal: the detached prefetcher started by wal-fetch.

@@ -137,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dump(a) => commands::dump::run(&ctx, a).await,
         Command::RestoreDump(a) => commands::restore_dump::run(&ctx, a).await,
         Command::Info(a) => commands::info::run(&ctx, a).await,
+        Command::Gc(a) => commands::gc::run(&ctx, a).await,
         Command::WalPrefetch(a) => commands::wal_prefetch::run(&ctx, a).await,
         Command::WalPushAhead(a) => commands::wal_push_ahead::run(&ctx, a).await,
         Command::Demo(_) => unreachable!("the demo runs before the configuration is loaded"),

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod demo;
 pub mod dump;
+pub mod gc;
 pub mod info;
 pub mod init;
 pub mod restore;
