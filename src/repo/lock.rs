@@ -593,7 +593,8 @@ impl Record for ReadLeaseInfo {
 impl ReadLeaseInfo {
     /// Live at `now`: not lapsed, and not left by a dead process on this host.
     pub fn live(&self, now: DateTime<Utc>, this_host: &str) -> bool {
-        !lapsed(Some(self.expires_at), now) && !(self.host == this_host && !process_alive(self.pid))
+        let dead_here = self.host == this_host && !process_alive(self.pid);
+        !lapsed(Some(self.expires_at), now) && !dead_here
     }
 }
 
