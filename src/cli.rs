@@ -54,6 +54,10 @@ pub enum Command {
     Pin(commands::pin::Args),
     /// Remove a pin.
     Unpin(commands::unpin::Args),
+    /// Apply the retention policy: print the plan; delete only with --confirm.
+    Expire(commands::expire::Args),
+    /// Delete the blocks no backup references (two-phase: mark, then sweep after the grace).
+    Gc(commands::gc::Args),
     /// Run the whole loop on a throwaway cluster: archive, backup, PITR restore, check.
     Demo(commands::demo::Args),
     /// Internal: the detached prefetcher started by wal-fetch.

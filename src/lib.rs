@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod cli;
+pub mod clock;
 pub mod codec;
 pub mod commands;
 pub mod config;

@@ -140,6 +140,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pin(a) => commands::pin::run(&ctx, a).await,
         Command::Unpin(a) => commands::unpin::run(&ctx, a).await,
         Command::Verify(a) => commands::verify::run(&ctx, a).await,
+        Command::Gc(a) => commands::gc::run(&ctx, a).await,
+        Command::Expire(a) => commands::expire::run(&ctx, a).await,
         Command::WalPrefetch(a) => commands::wal_prefetch::run(&ctx, a).await,
         Command::WalPushAhead(a) => commands::wal_push_ahead::run(&ctx, a).await,
         Command::Demo(_) => unreachable!("the demo runs before the configuration is loaded"),

@@ -305,6 +305,12 @@ async fn contract(s: DynStorage, many: bool) {
         let want: Vec<String> = (0..n).map(|i| format!("many/k{i:05}")).collect();
         assert_eq!(listed, want);
         assert_eq!(keys(&s, "many/k0105").await, want[1050..1060].to_vec());
+        // More than one DeleteObjects request (1000 keys), and keys that never existed.
+        let mut doomed = want.clone();
+        doomed.push("many/never-existed".into());
+        let failed = s.delete_many(&doomed).await;
+        assert!(failed.is_empty(), "{desc}: {failed:?}");
+        assert!(keys(&s, "many/").await.is_empty(), "{desc}");
     }
 
     // --- copy ---------------------------------------------------------------------------------
@@ -361,6 +367,35 @@ async fn contract(s: DynStorage, many: bool) {
     s.delete("ow/k").await.unwrap();
     s.delete("never/existed").await.unwrap();
     assert!(keys(&s, "ow/").await.is_empty());
+
+    // delete_many: every key gone, missing keys included; an empty batch is a no-op.
+    for k in ["dm/a", "dm/sub/b", "dm/c"] {
+        s.put(k, Bytes::from_static(b"d")).await.unwrap();
+    }
+    assert!(s.delete_many(&[]).await.is_empty(), "{desc}");
+    let doomed: Vec<String> = ["dm/a", "dm/sub/b", "dm/missing"]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    let failed = s.delete_many(&doomed).await;
+    assert!(failed.is_empty(), "{desc}: {failed:?}");
+    assert_eq!(keys(&s, "dm/").await, vec!["dm/c".to_string()], "{desc}");
+    s.delete("dm/c").await.unwrap();
+
+    // last_modified: every backend says when an object was written (to the second).
+    let before = chrono::Utc::now() - chrono::Duration::seconds(2);
+    s.put("lm/k", Bytes::from_static(b"t")).await.unwrap();
+    let after = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let headed = s.head("lm/k").await.unwrap().unwrap().last_modified;
+    let listed = s.list("lm/").await.unwrap()[0].last_modified;
+    for t in [headed, listed] {
+        let t = t.unwrap_or_else(|| panic!("{desc}: no last_modified"));
+        assert!(
+            before <= t && t <= after,
+            "{desc}: {t} not in [{before}, {after}]"
+        );
+    }
+    s.delete("lm/k").await.unwrap();
 
     // Deleting everything leaves an empty listing.
     let rest = keys(&s, "").await;
@@ -836,4 +871,63 @@ async fn s3_listing_of_many_pages_is_timed_per_page() {
         t.elapsed() > deadline,
         "the whole listing must take longer than one deadline, or this proves nothing"
     );
+}
+
+/// S3 specifics of `delete_many` (issue 12): 2500 keys go as three DeleteObjects requests; a
+/// store that fails every 7th key of each batch once (per-key errors in the answer) and then
+/// 503s one whole request sees the failed keys reported by the store, retried by the retry
+/// layer, and the run converges: everything is gone and nothing is reported. Keys refused
+/// for good are returned, named, and left in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_delete_many_retries_failed_keys_of_a_batch_and_converges() {
+    let server = S3Server::start().await;
+    let s3: DynStorage = Arc::new(server.storage("pgward-deletes", "repo").await);
+    let n = 2500;
+    let all: Vec<String> = (0..n).map(|i| format!("blocks/{i:05}.zst")).collect();
+    futures::stream::iter(all.clone())
+        .map(|k| {
+            let s3 = s3.clone();
+            async move { s3.put(&k, Bytes::from_static(b"b")).await }
+        })
+        .buffer_unordered(32)
+        .try_collect::<()>()
+        .await
+        .unwrap();
+
+    // Without retries, the store's per-key failures come back as they are.
+    let faulty = Arc::new(FaultyStorage::new(s3.clone()));
+    faulty.fail_batch_keys(7, 1, false);
+    let first: Vec<String> = all[..700].to_vec();
+    let failed = faulty.delete_many(&first).await;
+    assert_eq!(failed.len(), 100, "every 7th of 700 keys");
+    assert!(failed.iter().all(|f| f.error.is_transient()));
+    assert_eq!(keys(&s3, "blocks/").await.len(), n - 600);
+
+    // Through the retry layer: per-key failures, then a 503 for a whole request, both retried.
+    faulty.fail_batch_keys(7, 1, false);
+    faulty.fail_op_next("delete_many", 1);
+    let s = retry::wrap(faulty.clone(), quick_policy(4));
+    let injected = faulty.injected_failures();
+    let failed = s.delete_many(&all[..2000]).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(faulty.injected_failures() > injected);
+    assert_eq!(keys(&s3, "blocks/").await, all[2000..].to_vec());
+
+    // Keys refused for good are named and stay; the others go.
+    faulty.fail_batch_keys(100, 1, true);
+    let failed = s.delete_many(&all[2000..]).await;
+    let mut refused: Vec<String> = failed.iter().map(|f| f.key.clone()).collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        vec![
+            all[2000].clone(),
+            all[2100].clone(),
+            all[2200].clone(),
+            all[2300].clone(),
+            all[2400].clone()
+        ]
+    );
+    assert!(failed.iter().all(|f| !f.error.is_transient()));
+    assert_eq!(keys(&s3, "blocks/").await, refused);
 }

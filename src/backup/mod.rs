@@ -35,7 +35,7 @@ use crate::pg::{Lsn, Timeline, WalSegmentName, conn};
 use crate::repo::identity::RepoIdentity;
 use crate::repo::label;
 use crate::repo::layout::{self, BackupKey};
-use crate::repo::lock::Lease;
+use crate::repo::lock::{Lease, LeaseWait, Renewing, SAFETY_MARGIN};
 use crate::repo::manifest::{BackupStats, BadPage, MANIFEST_VERSION, Manifest};
 use crate::storage::DynStorage;
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -51,8 +51,10 @@ use tokio_postgres::Client;
 /// How long connecting to the server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The lease that keeps backups (and, later, garbage collection) from running at once.
+/// The lease that keeps backups and garbage-collection sweeps from running at once.
 pub const LEASE_NAME: &str = "backup";
+/// The longest a backup waits for a garbage-collection sweep holding [`LEASE_NAME`].
+const GC_WAIT: Duration = Duration::from_secs(600);
 
 /// What a finished backup is, for the command's output and for tests.
 #[derive(Debug, Clone)]
@@ -140,7 +142,22 @@ async fn backup(
     let server = probe(&client).await?;
     check_same_cluster(&identity, &control, &pgdata, &server)?;
 
-    let lease = Lease::acquire(storage.clone(), LEASE_NAME, "backup").await?;
+    // A garbage-collection sweep holds this lease briefly: wait for it rather than fail.
+    let wait = LeaseWait {
+        for_purposes: &["gc"],
+        max: GC_WAIT,
+        poll: Duration::from_secs(2),
+        events: &ctx.events,
+    };
+    let lease = Lease::acquire_waiting(
+        storage.clone(),
+        LEASE_NAME,
+        "backup",
+        crate::clock::system(),
+        &wait,
+    )
+    .await?
+    .keep_renewed();
     let job = Job {
         ctx,
         storage: &storage,
@@ -151,6 +168,7 @@ async fn backup(
         pgdata: &pgdata,
         conninfo,
         started,
+        lease: &lease,
     };
     let result = with_lease(&job, claimed).await;
     if let Err(e) = lease.release().await {
@@ -173,6 +191,7 @@ struct Job<'a> {
     pgdata: &'a Path,
     conninfo: &'a str,
     started: Instant,
+    lease: &'a Renewing<Lease>,
 }
 
 async fn with_lease(
@@ -341,9 +360,18 @@ async fn copy(job: &Job<'_>, label: &str, start_time: &str) -> Result<Manifest> 
     })
 }
 
-/// Writes the manifest (the backup is complete from then on) and reports it.
+/// Writes the manifest (the backup is complete from then on) and reports it — after checking
+/// that no garbage-collection sweep can have run since the blocks were chosen (the lease was
+/// held, and is held with a margin) and that every referenced block garbage collection has
+/// marked still exists (`retention::gc`, rule 4).
 async fn store_manifest(job: &Job<'_>, manifest: Manifest) -> Result<BackupOutcome> {
     let level = job.ctx.config.repo.compression_level.0;
+    job.lease
+        .check(SAFETY_MARGIN)
+        .await
+        .context("refusing to write the manifest: garbage collection may have run meanwhile")?;
+    crate::retention::gc::check_marked_blocks_exist(job.storage.as_ref(), manifest.block_ids())
+        .await?;
     manifest.store(job.storage.as_ref(), level).await?;
     report_bad_pages(&manifest.bad_pages);
     job.ctx.events.emit(&Event::BackupFinished {

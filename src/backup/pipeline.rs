@@ -88,15 +88,18 @@ pub struct KnownBlocks {
 }
 
 impl KnownBlocks {
-    /// Lists `blocks/` once.
+    /// Lists `blocks/` once, less every block garbage collection has marked: a backup never
+    /// deduplicates against a marked block (it uploads its own copy; see `retention::gc`).
     pub async fn load(storage: &DynStorage) -> Result<KnownBlocks> {
         let listing = storage
             .list(layout::BLOCKS_PREFIX)
             .await
             .with_context(|| format!("cannot list the blocks in {}", storage.describe()))?;
+        let marked = crate::retention::gc::marked_blocks(storage.as_ref()).await?;
         let ids = listing
             .iter()
             .filter_map(|o| layout::parse_block_key(&o.key))
+            .filter(|id| !marked.contains(id))
             .collect();
         Ok(KnownBlocks {
             ids: Mutex::new(ids),

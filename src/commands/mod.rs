@@ -3,6 +3,8 @@
 pub mod backup;
 pub mod demo;
 pub mod dump;
+pub mod expire;
+pub mod gc;
 pub mod info;
 pub mod init;
 pub mod pin;

@@ -5,6 +5,11 @@
 
 use crate::context::Context;
 use crate::output;
+use crate::repo::label::Label;
+use crate::repo::lock::hostname;
+use crate::repo::snapshot::Snapshot;
+use crate::retention::plan::{self, SnapshotInputs};
+use crate::retention::policy::Policy;
 use crate::units;
 use crate::verify::{self, DEFAULT_ROTATION, VerifyRequest};
 use anyhow::{Context as _, Result, bail};
@@ -36,7 +41,7 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
         max_bytes: args.max_bytes,
         rotation: args.rotation,
         jobs: ctx.config.backup.jobs,
-        pitr_from: None,
+        pitr_from: pitr_base(ctx).await,
         listing_only: args.listing_only,
     };
     let report = verify::verify(ctx.storage.as_ref(), &req).await?;
@@ -55,4 +60,26 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where the policy's recoverable window starts (the retention plan's PITR base): WAL before
+/// it is what `expire` may have deleted, so recoverable ranges are checked from there on (and
+/// each older kept backup for its own range). Without a usable policy or snapshot: `None`,
+/// every backup's range onward is checked.
+async fn pitr_base(ctx: &Context) -> Option<Label> {
+    let policy = match Policy::for_config(&ctx.config, &ctx.config_path) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("checking every backup's WAL onward: {e:#}");
+            return None;
+        }
+    };
+    let snapshot = Snapshot::load(ctx.storage.as_ref()).await.ok()?;
+    let inputs = SnapshotInputs::of(&snapshot, &hostname());
+    let p = plan::plan(
+        &inputs.input(&snapshot, &[]),
+        &policy.retention,
+        chrono::Utc::now(),
+    );
+    p.pitr_base
 }

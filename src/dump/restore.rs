@@ -12,6 +12,8 @@
 use crate::context::Context;
 use crate::fsutil::TempFile;
 use crate::repo::dumps::{DatabaseDump, DumpCatalog, DumpManifest};
+use crate::repo::layout;
+use crate::repo::lock::{ReadKind, ReadLease, ReadPurpose, ReadRequest, Renewing};
 use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -94,6 +96,42 @@ pub async fn restore_to_file(
     ctx: &Context,
     request: &RestoreDumpRequest,
 ) -> Result<RestoreDumpOutcome> {
+    if request.dry_run {
+        return to_file(ctx, request).await;
+    }
+    // The dump is chosen once, under a read lease that expire and gc honour.
+    let catalog = DumpCatalog::load(ctx.storage.as_ref()).await?;
+    let (manifest, _) = choose(&catalog, request.label.as_deref(), &request.database)?;
+    let label = manifest.label.to_string();
+    let lease = read_lease(ctx, &label).await?;
+    let chosen = RestoreDumpRequest {
+        label: Some(label),
+        ..request.clone()
+    };
+    let result = to_file(ctx, &chosen).await;
+    if let Err(e) = lease.release().await {
+        tracing::warn!("{e:#}");
+    }
+    result
+}
+
+/// The read lease of a restore-dump of dump `label` (see `repo::lock`, the reader protocol).
+pub(super) async fn read_lease(ctx: &Context, label: &str) -> Result<Renewing<ReadLease>> {
+    let request = ReadRequest {
+        purpose: ReadPurpose::RestoreDump,
+        kind: ReadKind::Dump,
+        label: label.to_string(),
+        wal_from: None,
+    };
+    let manifest = layout::dump_manifest_key(label);
+    Ok(
+        ReadLease::take_checked(ctx.storage.clone(), request, &manifest)
+            .await?
+            .keep_renewed(),
+    )
+}
+
+async fn to_file(ctx: &Context, request: &RestoreDumpRequest) -> Result<RestoreDumpOutcome> {
     let path = &request.to_file;
     if path.symlink_metadata().is_ok() {
         bail!(

@@ -63,6 +63,26 @@ pub struct RestoreToDbOutcome {
 }
 
 pub async fn restore_to_db(ctx: &Context, req: &RestoreToDbRequest) -> Result<RestoreToDbOutcome> {
+    if req.dry_run {
+        return to_db(ctx, req).await;
+    }
+    // The dump is chosen once, under a read lease that expire and gc honour.
+    let catalog = DumpCatalog::load(ctx.storage.as_ref()).await?;
+    let (manifest, _) = choose(&catalog, req.label.as_deref(), &req.database)?;
+    let label = manifest.label.to_string();
+    let lease = super::restore::read_lease(ctx, &label).await?;
+    let chosen = RestoreToDbRequest {
+        label: Some(label),
+        ..req.clone()
+    };
+    let result = to_db(ctx, &chosen).await;
+    if let Err(e) = lease.release().await {
+        tracing::warn!("{e:#}");
+    }
+    result
+}
+
+async fn to_db(ctx: &Context, req: &RestoreToDbRequest) -> Result<RestoreToDbOutcome> {
     let catalog = DumpCatalog::load(ctx.storage.as_ref()).await?;
     let (manifest, db) = choose(&catalog, req.label.as_deref(), &req.database)?;
     let conninfo = ctx

@@ -14,6 +14,8 @@
 //! dumps/<label>/in-progress.json               marker while a dump runs
 //! pins/<label>.json                            a pin: this backup or dump is never expired
 //! verify/state.json.zst                        what `verify` has read, for rotating samples
+//! locks/read/<label>-<nonce>.json              a reader's shared read lease
+//! gc/<id>/mark.json.zst                        blocks marked by garbage collection
 //! ```
 //! A database name may hold any character, so in a dump key it is percent-encoded: every byte
 //! outside `A-Z a-z 0-9 _ -` becomes `%XX` (a `.` too, so no name can make a hidden file or
@@ -39,6 +41,11 @@ pub const WAL_PREFIX: &str = "wal/";
 pub const BLOCKS_PREFIX: &str = "blocks/";
 pub const BACKUPS_PREFIX: &str = "backups/";
 pub const LOCKS_PREFIX: &str = "locks/";
+/// Shared read leases: `locks/read/<unique>.json`.
+pub const READ_LEASES_PREFIX: &str = "locks/read/";
+/// Garbage-collection marks: `gc/<id>/mark.json.zst`.
+pub const GC_PREFIX: &str = "gc/";
+const GC_MARK_FILE: &str = "mark.json.zst";
 pub const DUMPS_PREFIX: &str = "dumps/";
 pub const PINS_PREFIX: &str = "pins/";
 const JSON: &str = ".json";
@@ -260,6 +267,23 @@ pub fn verify_state_key() -> String {
 
 pub fn lock_key(name: &str) -> String {
     format!("{LOCKS_PREFIX}{name}.json")
+}
+
+/// One reader's read lease (`unique` names it: label and nonce).
+pub fn read_lease_key(unique: &str) -> String {
+    format!("{READ_LEASES_PREFIX}{unique}.json")
+}
+
+/// The mark of garbage-collection run `id` (a sortable time and a random suffix).
+pub fn gc_mark_key(id: &str) -> String {
+    format!("{GC_PREFIX}{id}/{GC_MARK_FILE}")
+}
+
+/// The id of a key made by [`gc_mark_key`].
+pub fn parse_gc_mark_key(key: &str) -> Option<String> {
+    let rest = key.strip_prefix(GC_PREFIX)?;
+    let (id, file) = rest.split_once('/')?;
+    (file == GC_MARK_FILE && !id.is_empty()).then(|| id.to_string())
 }
 
 /// The marker the one taker of a stale lease creates; named after the stale lease's bytes.

@@ -168,6 +168,7 @@ mod tests {
         ObjectMeta {
             key: layout::wal_key(&n, &Sha256Digest::of(content)),
             size: 10,
+            last_modified: None,
         }
     }
 
@@ -185,6 +186,7 @@ mod tests {
             ObjectMeta {
                 key: "wal/junk".into(),
                 size: 1,
+                last_modified: None,
             },
         ];
         let cat = WalCatalog::from_listing(&objs, SEG);

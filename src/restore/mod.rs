@@ -36,6 +36,8 @@ pub mod write;
 use crate::context::Context;
 use crate::events::{Event, Events, PROGRESS_EVERY};
 use crate::pg::Lsn;
+use crate::repo::layout;
+use crate::repo::lock::{ReadKind, ReadLease, ReadPurpose, ReadRequest, WalFrom};
 use crate::repo::manifest::Manifest;
 use crate::repo::snapshot::Snapshot;
 use crate::restore::delta::Marker;
@@ -206,7 +208,27 @@ pub async fn run_restore(ctx: &Context, req: RestoreRequest) -> Result<RestoreOu
             result: None,
         });
     }
-    let stats = match execute(ctx, &req, &plan, &manifest, checked).await {
+    // The reader protocol (`repo::lock`): manifest read, lease taken, manifest still there.
+    let lease = ReadLease::take_checked(
+        ctx.storage.clone(),
+        ReadRequest {
+            purpose: ReadPurpose::Restore,
+            kind: ReadKind::Backup,
+            label: manifest.label.clone(),
+            wal_from: Some(WalFrom {
+                timeline: manifest.timeline,
+                first_segment: manifest.start_wal.clone(),
+            }),
+        },
+        &layout::manifest_key(&manifest.label),
+    )
+    .await?
+    .keep_renewed();
+    let executed = execute(ctx, &req, &plan, &manifest, checked).await;
+    if let Err(e) = lease.release().await {
+        tracing::warn!("{e:#}");
+    }
+    let stats = match executed {
         Ok(stats) => stats,
         Err(e) => {
             let e = e.context(format!(

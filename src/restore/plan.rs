@@ -871,6 +871,7 @@ mod tests {
                     objs.push(ObjectMeta {
                         key: layout::wal_key(&n, &Sha256Digest::of(n.to_string().as_bytes())),
                         size: 1,
+                        last_modified: None,
                     });
                 }
             }
@@ -879,6 +880,7 @@ mod tests {
                 objs.push(ObjectMeta {
                     key: layout::wal_key(&n, &Sha256Digest::of(b"h")),
                     size: 1,
+                    last_modified: None,
                 });
             }
             WalCatalog::from_listing(&objs, SEG)

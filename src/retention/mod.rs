@@ -1,5 +1,7 @@
-//! Retention: the policy file ([`policy`]) and the pure keep/delete plan with a reason for
-//! every decision ([`plan`]). `expire` and block garbage collection carry the plan out.
+//! Retention: the policy file ([`policy`]), the pure keep/delete plan with a reason for every
+//! decision ([`plan`]), and two-phase block garbage collection ([`gc`]). `pgward expire`
+//! (commands/expire.rs) carries a plan out and then collects blocks.
 
+pub mod gc;
 pub mod plan;
 pub mod policy;

@@ -11,13 +11,24 @@
 //! it would cancel a real stuck request.
 
 use super::stream::{ByteStream, Part, PartReceipt, Upload};
-use super::{DynStorage, ListPage, ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
+use super::{
+    DeleteFailure, DynStorage, ListPage, ObjectMeta, PutOutcome, Storage, StorageError,
+    StorageResult,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// Which keys of the next `delete_many` calls fail (see [`FaultyStorage::fail_batch_keys`]).
+#[derive(Debug)]
+struct BatchKeyFailures {
+    every: usize,
+    rounds: usize,
+    permanent: bool,
+}
 
 /// A failure rule for calls of one method on keys with a prefix.
 #[derive(Debug)]
@@ -42,6 +53,7 @@ pub struct FaultyStorage {
     delays: Mutex<Vec<(&'static str, String, Duration)>>,
     throttle: Mutex<Option<u64>>,
     broken_streams: Mutex<Vec<u64>>,
+    batch_key_failures: Mutex<Option<BatchKeyFailures>>,
     calls: AtomicUsize,
     injected: AtomicUsize,
 }
@@ -61,6 +73,7 @@ impl FaultyStorage {
             delays: Mutex::new(Vec::new()),
             throttle: Mutex::new(None),
             broken_streams: Mutex::new(Vec::new()),
+            batch_key_failures: Mutex::new(None),
             calls: AtomicUsize::new(0),
             injected: AtomicUsize::new(0),
         }
@@ -196,6 +209,24 @@ impl FaultyStorage {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(after);
+        self
+    }
+
+    /// In each of the next `rounds` calls of `delete_many`, every `every`-th key of the batch
+    /// (the 1st, the `every+1`-th, …) is not deleted and is answered with a per-key error:
+    /// `Transient` (an S3 `InternalError` for one key) or, with `permanent`, `Permanent`
+    /// (`AccessDenied`). The other keys go to the inner store's `delete_many`. To fail whole
+    /// requests (a 503), use `fail_op_next("delete_many", n)`.
+    pub fn fail_batch_keys(&self, every: usize, rounds: usize, permanent: bool) -> &Self {
+        *self
+            .batch_key_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) =
+            (every > 0 && rounds > 0).then_some(BatchKeyFailures {
+                every,
+                rounds,
+                permanent,
+            });
         self
     }
 
@@ -363,6 +394,58 @@ impl Storage for FaultyStorage {
     async fn delete(&self, key: &str) -> StorageResult<()> {
         self.before("delete", key, false).await?;
         self.inner.delete(key).await
+    }
+
+    /// Whole-request rules and delays apply under the op name `delete_many` and the batch's
+    /// first key; [`FaultyStorage::fail_batch_keys`] fails single keys of it.
+    async fn delete_many(&self, keys: &[String]) -> Vec<DeleteFailure> {
+        let first = keys.first().map(String::as_str).unwrap_or_default();
+        if let Err(error) = self.before("delete_many", first, false).await {
+            return keys
+                .iter()
+                .map(|key| DeleteFailure {
+                    key: key.clone(),
+                    error: error.clone(),
+                })
+                .collect();
+        }
+        let rule = {
+            let mut armed = self
+                .batch_key_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let rule = armed.as_mut().map(|r| {
+                r.rounds -= 1;
+                (r.every, r.permanent)
+            });
+            if armed.as_ref().is_some_and(|r| r.rounds == 0) {
+                *armed = None;
+            }
+            rule
+        };
+        let Some((every, permanent)) = rule else {
+            return self.inner.delete_many(keys).await;
+        };
+        let mut failed = Vec::new();
+        let mut rest = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if i % every == 0 {
+                self.injected.fetch_add(1, Ordering::SeqCst);
+                let error = if permanent {
+                    StorageError::Permanent(format!("injected AccessDenied for {key} in a batch"))
+                } else {
+                    StorageError::Transient(format!("injected InternalError for {key} in a batch"))
+                };
+                failed.push(DeleteFailure {
+                    key: key.clone(),
+                    error,
+                });
+            } else {
+                rest.push(key.clone());
+            }
+        }
+        failed.extend(self.inner.delete_many(&rest).await);
+        failed
     }
 
     async fn copy_if_absent(&self, from: &str, to: &str) -> StorageResult<PutOutcome> {

@@ -19,6 +19,7 @@ use super::{ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
 use crate::fsutil::{self, TEMP_PREFIX, TempFile};
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -287,7 +288,7 @@ impl Storage for LocalStorage {
         let path = self.path_of(key)?;
         let key = key.to_string();
         blocking(move || match fs::metadata(&path) {
-            Ok(m) if m.is_file() => Ok(Some(ObjectMeta { key, size: m.len() })),
+            Ok(m) if m.is_file() => Ok(Some(meta_of(key, &m))),
             Ok(_) => Ok(None),
             Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(map_io("stat", &path, e, false)),
@@ -511,6 +512,15 @@ impl Storage for LocalStorage {
     }
 }
 
+/// A file's key, size and mtime as an [`ObjectMeta`].
+fn meta_of(key: String, meta: &fs::Metadata) -> ObjectMeta {
+    ObjectMeta {
+        key,
+        size: meta.len(),
+        last_modified: meta.modified().ok().map(DateTime::<Utc>::from),
+    }
+}
+
 /// A listing in key order that starts after a key and stops at a limit.
 struct SortedWalk<'a> {
     start_after: &'a str,
@@ -531,7 +541,7 @@ impl SortedWalk<'_> {
             Err(e) if is_absent(&e) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let mut items: Vec<(String, bool, u64)> = Vec::new();
+        let mut items: Vec<(String, bool, Option<fs::Metadata>)> = Vec::new();
         for entry in entries {
             let entry = entry?;
             let name = entry.file_name();
@@ -545,13 +555,13 @@ impl SortedWalk<'_> {
                 Err(e) => return Err(e),
             };
             if meta.is_dir() {
-                items.push((format!("{key_base}{name}/"), true, 0));
+                items.push((format!("{key_base}{name}/"), true, None));
             } else if meta.is_file() {
-                items.push((format!("{key_base}{name}"), false, meta.len()));
+                items.push((format!("{key_base}{name}"), false, Some(meta)));
             }
         }
-        items.sort();
-        for (key, is_dir, size) in items {
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, is_dir, meta) in items {
             if self.full() {
                 break;
             }
@@ -566,8 +576,10 @@ impl SortedWalk<'_> {
                     .next()
                     .unwrap_or_default();
                 self.dir(&dir.join(name), &key, "")?;
-            } else if key.as_str() > self.start_after {
-                self.out.push(ObjectMeta { key, size });
+            } else if key.as_str() > self.start_after
+                && let Some(meta) = meta
+            {
+                self.out.push(meta_of(key, &meta));
             }
         }
         Ok(())
@@ -606,10 +618,7 @@ fn list_dir(
         if meta.is_dir() {
             list_dir(&entry.path(), &format!("{key}/"), "", out)?;
         } else if meta.is_file() {
-            out.push(ObjectMeta {
-                key,
-                size: meta.len(),
-            });
+            out.push(meta_of(key, &meta));
         }
     }
     Ok(())

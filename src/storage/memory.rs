@@ -8,13 +8,38 @@ use super::stream::{ByteStream, Part, PartReceipt, Upload, chunks_of};
 use super::{ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// One stored object: its bytes and when they were written (the `last_modified` it reports).
+#[derive(Debug, Clone)]
+struct Stored {
+    data: Bytes,
+    at: DateTime<Utc>,
+}
+
+impl Stored {
+    fn now(data: Bytes) -> Stored {
+        Stored {
+            data,
+            at: Utc::now(),
+        }
+    }
+
+    fn meta(&self, key: &str) -> ObjectMeta {
+        ObjectMeta {
+            key: key.to_string(),
+            size: self.data.len() as u64,
+            last_modified: Some(self.at),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
-    objects: Mutex<BTreeMap<String, Bytes>>,
+    objects: Mutex<BTreeMap<String, Stored>>,
     /// Streamed uploads in progress: id → parts by offset.
     uploads: Mutex<BTreeMap<String, BTreeMap<u64, Bytes>>>,
     next_upload: AtomicUsize,
@@ -57,7 +82,13 @@ impl MemoryStorage {
         self.map().keys().cloned().collect()
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Bytes>> {
+    /// Makes `key` look written at `at` (tests of age rules: garbage collection's grace).
+    /// Returns whether the object exists.
+    pub fn set_modified(&self, key: &str, at: DateTime<Utc>) -> bool {
+        self.map().get_mut(key).map(|o| o.at = at).is_some()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Stored>> {
         // A panic while holding the lock cannot leave the map half-updated: every critical
         // section is a single map operation.
         self.objects.lock().unwrap_or_else(|e| e.into_inner())
@@ -88,7 +119,7 @@ impl Storage for MemoryStorage {
     async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
         self.count(true);
         check_key(key)?;
-        self.map().insert(key.to_string(), data);
+        self.map().insert(key.to_string(), Stored::now(data));
         Ok(())
     }
 
@@ -99,7 +130,7 @@ impl Storage for MemoryStorage {
         if map.contains_key(key) {
             return Ok(PutOutcome::AlreadyExists);
         }
-        map.insert(key.to_string(), data);
+        map.insert(key.to_string(), Stored::now(data));
         Ok(PutOutcome::Written)
     }
 
@@ -109,17 +140,14 @@ impl Storage for MemoryStorage {
         check_key(key)?;
         self.map()
             .get(key)
-            .cloned()
+            .map(|o| o.data.clone())
             .ok_or_else(|| StorageError::NotFound(key.to_string()))
     }
 
     async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
         self.count(false);
         check_key(key)?;
-        Ok(self.map().get(key).map(|v| ObjectMeta {
-            key: key.to_string(),
-            size: v.len() as u64,
-        }))
+        Ok(self.map().get(key).map(|o| o.meta(key)))
     }
 
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
@@ -128,10 +156,7 @@ impl Storage for MemoryStorage {
             .map()
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| ObjectMeta {
-                key: k.clone(),
-                size: v.len() as u64,
-            })
+            .map(|(k, o)| o.meta(k))
             .collect())
     }
 
@@ -154,10 +179,7 @@ impl Storage for MemoryStorage {
             .range((lower, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
-            .map(|(k, v)| ObjectMeta {
-                key: k.clone(),
-                size: v.len() as u64,
-            })
+            .map(|(k, o)| o.meta(k))
             .collect())
     }
 
@@ -239,7 +261,8 @@ impl Storage for MemoryStorage {
                 whole.len()
             )));
         }
-        self.map().insert(upload.key.clone(), Bytes::from(whole));
+        self.map()
+            .insert(upload.key.clone(), Stored::now(Bytes::from(whole)));
         Ok(())
     }
 

@@ -24,6 +24,13 @@
 //!   after this name?" every few seconds on a standby. The default implementation filters a full
 //!   `list` (right, not cheap); backends that can do better override it, and wrappers pass it on.
 //! - `delete` of a missing key succeeds (idempotent).
+//! - `delete_many(keys)` deletes each key as `delete` would and returns the keys it could not
+//!   delete, each with its error (an empty answer: all are gone). Keys are independent: one
+//!   failing key never stops the others. S3 sends them as DeleteObjects requests of at most
+//!   [`DELETE_BATCH`] keys and checks every per-key error; a request that fails as a whole
+//!   fails each of its keys with that error. The retry layer retries the transient failures.
+//! - `last_modified` in [`ObjectMeta`] is when the object was last written (local: the file's
+//!   mtime; S3: `LastModified`; memory: the insertion time), `None` where a store cannot say.
 //! - `copy_if_absent(from, to)` gives `to` the bytes of `from` unless `to` exists, without
 //!   moving the bytes through pgward where the backend can (local: `link(2)`, S3: CopyObject).
 //! - Streams ([`stream`]): [`put_stream`] stores a byte stream of unknown length through the
@@ -51,11 +58,39 @@ use std::fmt::Debug;
 use std::sync::Arc;
 pub use stream::{ByteStream, Part, PartReceipt, Upload, put_stream};
 
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+
+/// The most keys one S3 DeleteObjects request may carry.
+pub const DELETE_BATCH: usize = 1000;
+/// Deletes in flight at once in the default `delete_many` (one request per key).
+const DELETE_CONCURRENCY: usize = 16;
+
 /// What the storage knows about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
     pub key: String,
     pub size: u64,
+    /// When the object was last written, where the store says.
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+impl ObjectMeta {
+    /// An object's key and size, its time unknown.
+    pub fn new(key: impl Into<String>, size: u64) -> ObjectMeta {
+        ObjectMeta {
+            key: key.into(),
+            size,
+            last_modified: None,
+        }
+    }
+}
+
+/// One key that `delete_many` could not delete, and why.
+#[derive(Debug)]
+pub struct DeleteFailure {
+    pub key: String,
+    pub error: StorageError,
 }
 
 /// One page of a listing: some objects in key order, and where the next page starts.
@@ -73,7 +108,7 @@ pub enum PutOutcome {
     AlreadyExists,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     #[error("object not found: {0}")]
     NotFound(String),
@@ -131,6 +166,28 @@ pub trait Storage: Send + Sync + Debug {
     }
     /// Removes an object; removing a missing object succeeds.
     async fn delete(&self, key: &str) -> StorageResult<()>;
+    /// Removes every key in `keys` and returns those it could not remove (see the contract).
+    /// The default is one `delete` per key, [`DELETE_CONCURRENCY`] at a time.
+    async fn delete_many(&self, keys: &[String]) -> Vec<DeleteFailure> {
+        // Boxed one by one: a stream of closures over borrowed keys is not `Send` enough for
+        // `async_trait`'s boxed future.
+        let deletes: Vec<futures::future::BoxFuture<'_, Option<DeleteFailure>>> = keys
+            .iter()
+            .map(|key| {
+                Box::pin(async move {
+                    self.delete(key).await.err().map(|error| DeleteFailure {
+                        key: key.clone(),
+                        error,
+                    })
+                }) as futures::future::BoxFuture<'_, _>
+            })
+            .collect();
+        let done: Vec<Option<DeleteFailure>> = futures::stream::iter(deletes)
+            .buffer_unordered(DELETE_CONCURRENCY)
+            .collect()
+            .await;
+        done.into_iter().flatten().collect()
+    }
     /// Makes `to` hold the bytes of `from`, unless an object exists under `to` (then it is
     /// left alone: callers copy to content-addressed keys, where "exists" means "same
     /// content"). A missing `from` is `NotFound`. Local: a hard link; S3: a server-side copy

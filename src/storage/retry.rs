@@ -26,7 +26,10 @@
 //! object is success), so that answer is safe; it is never reported as `Written` wrongly.
 
 use super::stream::{ByteStream, Part, PartReceipt, Upload};
-use super::{DynStorage, ListPage, ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
+use super::{
+    DELETE_BATCH, DeleteFailure, DynStorage, ListPage, ObjectMeta, PutOutcome, Storage,
+    StorageError, StorageResult,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -250,6 +253,69 @@ impl Storage for RetryingStorage {
 
     async fn delete(&self, key: &str) -> StorageResult<()> {
         self.run("delete", key, || self.inner.delete(key)).await
+    }
+
+    /// Retries only the keys that failed transiently (a 503 of a whole request fails all of
+    /// its keys that way), with backoff, up to `attempts` rounds; each round has one deadline
+    /// per [`DELETE_BATCH`] keys. A round that runs out of time retries all its keys (deleting
+    /// twice is harmless).
+    async fn delete_many(&self, keys: &[String]) -> Vec<DeleteFailure> {
+        let attempts = self.policy.attempts.max(1);
+        let mut pending: Vec<String> = keys.to_vec();
+        let mut failed = Vec::new();
+        let mut attempt = 1;
+        while !pending.is_empty() {
+            let batches = u32::try_from(pending.len().div_ceil(DELETE_BATCH)).unwrap_or(u32::MAX);
+            let deadline = self.policy.attempt_timeout.saturating_mul(batches.max(1));
+            let round = match tokio::time::timeout(deadline, self.inner.delete_many(&pending)).await
+            {
+                Ok(f) => f,
+                Err(_) => {
+                    let error = StorageError::Transient(format!(
+                        "delete of {} keys on {}: no answer within {deadline:?}",
+                        pending.len(),
+                        self.inner.describe()
+                    ));
+                    pending
+                        .iter()
+                        .map(|key| DeleteFailure {
+                            key: key.clone(),
+                            error: error.clone(),
+                        })
+                        .collect()
+                }
+            };
+            let (transient, other): (Vec<_>, Vec<_>) =
+                round.into_iter().partition(|f| f.error.is_transient());
+            failed.extend(other);
+            if transient.is_empty() {
+                break;
+            }
+            if attempt >= attempts {
+                let tries = if attempts == 1 { "attempt" } else { "attempts" };
+                failed.extend(transient.into_iter().map(|f| DeleteFailure {
+                    error: StorageError::Transient(format!(
+                        "{} (gave up after {attempts} {tries})",
+                        f.error
+                    )),
+                    key: f.key,
+                }));
+                break;
+            }
+            let delay = self.policy.backoff(attempt);
+            tracing::warn!(
+                keys = transient.len(),
+                attempt,
+                attempts,
+                first_error = %transient[0].error,
+                retry_in = ?delay,
+                "some deletes failed, retrying them"
+            );
+            tokio::time::sleep(delay).await;
+            pending = transient.into_iter().map(|f| f.key).collect();
+            attempt += 1;
+        }
+        failed
     }
 
     async fn copy_if_absent(&self, from: &str, to: &str) -> StorageResult<PutOutcome> {

@@ -14,7 +14,10 @@
 //! and the service's error code and message.
 
 use super::stream::{ByteStream as Chunks, Part, PartReceipt, Upload};
-use super::{ListPage, ObjectMeta, PutOutcome, Storage, StorageError, StorageResult};
+use super::{
+    DELETE_BATCH, DeleteFailure, ListPage, ObjectMeta, PutOutcome, Storage, StorageError,
+    StorageResult,
+};
 use crate::config::S3Config;
 use anyhow::Context;
 use async_trait::async_trait;
@@ -26,7 +29,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart,
-    CreateBucketConfiguration,
+    CreateBucketConfiguration, Delete, ObjectIdentifier,
 };
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -42,6 +45,8 @@ const PART_PARALLELISM: usize = 4;
 /// Time to establish a TCP (and TLS) connection before the attempt fails as transient.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_REGION: &str = "us-east-1";
+/// DeleteObjects requests of one `delete_many` in flight at once.
+const DELETE_PARALLELISM: usize = 4;
 
 #[derive(Debug)]
 pub struct S3Storage {
@@ -570,6 +575,94 @@ impl S3Storage {
     }
 }
 
+/// An S3 timestamp as a chrono one.
+fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+impl S3Storage {
+    /// One DeleteObjects request (quiet: only failures are answered) for at most
+    /// [`DELETE_BATCH`] keys; the keys it could not delete, each with its error. A request that
+    /// fails as a whole (a 503, a timeout) fails every key of it with that error.
+    async fn delete_batch(&self, keys: &[String]) -> Vec<DeleteFailure> {
+        let mut objects = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.full_key(key).and_then(|full| {
+                ObjectIdentifier::builder()
+                    .key(full)
+                    .build()
+                    .map_err(|e| StorageError::Permanent(format!("s3 delete {key}: {e}")))
+            }) {
+                Ok(o) => objects.push(o),
+                Err(error) => return fail_all(keys, &error),
+            }
+        }
+        let delete = match Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+        {
+            Ok(d) => d,
+            Err(e) => {
+                let error = StorageError::Permanent(format!("s3 delete_many: {e}"));
+                return fail_all(keys, &error);
+            }
+        };
+        let first = keys.first().map(String::as_str);
+        let out = match self
+            .client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                let error = match self.error("delete_many", first, e) {
+                    // A missing bucket is not "every key already gone".
+                    StorageError::NotFound(m) => StorageError::Permanent(format!(
+                        "s3 delete_many {m}: not found\nhint: {HINT_BUCKET}"
+                    )),
+                    other => other,
+                };
+                return fail_all(keys, &error);
+            }
+        };
+        let root = self.list_root();
+        out.errors()
+            .iter()
+            .filter_map(|err| {
+                let key = err.key()?.strip_prefix(root.as_str())?.to_string();
+                let code = err.code();
+                let msg = format!(
+                    "s3 delete {}: {} in a DeleteObjects answer{}",
+                    self.url(Some(&key)),
+                    code.unwrap_or("an error"),
+                    err.message().map(|m| format!(": {m}")).unwrap_or_default()
+                );
+                let error = match classify_response(None, code) {
+                    Class::NotFound => return None,
+                    // A per-key error without a code we know: it names no cause worth a retry.
+                    Class::Transient if code.is_some() => StorageError::Transient(msg),
+                    Class::Transient | Class::Permanent(_) => StorageError::Permanent(msg),
+                };
+                Some(DeleteFailure { key, error })
+            })
+            .collect()
+    }
+}
+
+/// `error` for every key.
+fn fail_all(keys: &[String], error: &StorageError) -> Vec<DeleteFailure> {
+    keys.iter()
+        .map(|key| DeleteFailure {
+            key: key.clone(),
+            error: error.clone(),
+        })
+        .collect()
+}
+
 /// The objects of one listing page, keyed relative to the repository root.
 fn page_objects(
     root: &str,
@@ -582,6 +675,7 @@ fn page_objects(
             Some(ObjectMeta {
                 key: rel.to_string(),
                 size: obj.size().unwrap_or(0).max(0) as u64,
+                last_modified: obj.last_modified().and_then(to_chrono),
             })
         })
         .collect()
@@ -644,6 +738,7 @@ impl Storage for S3Storage {
             Ok(out) => Ok(Some(ObjectMeta {
                 key: key.to_string(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
+                last_modified: out.last_modified().and_then(to_chrono),
             })),
             Err(e) => match self.error("head", Some(key), e) {
                 StorageError::NotFound(_) => Ok(None),
@@ -721,6 +816,20 @@ impl Storage for S3Storage {
 
     /// Check-then-copy (CopyObject has no `If-None-Match` on every store): callers copy to
     /// content-addressed keys, where a concurrent copy writes the same content.
+    /// DeleteObjects requests of up to [`DELETE_BATCH`] keys, a few at a time.
+    async fn delete_many(&self, keys: &[String]) -> Vec<DeleteFailure> {
+        // Boxed one by one, as in the trait's default (`async_trait` needs a `Send` future).
+        let batches: Vec<futures::future::BoxFuture<'_, Vec<DeleteFailure>>> = keys
+            .chunks(DELETE_BATCH)
+            .map(|batch| Box::pin(self.delete_batch(batch)) as futures::future::BoxFuture<'_, _>)
+            .collect();
+        let done: Vec<Vec<DeleteFailure>> = futures::stream::iter(batches)
+            .buffer_unordered(DELETE_PARALLELISM)
+            .collect()
+            .await;
+        done.into_iter().flatten().collect()
+    }
+
     async fn copy_if_absent(&self, from: &str, to: &str) -> StorageResult<PutOutcome> {
         if self.head(to).await?.is_some() {
             return Ok(PutOutcome::AlreadyExists);

@@ -617,10 +617,10 @@ mod tests {
             .iter()
             .map(|&(t, s)| {
                 let n = WalFileName::Segment(WalSegmentName::from_segno(Timeline(t), s, SEG));
-                ObjectMeta {
-                    key: layout::wal_key(&n, &Sha256Digest::of(n.to_string().as_bytes())),
-                    size: 1,
-                }
+                ObjectMeta::new(
+                    layout::wal_key(&n, &Sha256Digest::of(n.to_string().as_bytes())),
+                    1,
+                )
             })
             .collect();
         WalCatalog::from_listing(&objs, SEG)

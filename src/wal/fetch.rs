@@ -663,6 +663,7 @@ mod tests {
                 .map(|k| ObjectMeta {
                     key: k.to_string(),
                     size: 1,
+                    last_modified: None,
                 })
                 .collect()
         };

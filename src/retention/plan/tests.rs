@@ -48,10 +48,10 @@ fn backups(times: &[&str]) -> Vec<BackupSummary> {
 
 fn obj(name: &str) -> ObjectMeta {
     let n = WalFileName::parse(name).unwrap();
-    ObjectMeta {
-        key: layout::wal_key(&n, &Sha256Digest::of(name.as_bytes())),
-        size: 1000,
-    }
+    ObjectMeta::new(
+        layout::wal_key(&n, &Sha256Digest::of(name.as_bytes())),
+        1000,
+    )
 }
 
 /// Segments `range` of each timeline, plus history files.
