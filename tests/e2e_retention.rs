@@ -267,3 +267,107 @@ async fn expire_keeps_what_the_policy_needs_s3() {
     }
     drop(server);
 }
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// An expire that fails at each step — a manifest that cannot be deleted, WAL that cannot be
+/// deleted, blocks that cannot be swept (directories made read-only for the postgres user
+/// pgward runs as) — leaves a repository that verifies, and the next run finishes the job.
+#[test]
+fn an_interrupted_expire_leaves_a_sound_repository_and_the_next_run_converges() {
+    let dir = TestDir::new("ret-interrupt");
+    let root = dir.path().join("repo");
+    let mut src = Source::start(&dir, "src", RepoSpec::Local(root.clone()));
+    let policy = dir.write_file(
+        "policy.toml",
+        "[retention.backups]\nkeep_last = 1\n[retention]\ngc_grace = \"1s\"\n",
+    );
+    let cfg_text = std::fs::read_to_string(&src.cfg).unwrap();
+    std::fs::write(
+        &src.cfg,
+        format!("policy = {:?}\n{cfg_text}", policy.to_string_lossy()),
+    )
+    .unwrap();
+    let mut labels = Vec::new();
+    for i in 1..=3 {
+        src.batch(&format!("b{i}"), 10);
+        src.cluster.psql(&format!(
+            "create table t{i} as select g, md5(g::text) from generate_series(1, 20000) g"
+        ));
+        src.switch_and_archive();
+        labels.push(backup_label(&src.backup(&dir)));
+    }
+    let manifest = |l: &str| format!("backups/{l}/manifest.json.zst");
+    let before = objects(&root);
+    let first_segment = segments(&before).first().cloned();
+
+    // Two of three backups is more than half: refused without --force, nothing deleted.
+    let out = src.pgward(&dir, &["expire", "--confirm"]);
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(out.stderr.contains("--force"), "{}", out.describe());
+    assert_eq!(objects(&root), before);
+
+    // 1. The oldest manifest cannot be deleted: the run stops before any WAL goes.
+    let oldest = root.join("backups").join(&labels[0]);
+    chmod(&oldest, 0o555);
+    let out = src.pgward(&dir, &["expire", "--confirm", "--force"]);
+    chmod(&oldest, 0o755);
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr.contains("could not be deleted"),
+        "{}",
+        out.describe()
+    );
+    let mid = objects(&root);
+    assert!(mid.contains_key(&manifest(&labels[0])));
+    assert!(!mid.contains_key(&manifest(&labels[1])));
+    assert_eq!(segments(&mid).first().cloned(), first_segment, "WAL went");
+    assert_repo_verifies(dir.path(), &src.cfg);
+
+    // 2. WAL cannot be deleted: the manifests go, the WAL stays, the repository verifies.
+    let wal_dir = root.join("wal/00000001/00000000");
+    chmod(&wal_dir, 0o555);
+    let out = src.pgward(&dir, &["expire", "--confirm", "--force"]);
+    chmod(&wal_dir, 0o755);
+    assert!(!out.status.success(), "{}", out.describe());
+    let mid = objects(&root);
+    assert!(!mid.contains_key(&manifest(&labels[0])));
+    assert_eq!(segments(&mid).first().cloned(), first_segment);
+    assert_repo_verifies(dir.path(), &src.cfg);
+
+    // 3. Blocks cannot be swept: their marks stay, the repository verifies.
+    std::thread::sleep(Duration::from_millis(1500));
+    let shards: Vec<PathBuf> = std::fs::read_dir(root.join("blocks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    shards.iter().for_each(|d| chmod(d, 0o555));
+    let out = src.pgward(&dir, &["gc", "--json"]);
+    shards.iter().for_each(|d| chmod(d, 0o755));
+    assert!(!out.status.success(), "{}", out.describe());
+    assert_repo_verifies(dir.path(), &src.cfg);
+
+    // The next runs finish the job: WAL before the kept backup and the unreferenced blocks
+    // go, and what is kept restores.
+    let report = json(&src.pgward_ok(&dir, &["expire", "--confirm", "--force", "--json"]));
+    assert!(report["deleted"]["wal"].as_u64().unwrap() > 0, "{report:#}");
+    // (Its own gc step sweeps the marks that are due; what it marks now is swept next.)
+    std::thread::sleep(Duration::from_millis(1500));
+    let gc = json(&src.pgward_ok(&dir, &["gc", "--json"]));
+    let swept = report["gc"]["sweep"]["deleted"].as_u64().unwrap()
+        + gc["sweep"]["deleted"].as_u64().unwrap();
+    assert!(swept > 0, "{report:#}\n{gc:#}");
+    let end = objects(&root);
+    assert!(end.values().sum::<u64>() < before.values().sum::<u64>());
+    assert_repo_verifies(dir.path(), &src.cfg);
+    let (ok, full) = verify_json(dir.path(), &src.cfg, &["--full"]);
+    assert!(ok, "{full:#}");
+    let again = json(&src.pgward_ok(&dir, &["expire", "--confirm", "--force", "--json"]));
+    assert_eq!(again["deleted"]["manifests"], 0, "{again:#}");
+    assert_eq!(again["deleted"]["wal"], 0, "{again:#}");
+}

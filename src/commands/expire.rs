@@ -7,7 +7,9 @@
 //! 2. the plan, from one snapshot, the policy, the live read leases (as holds) and `now`;
 //!    printed. Without `--confirm` nothing else happens. A plan deleting more than half of the
 //!    backups or dumps needs `--force` as well;
-//! 3. the manifests of deleted backups and dumps: from here on they do not exist for restore;
+//! 3. the manifests of deleted backups and dumps: from here on they do not exist for restore.
+//!    If one cannot be deleted, the run stops here (that backup still exists, so nothing it
+//!    needs may go);
 //! 4. the read leases again. A reader takes its lease and then checks that the manifest is
 //!    still there, so a reader that got in between 2 and 3 holds a lease this listing sees:
 //!    the WAL deleted is only what a plan made with these holds deletes as well;
@@ -140,6 +142,16 @@ async fn expire(ctx: &Context, args: &Args, policy: &Policy) -> Result<ExpireRep
     let mut deleted = Deleted::default();
     let mut gone = delete_step(storage, &planned.manifests, &mut deleted.failed).await;
     deleted.manifests = gone;
+    if !deleted.failed.is_empty() {
+        // A backup whose manifest is still there still exists for restore: nothing it needs
+        // may go. Stop here; the next run starts from a fresh plan.
+        return Ok(ExpireReport {
+            plan: first,
+            confirmed: true,
+            deleted: Some(deleted),
+            gc: None,
+        });
+    }
 
     // Readers that got in while the manifests went keep their WAL.
     let holds_now = live_holds(storage, Utc::now()).await?;
