@@ -8,7 +8,7 @@
 mod common;
 
 use common::backup_scenarios::{PGBENCH_SQL, Source, backup_label, restore_and_check};
-use common::pg::{RepoSpec, TestDir};
+use common::pg::{RepoSpec, TestDir, make_postgres_dir, write_postgres_file};
 use common::s3_server::S3Server;
 use common::verify::{assert_repo_verifies, verify_json};
 use serde_json::Value;
@@ -305,6 +305,36 @@ fn an_interrupted_expire_leaves_a_sound_repository_and_the_next_run_converges() 
     let before = objects(&root);
     let first_segment = segments(&before).first().cloned();
 
+    // A restore reading the oldest backup (its read lease, live: this process, this host,
+    // expiring in an hour) keeps it and its WAL; once the lease is gone, it may go.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let start0 = {
+        let info = json(&src.pgward_ok(&dir, &["info", "--json"]));
+        info["backups"][0]["start_wal"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let now = chrono::Utc::now();
+    let lease = serde_json::json!({
+        "host": host.trim(), "pid": std::process::id(), "purpose": "restore",
+        "kind": "backup", "label": labels[0],
+        "wal_from": {"timeline": 1, "first_segment": start0},
+        "acquired_at": now.to_rfc3339(),
+        "expires_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
+        "nonce": "0123456789abcdef",
+    });
+    make_postgres_dir(&root.join("locks"));
+    make_postgres_dir(&root.join("locks/read"));
+    let lease_file = root.join(format!("locks/read/{}-0123456789abcdef.json", labels[0]));
+    write_postgres_file(&lease_file, lease.to_string().as_bytes());
+    let plan = json(&src.pgward_ok(&dir, &["expire", "--json"]));
+    let (action, rules) = decision(&plan["plan"], &labels[0]);
+    assert_eq!((action.as_str(), rules), ("keep", vec!["held".to_string()]));
+    let (action, _) = decision(&plan["plan"], &labels[1]);
+    assert_eq!(action, "delete");
+    std::fs::remove_file(&lease_file).unwrap();
+
     // Two of three backups is more than half: refused without --force, nothing deleted.
     let out = src.pgward(&dir, &["expire", "--confirm"]);
     assert!(!out.status.success(), "{}", out.describe());
@@ -350,6 +380,11 @@ fn an_interrupted_expire_leaves_a_sound_repository_and_the_next_run_converges() 
     let out = src.pgward(&dir, &["gc", "--json"]);
     shards.iter().for_each(|d| chmod(d, 0o755));
     assert!(!out.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr.contains("could not be deleted"),
+        "{}",
+        out.describe()
+    );
     assert_repo_verifies(dir.path(), &src.cfg);
 
     // The next runs finish the job: WAL before the kept backup and the unreferenced blocks
