@@ -406,3 +406,104 @@ fn an_interrupted_expire_leaves_a_sound_repository_and_the_next_run_converges() 
     assert_eq!(again["deleted"]["manifests"], 0, "{again:#}");
     assert_eq!(again["deleted"]["wal"], 0, "{again:#}");
 }
+
+/// A restore reading a backup while expire would delete it finishes: the restore's read lease
+/// keeps the backup (reason "held") and its WAL. The S3 server holds the restore's block reads
+/// until expire is done, so the two really overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_reading_a_backup_outlives_an_expire_s3() {
+    const BUCKET: &str = "pgward-retention-read";
+    let server = S3Server::start().await;
+    server.storage(BUCKET, "rd").await;
+    let repo = RepoSpec::S3 {
+        endpoint: server.endpoint.clone(),
+        bucket: BUCKET.to_string(),
+        prefix: "rd".to_string(),
+        access_key: server.access_key.clone(),
+        secret_key: server.secret_key.clone(),
+    };
+    let faults = server.faults.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let dir = TestDir::new("ret-read");
+        let mut src = Source::start(&dir, "src", repo);
+        let policy = dir.write_file("policy.toml", "[retention.backups]\nkeep_last = 1\n");
+        let cfg_text = std::fs::read_to_string(&src.cfg).unwrap();
+        std::fs::write(
+            &src.cfg,
+            format!("policy = {:?}\n{cfg_text}", policy.to_string_lossy()),
+        )
+        .unwrap();
+        src.batch("b1", 10);
+        src.switch_and_archive();
+        let first = backup_label(&src.backup(&dir));
+        let at_first = src.expected_marker();
+        src.batch("b2", 10);
+        src.switch_and_archive();
+        let second = backup_label(&src.backup(&dir));
+
+        faults.hold_gets_of(Some("/blocks/"));
+        let restored = std::thread::scope(|s| {
+            let restore = s.spawn(|| {
+                let pgdata = dir.path().join("old");
+                let out = src.pgward(
+                    &dir,
+                    &[
+                        "restore",
+                        "--pgdata",
+                        pgdata.to_str().unwrap(),
+                        "--backup",
+                        &first,
+                        "--target",
+                        "immediate",
+                        "--target-action",
+                        "promote",
+                    ],
+                );
+                (out, pgdata)
+            });
+            let waited = std::time::Instant::now();
+            while faults.gets_held() == 0 {
+                assert!(
+                    waited.elapsed() < Duration::from_secs(60),
+                    "the restore never read a block"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let report = json(&src.pgward_ok(&dir, &["expire", "--confirm", "--json"]));
+            let (action, rules) = decision(&report["plan"], &first);
+            assert_eq!(
+                (action.as_str(), rules),
+                ("keep", vec!["held".to_string()]),
+                "{report:#}"
+            );
+            assert_eq!(report["deleted"]["manifests"], 0, "{report:#}");
+            faults.hold_gets_of(None);
+            restore.join().unwrap()
+        });
+        let (out, pgdata) = restored;
+        assert!(
+            out.status.success(),
+            "the restore failed:\n{}",
+            out.describe()
+        );
+        let c = common::backup_scenarios::start_restored(
+            &dir,
+            "old",
+            pgdata,
+            &common::backup_scenarios::no_archiving(),
+        );
+        assert_eq!(c.psql(common::backup_scenarios::MARKER_SQL), at_first);
+        drop(c);
+        // The restore is over: its lease is gone, and the next expire deletes the old backup.
+        let report = json(&src.pgward_ok(&dir, &["expire", "--confirm", "--json"]));
+        assert_eq!(report["deleted"]["manifests"], 1, "{report:#}");
+        let info = json(&src.pgward_ok(&dir, &["info", "--json"]));
+        assert_eq!(info["backups"][0]["label"], second.as_str());
+        assert_repo_verifies(dir.path(), &src.cfg);
+    })
+    .await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    drop(server);
+}

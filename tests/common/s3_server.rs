@@ -50,6 +50,10 @@ pub struct Faults {
     conflicted: Mutex<std::collections::HashSet<String>>,
     /// Added before every answer.
     latency: Mutex<Duration>,
+    /// GETs whose path contains this wait (unanswered) until it is cleared.
+    held_gets: Mutex<Option<String>>,
+    /// How many GETs have been held so far.
+    held: std::sync::atomic::AtomicUsize,
 }
 
 impl Faults {
@@ -77,6 +81,25 @@ impl Faults {
     /// How many PUTs were answered 409 so far.
     pub fn conflicts(&self) -> usize {
         self.conflicted.lock().unwrap().len()
+    }
+
+    /// GETs whose path contains `needle` wait until `hold_gets_of(None)` (a reader stopped
+    /// midway, deterministically); other requests are served.
+    pub fn hold_gets_of(&self, needle: Option<&str>) {
+        *self.held_gets.lock().unwrap() = needle.map(str::to_string);
+    }
+
+    /// How many GETs have been held so far.
+    pub fn gets_held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    fn holds(&self, path: &str) -> bool {
+        self.held_gets
+            .lock()
+            .unwrap()
+            .as_deref()
+            .is_some_and(|n| path.contains(n))
     }
 
     /// Serves the next GET whose path contains `needle`, then goes down.
@@ -137,9 +160,18 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Faulty {
             hit
         };
         let latency = *self.faults.latency.lock().unwrap();
+        let held_path = (req.method() == http::Method::GET).then(|| req.uri().path().to_string());
         let answer = hyper::service::Service::call(&self.inner, req);
         let faults = self.faults.clone();
         Box::pin(async move {
+            if let Some(path) = held_path
+                && faults.holds(&path)
+            {
+                faults.held.fetch_add(1, Ordering::SeqCst);
+                while faults.holds(&path) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
             tokio::time::sleep(latency).await;
             let r = answer.await;
             if last_before_down {
