@@ -205,6 +205,12 @@ impl Manifest {
     }
 }
 
+/// A small, valid manifest for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) fn sample() -> Manifest {
+    tests::sample()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

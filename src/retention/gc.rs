@@ -498,9 +498,8 @@ mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
     use crate::events::TestSink;
-    use crate::pg::Timeline;
     use crate::repo::lock::{LEASE_TTL, ReadLease, ReadPurpose, ReadRequest};
-    use crate::repo::manifest::{BackupStats, FileEntry, FileKind, MANIFEST_VERSION, Recipe};
+    use crate::repo::manifest::{FileEntry, FileKind, Recipe};
     use crate::storage::faulty::FaultyStorage;
     use crate::storage::memory::MemoryStorage;
     use std::sync::Arc;
@@ -523,22 +522,7 @@ mod tests {
 
     fn manifest(label: &str, blocks: &[u32]) -> Manifest {
         Manifest {
-            format_version: MANIFEST_VERSION,
             label: label.into(),
-            system_identifier: 7,
-            pg_major: 15,
-            block_size: 1 << 20,
-            timeline: Timeline(1),
-            start_lsn: "0/2000028".parse().unwrap(),
-            stop_lsn: "0/2000138".parse().unwrap(),
-            start_wal: "000000010000000000000002".into(),
-            stop_wal: "000000010000000000000002".into(),
-            start_time: "2026-11-22T01:30:00Z".into(),
-            stop_time: "2026-11-22T01:30:05Z".into(),
-            backup_label: String::new(),
-            tablespace_map: None,
-            data_checksums: false,
-            tablespaces: vec![],
             files: vec![FileEntry {
                 path: "base/1/1".into(),
                 kind: FileKind::File,
@@ -547,8 +531,7 @@ mod tests {
                 mtime: 0,
                 blocks: blocks.iter().map(|b| Recipe::whole(block(*b), 1)).collect(),
             }],
-            bad_pages: vec![],
-            stats: BackupStats::default(),
+            ..crate::repo::manifest::sample()
         }
     }
 
