@@ -3,7 +3,8 @@
 //!
 //! Order of work, so that a crash at any point leaves a repository that restores every kept
 //! backup and a re-run converges:
-//! 1. the `expire` lease: two expires never interleave;
+//! 1. the `expire` lease: two expires never interleave (renewed while the run lasts, and
+//!    checked before each deletion step);
 //! 2. the plan, from one snapshot, the policy, the live read leases (as holds) and `now`;
 //!    printed. Without `--confirm` nothing else happens. A plan deleting more than half of the
 //!    backups or dumps needs `--force` as well;
@@ -12,7 +13,8 @@
 //!    needs may go);
 //! 4. the read leases again. A reader takes its lease and then checks that the manifest is
 //!    still there, so a reader that got in between 2 and 3 holds a lease this listing sees:
-//!    the WAL deleted is only what a plan made with these holds deletes as well;
+//!    what is deleted next (objects, WAL, history files) is only what a plan made with these
+//!    holds deletes as well;
 //! 5. what else is under the deleted labels (dump objects, leftovers), then WAL, then history
 //!    files. Each step lists what it could not delete, and the run fails after the rest;
 //! 6. block garbage collection (`retention::gc`): sweep the marks older than `gc_grace`, then
@@ -26,7 +28,7 @@ use crate::context::Context;
 use crate::output;
 use crate::pg::WalSegmentName;
 use crate::repo::label::Label;
-use crate::repo::lock::{self, Lease, ReadLeaseInfo, hostname};
+use crate::repo::lock::{self, Lease, ReadLeaseInfo, Renewing, SAFETY_MARGIN, hostname};
 use crate::repo::snapshot::Snapshot;
 use crate::retention::gc::{self, Gc, delete_keys};
 use crate::retention::plan::{self, Deletions, Hold, Plan, SnapshotInputs};
@@ -36,6 +38,9 @@ use anyhow::{Context as _, Result, bail};
 use chrono::Utc;
 use serde::Serialize;
 use std::collections::BTreeSet;
+
+/// How old an incomplete dump without its marker must be to be deleted as a leftover.
+const LEFTOVER_AGE: chrono::Duration = chrono::Duration::hours(1);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -76,8 +81,12 @@ pub struct ExpireReport {
 pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
     let policy = Policy::for_config(&ctx.config, &ctx.config_path)?;
     let storage = &ctx.storage;
-    let lease = Lease::acquire(storage.clone(), "expire", "expire").await?;
-    let result = expire(ctx, args, &policy).await;
+    // Renewed in the background, and checked before each deletion step: an expire that was
+    // paused past its lease (another one may have taken over) deletes nothing more.
+    let lease = Lease::acquire(storage.clone(), "expire", "expire")
+        .await?
+        .keep_renewed();
+    let result = expire(ctx, args, &policy, &lease).await;
     if let Err(e) = lease.release().await {
         tracing::warn!("cannot release the expire lease: {e:#}");
     }
@@ -109,12 +118,24 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
     Ok(())
 }
 
-async fn expire(ctx: &Context, args: &Args, policy: &Policy) -> Result<ExpireReport> {
+async fn expire(
+    ctx: &Context,
+    args: &Args,
+    policy: &Policy,
+    lease: &Renewing<Lease>,
+) -> Result<ExpireReport> {
     let storage = ctx.storage.as_ref();
     let host = hostname();
     let snapshot = Snapshot::load(storage).await?;
-    let inputs = SnapshotInputs::of(&snapshot, &host);
     let now = Utc::now();
+    let mut inputs = SnapshotInputs::of(&snapshot, &host);
+    // A dump label without a marker is a leftover only once it is old: a paged listing can
+    // miss a new dump's marker yet see its first object.
+    for d in &mut inputs.dumps_incomplete {
+        if d.label.time().is_none_or(|t| t > now - LEFTOVER_AGE) {
+            d.live = true;
+        }
+    }
     let holds = live_holds(storage, now).await?;
     let first = plan::plan(&inputs.input(&snapshot, &holds), &policy.retention, now);
     if !args.confirm {
@@ -140,6 +161,7 @@ async fn expire(ctx: &Context, args: &Args, policy: &Policy) -> Result<ExpireRep
     }
     let planned = first.deletions();
     let mut deleted = Deleted::default();
+    lease.check(SAFETY_MARGIN).await?;
     let mut gone = delete_step(storage, &planned.manifests, &mut deleted.failed).await;
     deleted.manifests = gone;
     if !deleted.failed.is_empty() {
@@ -153,28 +175,37 @@ async fn expire(ctx: &Context, args: &Args, policy: &Policy) -> Result<ExpireRep
         });
     }
 
-    // Readers that got in while the manifests went keep their WAL.
+    // Readers that got in while the manifests went keep what they read: a plan made with
+    // their holds keeps their labels' objects, their WAL and history files, so only what both
+    // plans delete goes (what is spared is garbage for a later run).
     let holds_now = live_holds(storage, Utc::now()).await?;
-    let wal = if holds_now == holds {
-        planned.wal.clone()
-    } else {
+    let mut rest = planned.clone();
+    if holds_now != holds {
         let again = plan::plan(&inputs.input(&snapshot, &holds_now), &policy.retention, now);
-        let still: BTreeSet<String> = again.deletions().wal.into_iter().collect();
-        planned
-            .wal
-            .iter()
-            .filter(|k| still.contains(*k))
-            .cloned()
-            .collect()
-    };
-    deleted.wal_kept_for_new_readers = planned.wal.len() - wal.len();
+        let still = again.deletions();
+        let both = |first: &[String], second: &[String]| -> Vec<String> {
+            let second: BTreeSet<&String> = second.iter().collect();
+            first
+                .iter()
+                .filter(|k| second.contains(k))
+                .cloned()
+                .collect()
+        };
+        rest.objects = both(&planned.objects, &still.objects);
+        rest.prefixes = both(&planned.prefixes, &still.prefixes);
+        rest.wal = both(&planned.wal, &still.wal);
+        rest.histories = both(&planned.histories, &still.histories);
+    }
+    deleted.wal_kept_for_new_readers = planned.wal.len() - rest.wal.len();
 
-    let mut objects = planned.objects.clone();
-    objects.extend(listed_under(storage, &planned, &objects).await?);
+    lease.check(SAFETY_MARGIN).await?;
+    let mut objects = rest.objects.clone();
+    objects.extend(listed_under(storage, &rest, &objects).await?);
     gone = delete_step(storage, &objects, &mut deleted.failed).await;
     deleted.objects = gone;
-    deleted.wal = delete_step(storage, &wal, &mut deleted.failed).await;
-    deleted.histories = delete_step(storage, &planned.histories, &mut deleted.failed).await;
+    lease.check(SAFETY_MARGIN).await?;
+    deleted.wal = delete_step(storage, &rest.wal, &mut deleted.failed).await;
+    deleted.histories = delete_step(storage, &rest.histories, &mut deleted.failed).await;
 
     let run = Gc {
         storage: &ctx.storage,

@@ -762,6 +762,57 @@ fn a_wal_only_repository_deletes_no_wal_nor_does_its_first_backup_purge_it() {
 }
 
 #[test]
+fn a_timeline_promoted_from_an_older_backup_is_kept_whole_until_it_has_a_backup() {
+    // Backups on timeline 1 up to 0x40 (the newest at 0x40 is the PITR base); an operator
+    // restored the 0x10 backup and promoted: timeline 2 branched at 0x12 and runs production
+    // (segments 0x12..0x1A), with no backup yet. Its WAL is all below the base's segment
+    // number, yet none of it may go, nor its history file.
+    let repo = Repo {
+        backups: vec![
+            backup("2026-11-01T00:00:00Z", 1, 0x10, 0x11),
+            backup("2026-11-20T00:00:00Z", 1, 0x40, 0x41),
+        ],
+        wal: Some(archive(
+            &[(1, 0x10..=0x48), (2, 0x12..=0x1A)],
+            &["00000002.history"],
+        )),
+        histories: histories(&[(2, "1\t0/12000100\trestored\n")]),
+        ..Repo::default()
+    };
+    let p = repo.plan(
+        &retention(
+            chrono_tz::UTC,
+            KeepRules {
+                keep_last: 1,
+                ..rules()
+            },
+            Some("1d"),
+        ),
+        "2026-12-01T00:00:00Z",
+    );
+    let newest = label("2026-11-20T00:00:00Z");
+    assert_eq!(kept(&p, "2026-11-01T00:00:00Z"), vec![]);
+    for seg in [0x12, 0x16, 0x1A] {
+        assert_eq!(
+            wal_keeps(&p, 2, seg),
+            vec![WalReason::BranchNotBelowBase {
+                base: newest.clone()
+            }],
+            "segment {seg:#x} of the promoted timeline"
+        );
+    }
+    let d = p.deletions();
+    assert!(
+        !d.wal.iter().any(|k| k.starts_with("wal/00000002/")),
+        "{:?}",
+        d.wal
+    );
+    assert!(d.histories.is_empty(), "{:?}", d.histories);
+    // Timeline 1 below the base goes as usual.
+    assert_eq!(wal_keeps(&p, 1, 0x20), vec![]);
+}
+
+#[test]
 fn a_child_timeline_with_a_kept_backup_keeps_its_wal_and_history() {
     // Timeline 1 to segment 0x30; timeline 2 branched at 0x20, timeline 3 at 0x18 (an older
     // point). The only kept backup is on timeline 3 (pg_probackup #69).

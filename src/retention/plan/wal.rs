@@ -18,8 +18,10 @@
 //!   same range keeps its WAL too;
 //! - a hold keeps its `wal_from` onward (that timeline and the ones branching off it later);
 //! - a timeline that holds no kept backup and is not current is deleted only below the base:
-//!   by segment on a timeline that shares history with the base's, by time on one that does
-//!   not (after a reset: deleted whole when all its backups are older than the base);
+//!   by segment on a timeline whose history passes through the base, never on one that
+//!   branched off before it (a restore of an older backup, promoted, is the production
+//!   timeline until its first backup), and by time on one that shares no history with it
+//!   (after a reset: deleted whole when all its backups are older than the base);
 //! - `.partial` and `.backup` files inside kept ranges; the history files of kept timelines,
 //!   of timelines that keep WAL, and of all their ancestors.
 //!
@@ -263,11 +265,27 @@ pub(super) fn plan_wal(input: &WalInput<'_>) -> WalPlan {
                 if lines.contains(&t) {
                     continue;
                 }
-                let related = path(t, input.histories)
-                    .iter()
-                    .any(|(s, _)| base_path.contains(s));
+                let t_path = path(t, input.histories);
+                let related = t_path.iter().any(|(s, _)| base_path.contains(s));
                 if related {
-                    keeps.add(t, segno(&b[base].start_wal), u64::MAX, &why);
+                    // Cut below the base when this timeline's history passes through it (it
+                    // branched off after the base started), or when it is older than the
+                    // base's timeline (a dead branch: PostgreSQL numbers a new timeline
+                    // above every one it finds). A newer timeline that branched off before
+                    // the base — a restore of an older backup, promoted, with no backup of
+                    // its own yet: the production timeline — shares nothing with the base
+                    // after its branch point, and segment numbers below the base's are its
+                    // newest WAL: it is kept whole.
+                    let base_b = b[base];
+                    let passes_base = t_path.iter().any(|(s, end)| {
+                        *s == base_b.timeline && end.is_none_or(|e| e > base_b.start_lsn)
+                    });
+                    let from = if passes_base || t < base_b.timeline {
+                        segno(&base_b.start_wal)
+                    } else {
+                        0
+                    };
+                    keeps.add(t, from, u64::MAX, &why);
                     continue;
                 }
                 // No history links it to the base (a reset): positions cannot be compared,
