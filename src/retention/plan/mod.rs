@@ -696,10 +696,17 @@ fn plan_dumps(
                 deleted += 1;
                 let l = d.label.as_str();
                 del.manifests.push(layout::dump_manifest_key(l));
-                del.objects.push(d.globals.key.clone());
-                del.objects
-                    .extend(d.databases.iter().map(|db| db.object.key.clone()));
-                del.prefixes.push(layout::dump_prefix(l));
+                // Only keys under the label: a damaged or forged manifest naming a block or
+                // a WAL key must not make expire delete it (whatever really is under the
+                // label goes through the prefix listing anyway).
+                let prefix = layout::dump_prefix(l);
+                del.objects.extend(
+                    std::iter::once(&d.globals.key)
+                        .chain(d.databases.iter().map(|db| &db.object.key))
+                        .filter(|k| k.starts_with(&prefix))
+                        .cloned(),
+                );
+                del.prefixes.push(prefix);
                 freed.dump_bytes += d.stored_size();
             }
             DumpDecision {

@@ -1060,6 +1060,33 @@ fn dumps_are_kept_per_database_and_a_label_goes_only_when_no_entry_stays() {
 }
 
 #[test]
+fn a_dump_manifest_naming_keys_outside_its_label_does_not_get_them_deleted() {
+    let mut forged = dump("2026-11-28T02:00:00Z", &["app"]);
+    forged.databases[0].object.key = "wal/00000001/00000000/000000010000000000000001-x.zst".into();
+    forged.globals.key = "blocks/ab/abcd.zst".into();
+    let repo = Repo {
+        dumps: vec![forged, dump("2026-11-29T02:00:00Z", &["app"])],
+        ..Repo::default()
+    };
+    let rules = KeepRules {
+        keep_last: 1,
+        ..rules()
+    };
+    let p = repo.plan(
+        &retention(chrono_tz::UTC, rules, None),
+        "2026-12-01T00:00:00Z",
+    );
+    let gone = label("2026-11-28T02:00:00Z");
+    let del = p.deletions();
+    assert_eq!(
+        del.manifests,
+        vec![layout::dump_manifest_key(gone.as_str())]
+    );
+    assert!(del.objects.is_empty(), "{:?}", del.objects);
+    assert_eq!(del.prefixes, vec![layout::dump_prefix(gone.as_str())]);
+}
+
+#[test]
 fn no_rules_keep_everything_and_the_json_form_is_stable() {
     let repo = Repo {
         backups: backups(&["2026-11-28T00:00:00Z", "2026-11-29T00:00:00Z"]),
