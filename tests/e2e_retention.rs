@@ -75,6 +75,13 @@ fn segments(objects: &BTreeMap<String, u64>) -> Vec<String> {
         .collect()
 }
 
+/// Points the source's pgward.toml at `policy` (a top-level key, so it goes first).
+fn use_policy(src: &Source, policy: &Path) {
+    let cfg_text = std::fs::read_to_string(&src.cfg).unwrap();
+    let line = format!("policy = {:?}\n", policy.to_string_lossy());
+    std::fs::write(&src.cfg, line + &cfg_text).unwrap();
+}
+
 fn expire_scenario(dir: &TestDir, repo: RepoSpec, repo_root: PathBuf) {
     let mut src = Source::start(dir, "src", repo);
     // The policy: the two newest backups; WAL for a one-second window (so the newest backup is
@@ -84,12 +91,7 @@ fn expire_scenario(dir: &TestDir, repo: RepoSpec, repo_root: PathBuf) {
         "timezone = \"UTC\"\n[retention.backups]\nkeep_last = 2\n\
          [retention.wal]\npitr_window = \"1s\"\n[retention]\ngc_grace = \"1s\"\n",
     );
-    let cfg_text = std::fs::read_to_string(&src.cfg).unwrap();
-    std::fs::write(
-        &src.cfg,
-        format!("policy = {:?}\n{cfg_text}", policy.to_string_lossy()),
-    )
-    .unwrap();
+    use_policy(&src, &policy);
 
     src.cluster.pgbench(&["-i", "-s", "2", "-q"]);
     let mut labels = Vec::new();
@@ -286,12 +288,7 @@ fn an_interrupted_expire_leaves_a_sound_repository_and_the_next_run_converges() 
         "policy.toml",
         "[retention.backups]\nkeep_last = 1\n[retention]\ngc_grace = \"1s\"\n",
     );
-    let cfg_text = std::fs::read_to_string(&src.cfg).unwrap();
-    std::fs::write(
-        &src.cfg,
-        format!("policy = {:?}\n{cfg_text}", policy.to_string_lossy()),
-    )
-    .unwrap();
+    use_policy(&src, &policy);
     let mut labels = Vec::new();
     for i in 1..=3 {
         src.batch(&format!("b{i}"), 10);
@@ -427,12 +424,7 @@ async fn a_restore_reading_a_backup_outlives_an_expire_s3() {
         let dir = TestDir::new("ret-read");
         let mut src = Source::start(&dir, "src", repo);
         let policy = dir.write_file("policy.toml", "[retention.backups]\nkeep_last = 1\n");
-        let cfg_text = std::fs::read_to_string(&src.cfg).unwrap();
-        std::fs::write(
-            &src.cfg,
-            format!("policy = {:?}\n{cfg_text}", policy.to_string_lossy()),
-        )
-        .unwrap();
+        use_policy(&src, &policy);
         src.batch("b1", 10);
         src.switch_and_archive();
         let first = backup_label(&src.backup(&dir));

@@ -31,18 +31,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn chown_tree_postgres(root: &Path) {
-    chown_postgres(root);
-    for e in fs::read_dir(root).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            chown_tree_postgres(&p);
-        } else {
-            chown_postgres(&p);
-        }
-    }
-}
-
 /// Pauses the next walk of `pgdata` before it lists `base/` and runs `during` (on its own
 /// runtime: the hook runs on the copy's thread) before letting it go on.
 fn pause_before_base(pgdata: &Path, during: impl FnOnce() + Send + 'static) -> mpsc::Receiver<()> {

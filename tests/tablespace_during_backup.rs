@@ -32,20 +32,6 @@ use std::time::Duration;
 
 const IN_NEW_SQL: &str = "select count(*) || '/' || coalesce(sum(id), 0) from in_new";
 
-/// Gives the repository (written by the in-process backup, which runs as root) to postgres,
-/// which runs the restore and `wal-push`.
-fn chown_tree_postgres(root: &Path) {
-    chown_postgres(root);
-    for e in fs::read_dir(root).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            chown_tree_postgres(&p);
-        } else {
-            chown_postgres(&p);
-        }
-    }
-}
-
 /// Pauses the next walk of `pgdata` just before it lists `pg_tblspc`: sends on the returned
 /// receiver once paused, and goes on when the sender is sent `()`.
 fn pause_before_pg_tblspc(pgdata: &Path) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {

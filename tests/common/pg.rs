@@ -76,6 +76,20 @@ pub fn chown_postgres(path: &Path) {
         .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
+/// Makes `root` and everything below it owned by the postgres user (a repository written by
+/// an in-process backup, which runs as root, before postgres restores from it or pushes to it).
+pub fn chown_tree_postgres(root: &Path) {
+    chown_postgres(root);
+    for e in fs::read_dir(root).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            chown_tree_postgres(&p);
+        } else {
+            chown_postgres(&p);
+        }
+    }
+}
+
 /// Makes `cmd` run as the postgres user when we are root. The standard library's setuid/setgid
 /// in the child rather than `runuser`: a deadline kill then reaches the real process (runuser
 /// cannot forward SIGKILL), and there is no PAM session in between.
