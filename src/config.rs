@@ -27,6 +27,8 @@ pub struct Config {
     pub backup: BackupConfig,
     #[serde(default)]
     pub dump: DumpConfig,
+    #[serde(default)]
+    pub drill: DrillConfig,
     /// The retention and schedule policy file, relative to the configuration file's directory
     /// (see [`Config::policy_path`]); none means the built-in `policies/default.toml`.
     pub policy: Option<PathBuf>,
@@ -149,6 +151,32 @@ impl Default for DumpConfig {
             jobs: default_dump_jobs(),
             lock_wait_timeout: default_lock_wait_timeout(),
             role_passwords: default_role_passwords(),
+        }
+    }
+}
+
+/// `[drill]`: restore drills (`pgward drill`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// The directory of drill files, relative to pgward.toml's directory; default
+    /// `restore-tests` beside it.
+    pub tests: Option<PathBuf>,
+    /// Where drills put their scratch copies (a drill file's `scratch_dir` overrides it). Run
+    /// as root, it must be reachable by the `postgres` user.
+    #[serde(default = "default_drill_scratch_dir")]
+    pub scratch_dir: PathBuf,
+}
+
+fn default_drill_scratch_dir() -> PathBuf {
+    PathBuf::from("/var/tmp/pgward-drill")
+}
+
+impl Default for DrillConfig {
+    fn default() -> Self {
+        DrillConfig {
+            tests: None,
+            scratch_dir: default_drill_scratch_dir(),
         }
     }
 }

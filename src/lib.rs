@@ -10,6 +10,7 @@ pub mod codec;
 pub mod commands;
 pub mod config;
 pub mod context;
+pub mod drill;
 pub mod dump;
 pub mod events;
 pub mod fsutil;

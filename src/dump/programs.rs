@@ -101,6 +101,14 @@ impl Programs {
         cmd
     }
 
+    /// `psql -XAtq -v ON_ERROR_STOP=1` on `db` (the caller adds `-c` or `-f`).
+    pub fn psql(&self, db: &str) -> Command {
+        let mut cmd = self.client("psql");
+        cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "--dbname"])
+            .arg(format!("dbname={}", conninfo_value(db)));
+        cmd
+    }
+
     /// `psql` running an SQL script read from standard input in the maintenance database,
     /// going on after errors (the caller judges them).
     pub fn psql_script(&self) -> Command {

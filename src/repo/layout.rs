@@ -16,6 +16,7 @@
 //! verify/state.json.zst                        what `verify` has read, for rotating samples
 //! locks/read/<label>-<nonce>.json              a reader's shared read lease
 //! gc/<id>/mark.json.zst                        blocks marked by garbage collection
+//! drills/<label>.json                          a restore drill's report (the only object a drill writes)
 //! ```
 //! A database name may hold any character, so in a dump key it is percent-encoded: every byte
 //! outside `A-Z a-z 0-9 _ -` becomes `%XX` (a `.` too, so no name can make a hidden file or
@@ -48,6 +49,7 @@ pub const GC_PREFIX: &str = "gc/";
 const GC_MARK_FILE: &str = "mark.json.zst";
 pub const DUMPS_PREFIX: &str = "dumps/";
 pub const PINS_PREFIX: &str = "pins/";
+pub const DRILLS_PREFIX: &str = "drills/";
 const JSON: &str = ".json";
 const DUMP_SUFFIX: &str = ".pgdump.zst";
 const GLOBALS_FILE: &str = "globals.sql.zst";
@@ -252,6 +254,17 @@ pub fn backup_prefix(label: &str) -> String {
 /// The pin of a backup or dump label.
 pub fn pin_key(label: &str) -> String {
     format!("{PINS_PREFIX}{label}{JSON}")
+}
+
+/// A drill report: `drills/<label>.json`.
+pub fn drill_report_key(label: &str) -> String {
+    format!("{DRILLS_PREFIX}{label}{JSON}")
+}
+
+/// The label of a key under `drills/`; `None` for foreign keys.
+pub fn parse_drill_report_key(key: &str) -> Option<String> {
+    let label = key.strip_prefix(DRILLS_PREFIX)?.strip_suffix(JSON)?;
+    (!label.is_empty() && !label.contains('/')).then(|| label.to_string())
 }
 
 /// The label a key under `pins/` pins; `None` for foreign keys.
