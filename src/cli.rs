@@ -48,6 +48,8 @@ pub enum Command {
     RestoreDump(commands::restore_dump::Args),
     /// Check the repository: references and WAL from listings, then read a rotating sample.
     Verify(commands::verify::Args),
+    /// Restore drills: restore into a scratch server, prove the target, check, measure RTO/RPO.
+    Drill(commands::drill::Args),
     /// Show the repository's identity and archived WAL.
     Info(commands::info::Args),
     /// Pin a backup or dump: expire never deletes it.

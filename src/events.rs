@@ -123,6 +123,22 @@ pub enum Event {
         error: String,
         cancelled: bool,
     },
+    /// A restore drill started (its report will be `drills/<label>.json`).
+    DrillStarted {
+        drill: String,
+        label: String,
+    },
+    /// A drill ended, passed or failed; its report is stored.
+    DrillFinished {
+        drill: String,
+        label: String,
+        passed: bool,
+        rto_seconds: Option<f64>,
+        rpo_seconds: Option<f64>,
+        /// The phase and reason of a failure.
+        failure: Option<String>,
+        duration_ms: u64,
+    },
     /// A wait that has lasted a while (WAL to reach the repository, a lease, …), repeated
     /// while it lasts.
     Waiting {
@@ -350,6 +366,34 @@ impl EventSink for LogSink {
                     tracing::warn!(label = label.as_deref().unwrap_or("-"), "dump cancelled");
                 }
             }
+            Event::DrillStarted { drill, label } => {
+                tracing::info!(drill, label, "drill started")
+            }
+            Event::DrillFinished {
+                drill,
+                label,
+                passed: true,
+                rto_seconds,
+                rpo_seconds,
+                ..
+            } => tracing::info!(
+                drill,
+                label,
+                rto_s = rto_seconds.unwrap_or(0.0),
+                rpo_s = rpo_seconds.unwrap_or(0.0),
+                "drill passed"
+            ),
+            Event::DrillFinished {
+                drill,
+                label,
+                failure,
+                ..
+            } => tracing::error!(
+                drill,
+                label,
+                "drill FAILED: {}",
+                failure.as_deref().unwrap_or("a check failed")
+            ),
             Event::Waiting {
                 what,
                 waited_ms,

@@ -118,7 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if matches!(
         cli.command,
-        Command::Backup(_) | Command::Restore(_) | Command::Dump(_)
+        Command::Backup(_) | Command::Restore(_) | Command::Dump(_) | Command::Drill(_)
     ) {
         cancel_on_signals(&ctx);
     }
@@ -140,6 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pin(a) => commands::pin::run(&ctx, a).await,
         Command::Unpin(a) => commands::unpin::run(&ctx, a).await,
         Command::Verify(a) => commands::verify::run(&ctx, a).await,
+        Command::Drill(a) => commands::drill::run(&ctx, a).await,
         Command::Gc(a) => commands::gc::run(&ctx, a).await,
         Command::Expire(a) => commands::expire::run(&ctx, a).await,
         Command::WalPrefetch(a) => commands::wal_prefetch::run(&ctx, a).await,

@@ -42,7 +42,11 @@ pub fn guarded_paths(command: &Command, config: &Config) -> Vec<Guarded> {
     }
     let writes_repository = matches!(
         command,
-        Command::Init(_) | Command::Backup(_) | Command::WalPush(_) | Command::WalPushAhead(_)
+        Command::Init(_)
+            | Command::Backup(_)
+            | Command::WalPush(_)
+            | Command::WalPushAhead(_)
+            | Command::Drill(_)
     ) || matches!(command, Command::Verify(a) if !a.listing_only);
     if let (true, RepoUrl::Local(root)) = (writes_repository, &config.repo.url) {
         out.push(Guarded {

@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod demo;
+pub mod drill;
 pub mod dump;
 pub mod expire;
 pub mod gc;

@@ -37,6 +37,10 @@ pub struct Args {
     /// Accept a non-empty TARGET: drop each object the dump holds before creating it.
     #[arg(long, requires = "to_db")]
     pub clean: bool,
+    /// Restore every object into TARGET's default tablespace, and leave globals.sql's
+    /// tablespaces out (their locations are the source host's).
+    #[arg(long, requires = "to_db")]
+    pub no_tablespaces: bool,
     /// Make the restoring user own the objects, instead of the owners as dumped.
     #[arg(long, requires = "to_db")]
     pub no_owner: bool,
@@ -97,6 +101,7 @@ async fn to_db(ctx: &Context, args: &Args, target: &str) -> Result<String> {
         options: RestoreOptions {
             no_owner: args.no_owner,
             clean: args.clean,
+            no_tablespaces: args.no_tablespaces,
         },
         globals: args.globals,
         dry_run: args.dry_run,

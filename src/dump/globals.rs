@@ -23,10 +23,13 @@ use tokio::io::AsyncWriteExt as _;
 const GLOBALS_MAX: u64 = 64 << 20;
 
 /// Applies the dump's globals; returns how many "already exists" errors were passed over.
+/// With `skip_tablespaces` the script's tablespace statements are left out (see
+/// [`without_tablespaces`]).
 pub async fn apply_globals(
     storage: &DynStorage,
     manifest: &DumpManifest,
     programs: &Programs,
+    skip_tablespaces: bool,
 ) -> Result<usize> {
     let object = &manifest.globals;
     if object.size > GLOBALS_MAX {
@@ -43,6 +46,11 @@ pub async fn apply_globals(
         let chunk = chunk.map_err(|e| anyhow!("{what} does not read back as stored: {e}"))?;
         script.extend_from_slice(&chunk);
     }
+    let script = if skip_tablespaces {
+        without_tablespaces(&script)
+    } else {
+        script.to_vec()
+    };
     let mut cmd = tokio::process::Command::from(programs.psql_script());
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -90,6 +98,28 @@ pub async fn apply_globals(
     Ok(expected.len())
 }
 
+/// The script without its tablespace statements. `pg_dumpall --globals-only` writes each
+/// statement on one line; a drill's scratch server leaves them out, because `CREATE
+/// TABLESPACE ... LOCATION` names a directory of the source's host (restored objects then go
+/// into the default tablespace, `pg_restore --no-tablespaces`).
+pub fn without_tablespaces(script: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(script.len());
+    for line in script.split_inclusive(|&b| b == b'\n') {
+        let text = String::from_utf8_lossy(line).to_ascii_uppercase();
+        let t = text.trim_start();
+        let about_tablespace = t.starts_with("CREATE TABLESPACE ")
+            || t.starts_with("ALTER TABLESPACE ")
+            || t.starts_with("COMMENT ON TABLESPACE ")
+            || t.starts_with("SECURITY LABEL ON TABLESPACE ")
+            || ((t.starts_with("GRANT ") || t.starts_with("REVOKE "))
+                && t.contains(" ON TABLESPACE "));
+        if !about_tablespace {
+            out.extend_from_slice(line);
+        }
+    }
+    out
+}
+
 /// `psql:<stdin>:12: ERROR:  role "postgres" already exists` (or a tablespace).
 fn already_exists(line: &str) -> bool {
     let Some((_, message)) = line.split_once("ERROR:") else {
@@ -103,6 +133,19 @@ fn already_exists(line: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tablespace_statements_are_left_out() {
+        let script = b"CREATE ROLE app;\nALTER ROLE app WITH LOGIN;\n\
+            CREATE TABLESPACE fast OWNER postgres LOCATION '/srv/fast';\n\
+            ALTER TABLESPACE fast SET (random_page_cost='1.1');\n\
+            GRANT CREATE ON TABLESPACE fast TO app;\nGRANT app TO postgres;\n";
+        let kept = String::from_utf8(without_tablespaces(script)).unwrap();
+        assert_eq!(
+            kept,
+            "CREATE ROLE app;\nALTER ROLE app WITH LOGIN;\nGRANT app TO postgres;\n"
+        );
+    }
 
     #[test]
     fn only_existing_roles_and_tablespaces_are_expected() {

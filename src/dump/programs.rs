@@ -136,6 +136,9 @@ impl Programs {
         if options.clean {
             cmd.args(["--clean", "--if-exists"]);
         }
+        if options.no_tablespaces {
+            cmd.arg("--no-tablespaces");
+        }
         cmd.arg("--dbname")
             .arg(format!("dbname={}", conninfo_value(db)));
         cmd
@@ -191,6 +194,10 @@ pub struct RestoreOptions {
     pub no_owner: bool,
     /// Drop each object the archive holds before creating it (`--clean --if-exists`).
     pub clean: bool,
+    /// Objects go into the default tablespace (`--no-tablespaces`), and globals.sql's
+    /// tablespaces are left out: a drill's scratch server must not create directories at the
+    /// source's tablespace locations.
+    pub no_tablespaces: bool,
 }
 
 /// The major version in `15.18`, `17beta1`, `9.6.24` (gives 9).
@@ -200,7 +207,7 @@ pub fn major_of(version: &str) -> Option<u32> {
 }
 
 /// A libpq conninfo value: quoted, with `\` and `'` escaped.
-fn conninfo_value(v: &str) -> String {
+pub fn conninfo_value(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 

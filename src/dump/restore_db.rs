@@ -129,9 +129,14 @@ async fn to_db(ctx: &Context, req: &RestoreToDbRequest) -> Result<RestoreToDbOut
     }
     // Before TARGET is created, so a failure here leaves nothing behind but the globals.
     if req.globals {
-        let existed = super::globals::apply_globals(&ctx.storage, manifest, &programs)
-            .await
-            .with_context(|| format!("nothing was restored into database `{target}`"))?;
+        let existed = super::globals::apply_globals(
+            &ctx.storage,
+            manifest,
+            &programs,
+            req.options.no_tablespaces,
+        )
+        .await
+        .with_context(|| format!("nothing was restored into database `{target}`"))?;
         tracing::info!(
             already_existing = existed,
             "globals.sql applied (roles or tablespaces that already existed were left as they were)"

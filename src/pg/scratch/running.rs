@@ -91,6 +91,11 @@ impl Running {
         }
     }
 
+    /// STUB (helper B).
+    pub fn wait_recovery_paused(&self, _timeout: Duration) -> Result<()> {
+        Ok(())
+    }
+
     /// Ends recovery now (`pg_ctl promote -w`) and waits until the server accepts writes.
     pub fn promote(&self, timeout: Duration) -> Result<()> {
         let mut cmd = self.command("pg_ctl");
