@@ -392,7 +392,7 @@ pub fn render_text(r: &DrillReport) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::storage::memory::MemoryStorage;
 

@@ -562,10 +562,19 @@ async fn backup_drill_leased(
     rec.end(true, None);
     rec.report.rto_seconds = Some(rec.elapsed());
     let reached_now = rec.report.reached.clone().expect("set above");
-    if let Some(commit) = reached_now.last_commit {
-        rec.report.rpo_seconds =
-            Some(((rec.report.started_at - commit).num_milliseconds() as f64 / 1000.0).max(0.0));
-    }
+    // No commit replayed (an `immediate` target, an idle source): the copy holds what the
+    // backup held when it ended.
+    let newest = match reached_now.last_commit {
+        Some(commit) => commit,
+        None => {
+            rec.report.notes.push(format!(
+                "recovery replayed no commit: RPO is measured from the end of backup {}",
+                plan.backup.label
+            ));
+            plan.backup.stop_time
+        }
+    };
+    rec.report.rpo_seconds = Some(seconds_between(newest, rec.report.started_at));
     match &drill.target {
         Target::Latest => {
             // Recovery must reach the last segment of the contiguous archive; stopping
@@ -611,6 +620,12 @@ async fn backup_drill_leased(
         rec.check(c);
     }
     Ok(())
+}
+
+/// Seconds from `from` to `to`, never negative (a marker committed after the drill started is
+/// an RPO of 0).
+fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    ((to - from).num_milliseconds() as f64 / 1000.0).max(0.0)
 }
 
 /// The name of the segment holding the byte before `end` on timeline `tli`.
@@ -939,5 +954,149 @@ fn limit_checks(drill: &Drill, rec: &mut Recorder) {
             None => CheckResult::failed(name, format!("{what} could not be measured"), 0.0),
         };
         rec.check(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drill::file::Checks;
+
+    fn drill(max_rto: Option<u64>, max_rpo: Option<u64>) -> Drill {
+        Drill {
+            name: "d".into(),
+            origin: "restore-tests/d.toml".into(),
+            from: DrillFrom::Backup,
+            backup: None,
+            target: Target::Latest,
+            database: "postgres".into(),
+            marker_table: None,
+            databases: vec![],
+            timeout: Duration::from_secs(3600),
+            max_rto: max_rto.map(Duration::from_secs),
+            max_rpo: max_rpo.map(Duration::from_secs),
+            scratch_dir: None,
+            settings: vec![],
+            checks: Checks {
+                amcheck: false,
+                read_all: false,
+                checksums: false,
+                sql: vec![],
+                rows: vec![],
+            },
+        }
+    }
+
+    fn recorder(rto: Option<f64>, rpo: Option<f64>) -> Recorder {
+        let t = Utc::now();
+        let mut report = report::tests::sample("L", "d", Verdict::Passed);
+        report.started_at = t;
+        report.checks.clear();
+        report.rto_seconds = rto;
+        report.rpo_seconds = rpo;
+        Recorder {
+            report,
+            started: Instant::now(),
+            phase: None,
+        }
+    }
+
+    #[test]
+    fn limits_are_checks_with_what_was_measured() {
+        for (limits, measured, want) in [
+            ((None, None), (Some(5.0), Some(5.0)), vec![]),
+            (
+                (Some(60), Some(60)),
+                (Some(5.0), Some(59.5)),
+                vec![
+                    ("max_rto", CheckStatus::Ok, "RTO 5.0 s"),
+                    ("max_rpo", CheckStatus::Ok, "RPO 59.5 s"),
+                ],
+            ),
+            (
+                (Some(1), None),
+                (Some(12.25), None),
+                vec![(
+                    "max_rto",
+                    CheckStatus::Failed,
+                    "RTO 12.2 s is above the limit of 1s",
+                )],
+            ),
+            (
+                (None, Some(1)),
+                (Some(1.0), None),
+                vec![("max_rpo", CheckStatus::Failed, "RPO could not be measured")],
+            ),
+        ] {
+            let mut rec = recorder(measured.0, measured.1);
+            limit_checks(&drill(limits.0, limits.1), &mut rec);
+            let got: Vec<_> = rec
+                .report
+                .checks
+                .iter()
+                .map(|c| (c.name.as_str(), c.status))
+                .collect();
+            let expected: Vec<_> = want.iter().map(|(n, s, _)| (*n, *s)).collect();
+            assert_eq!(got, expected);
+            for (c, (_, _, text)) in rec.report.checks.iter().zip(&want) {
+                assert!(c.detail.contains(text), "{} lacks {text}", c.detail);
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_check_fails_the_drill_and_is_named() {
+        let mut rec = recorder(Some(1.0), Some(1.0));
+        rec.check(CheckResult::ok("amcheck", "12 relations", 0.1));
+        rec.check(CheckResult::skipped("checksums", "no data checksums"));
+        let passed = finish(rec);
+        assert_eq!((passed.verdict, passed.failure), (Verdict::Passed, None));
+        let mut rec = recorder(Some(1.0), Some(1.0));
+        rec.check(CheckResult::failed(
+            "sql: select 1",
+            "expected `2`, got `1`",
+            0.1,
+        ));
+        let failed = finish(rec);
+        assert_eq!(failed.verdict, Verdict::Failed);
+        let f = failed.failure.unwrap();
+        assert_eq!(f.phase, "checks");
+        assert!(
+            f.reason.contains("sql: select 1 failed: expected `2`"),
+            "{}",
+            f.reason
+        );
+    }
+
+    #[test]
+    fn a_failure_is_charged_to_the_running_phase() {
+        let mut rec = recorder(None, None);
+        rec.begin("preflight");
+        rec.begin("restore");
+        fail(&mut rec, anyhow!("block 3f… is corrupt"), None);
+        let r = finish(rec);
+        assert_eq!(r.verdict, Verdict::Failed);
+        assert_eq!(r.failure.as_ref().unwrap().phase, "restore");
+        let phases: Vec<_> = r.phases.iter().map(|p| (p.name.as_str(), p.ok)).collect();
+        assert_eq!(phases, [("preflight", true), ("restore", false)]);
+    }
+
+    #[test]
+    fn segment_names_and_seconds() {
+        let seg = 16 << 20;
+        assert_eq!(
+            segment_name_before(Lsn(0x0900_0000), 1, seg),
+            "000000010000000000000008"
+        );
+        assert_eq!(
+            segment_name_before(Lsn(0x1_0000_0000), 2, seg),
+            "0000000200000000000000FF"
+        );
+        let t = Utc::now();
+        assert_eq!(
+            seconds_between(t, t + chrono::Duration::milliseconds(1500)),
+            1.5
+        );
+        assert_eq!(seconds_between(t + chrono::Duration::seconds(3), t), 0.0);
     }
 }
