@@ -21,12 +21,14 @@
 //! [`ScratchCluster::conn_config`].
 
 mod cluster;
+pub mod dir;
 pub mod postmaster;
 mod running;
 pub mod server_log;
 mod spec;
 
 pub use cluster::ScratchCluster;
+pub use dir::ScratchDir;
 pub use running::Running;
 pub use spec::{Initdb, ScratchSpec};
 
