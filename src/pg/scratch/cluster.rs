@@ -107,8 +107,17 @@ impl ScratchCluster {
     }
 
     fn run_psql(&self, sql: &str, format: &[&str]) -> Result<Output, process::RunError> {
+        self.run_psql_in("postgres", sql, format)
+    }
+
+    fn run_psql_in(
+        &self,
+        db: &str,
+        sql: &str,
+        format: &[&str],
+    ) -> Result<Output, process::RunError> {
         let mut cmd = self.client("psql");
-        cmd.args(["-d", "postgres", "-XAtq", "-v", "ON_ERROR_STOP=1"])
+        cmd.args(["-d", db, "-XAtq", "-v", "ON_ERROR_STOP=1"])
             .args(format)
             .args(["-c", sql]);
         process::run(&mut cmd, CLIENT_TIMEOUT)
@@ -116,10 +125,14 @@ impl ScratchCluster {
 
     /// psql's output for `sql`, without the final newline; an error unless it exits 0.
     fn psql_stdout(&self, sql: &str, format: &[&str]) -> Result<String> {
-        let out = self.run_psql(sql, format)?;
+        self.psql_stdout_in("postgres", sql, format)
+    }
+
+    fn psql_stdout_in(&self, db: &str, sql: &str, format: &[&str]) -> Result<String> {
+        let out = self.run_psql_in(db, sql, format)?;
         if !out.success() {
             bail!(
-                "psql on {} failed: {}\n{}",
+                "psql on {} (database {db}) failed: {}\n{}",
                 self.datadir().display(),
                 sql.trim(),
                 out.describe()
@@ -137,8 +150,13 @@ impl ScratchCluster {
     /// The rows `sql` returns (of every statement that returns rows), each column as text (NULL
     /// as empty). A single row holding one empty string reads as no rows.
     pub fn rows(&self, sql: &str) -> Result<Vec<Vec<String>>> {
+        self.rows_in("postgres", sql)
+    }
+
+    /// [`ScratchCluster::rows`] on database `db`.
+    pub fn rows_in(&self, db: &str, sql: &str) -> Result<Vec<Vec<String>>> {
         // Separators no text value holds, so values with `|` or line breaks split right.
-        let text = self.psql_stdout(sql, &["-F", FIELD_SEP, "-R", RECORD_SEP])?;
+        let text = self.psql_stdout_in(db, sql, &["-F", FIELD_SEP, "-R", RECORD_SEP])?;
         Ok(split_rows(&text))
     }
 

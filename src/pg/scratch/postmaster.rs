@@ -49,8 +49,19 @@ impl Postmaster {
         Postmaster::find(PostmasterPid::parse(&text).pid?)
     }
 
+    /// The process named by a PID and start time recorded earlier (a marker file); whether it
+    /// still runs is [`Postmaster::is_alive`]'s question.
+    pub fn from_parts(pid: u32, start_ticks: u64) -> Postmaster {
+        Postmaster { pid, start_ticks }
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The process's start time, clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+    pub fn start_ticks(&self) -> u64 {
+        self.start_ticks
     }
 
     /// Whether this very process (same PID, same start time) still runs.
@@ -74,6 +85,16 @@ impl Postmaster {
     /// the window between the check and the signal is a few microseconds, against PID reuse
     /// that needs the server to exit and the PID space to wrap first.
     pub fn kill(&self) -> std::io::Result<()> {
+        self.signal(Signal::KILL)
+    }
+
+    /// SIGQUIT, if this process still runs: to a postmaster, an immediate shutdown (what
+    /// `pg_ctl stop -m immediate` sends), for callers that have no `pg_ctl` at hand.
+    pub fn quit(&self) -> std::io::Result<()> {
+        self.signal(Signal::QUIT)
+    }
+
+    fn signal(&self, signal: Signal) -> std::io::Result<()> {
         if !self.is_alive() {
             return Ok(());
         }
@@ -81,7 +102,7 @@ impl Postmaster {
             .ok()
             .and_then(Pid::from_raw)
             .ok_or_else(|| std::io::Error::other(format!("invalid pid {}", self.pid)))?;
-        match rustix::process::kill_process(pid, Signal::KILL) {
+        match rustix::process::kill_process(pid, signal) {
             Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
             Err(e) => Err(e.into()),
         }

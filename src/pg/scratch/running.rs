@@ -91,9 +91,57 @@ impl Running {
         }
     }
 
-    /// STUB (helper B).
-    pub fn wait_recovery_paused(&self, _timeout: Duration) -> Result<()> {
-        Ok(())
+    /// Waits until recovery has paused at its target (`pg_get_wal_replay_pause_state()` is
+    /// `paused`; the server was started with `recovery_target_action = pause`). Fails at once
+    /// when this start's log has a FATAL or PANIC line (PostgreSQL 15 ends with FATAL "recovery
+    /// ended before configured recovery target was reached" when the archive runs out first),
+    /// when recovery ended instead of pausing (the target was passed, or none was set), or when
+    /// the server exited; fails after `timeout`. Every error holds the log tail.
+    pub fn wait_recovery_paused(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let log_file = &self.spec().log_file;
+        let dir = self.datadir().display();
+        loop {
+            let log = self.log_since_start();
+            let fatal = server_log::fatal_lines(&log);
+            if !fatal.is_empty() {
+                bail!(
+                    "recovery of {dir} failed before pausing at its target:\n{}\n{}",
+                    fatal.join("\n"),
+                    server_log::tail(log_file, &log, 40)
+                );
+            }
+            // One query, so the two answers belong to one moment; a server that has ended
+            // recovery refuses the pause-state function, hence the case.
+            let state = self.value(
+                "select case when pg_is_in_recovery() \
+                 then pg_get_wal_replay_pause_state() else 'not in recovery' end",
+            );
+            match state.as_deref() {
+                Ok("paused") => return Ok(()),
+                Ok("not in recovery") => bail!(
+                    "recovery of {dir} ended instead of pausing at its target: the target was \
+                     passed, or none was set\nhint: recovery pauses only with a \
+                     recovery_target* setting and recovery_target_action = 'pause'\n{}",
+                    server_log::tail(log_file, &self.log_since_start(), 40)
+                ),
+                // Not consistent yet (connections refused), or replaying.
+                _ => {}
+            }
+            if !self.postmaster.is_alive() {
+                bail!(
+                    "the server in {dir} exited during recovery\n{}",
+                    server_log::tail(log_file, &self.log_since_start(), 40)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "recovery of {dir} has not paused at its target after {timeout:?}\n{}",
+                    server_log::tail(log_file, &log, 40)
+                );
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     /// Ends recovery now (`pg_ctl promote -w`) and waits until the server accepts writes.
