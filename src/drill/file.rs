@@ -757,6 +757,67 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_drills_parse() {
+        let shipped = [
+            (
+                "weekly-latest",
+                include_str!("../../restore-tests/weekly-latest.toml"),
+            ),
+            (
+                "pitr-marker",
+                include_str!("../../restore-tests/pitr-marker.toml"),
+            ),
+            (
+                "dump-daily",
+                include_str!("../../restore-tests/dump-daily.toml"),
+            ),
+        ];
+        let drills: Vec<Drill> = shipped
+            .iter()
+            .map(|(name, text)| {
+                Drill::parse(text, Path::new(&format!("restore-tests/{name}.toml")))
+                    .unwrap_or_else(|e| panic!("{name}: {e:#}"))
+            })
+            .collect();
+        let min = |m: u64| Some(Duration::from_secs(m * 60));
+
+        let weekly = &drills[0];
+        assert_eq!(weekly.name, "weekly-latest");
+        assert_eq!(
+            (weekly.from, &weekly.target),
+            (DrillFrom::Backup, &Target::Latest)
+        );
+        assert!(weekly.checks.amcheck && weekly.checks.read_all);
+        assert_eq!((weekly.max_rto, weekly.max_rpo), (min(30), min(60)));
+        let sql = &weekly.checks.sql[0];
+        assert_eq!(sql.database, "bookedbarber");
+        assert_eq!(sql.query, "select count(*) from appointments");
+        assert_eq!(sql.expect, "> 0".parse().unwrap());
+
+        let pitr = &drills[1];
+        assert_eq!(
+            (pitr.from, &pitr.target),
+            (DrillFrom::Backup, &Target::Marker)
+        );
+        assert_eq!(pitr.database, "bookedbarber");
+        assert!(pitr.checks.amcheck);
+        assert_eq!(pitr.max_rto, min(30));
+
+        let dump = &drills[2];
+        assert_eq!(dump.from, DrillFrom::Dump);
+        assert_eq!(dump.databases, ["bookedbarber"]);
+        assert!(dump.checks.sql.len() >= 2);
+        assert!(dump.checks.sql.iter().all(|c| c.database == "bookedbarber"));
+        assert!(!dump.checks.rows.is_empty());
+        assert!(
+            dump.checks
+                .rows
+                .iter()
+                .all(|r| r.tolerance == Tolerance::Percent(1.0))
+        );
+    }
+
+    #[test]
     fn an_empty_file_is_a_latest_backup_drill_with_the_defaults() {
         let d = parse("").unwrap();
         assert_eq!(d.name, "weekly");
