@@ -3,6 +3,7 @@
 //! The JSON form is a stable interface (documented in README.md): additions only.
 
 use crate::context::Context;
+use crate::drill::report::{self as drill_report, DrillReport, Verdict};
 use crate::output;
 use crate::pg::Lsn;
 use crate::pg::Timeline;
@@ -63,6 +64,63 @@ pub struct InfoReport {
     /// plan `pgward expire` would carry out); `None` when the policy cannot be read (the
     /// reason is in `warnings`).
     pub retention: Option<RetentionInfo>,
+    /// The newest report of each drill (`pgward drill`), newest first, at most
+    /// [`LAST_DRILLS`]; reports that cannot be read are left out with a warning each.
+    pub drills: Vec<DrillSummary>,
+}
+
+/// How many drills `info` shows.
+pub const LAST_DRILLS: usize = 10;
+
+/// One drill's newest report, in brief (the whole report is `drills/<label>.json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrillSummary {
+    /// The drill's name.
+    pub name: String,
+    /// The report's label (`drills/<label>.json`).
+    pub label: String,
+    /// `passed` or `failed`.
+    pub verdict: Verdict,
+    pub started_at: String,
+    /// `backup` or `dump`.
+    pub from: String,
+    /// The backup or dump label restored (`None` when it failed before choosing one).
+    pub backup: Option<String>,
+    /// `marker`, `latest`, `immediate`, `time`, `name` or `dump`.
+    pub target: String,
+    pub rto_seconds: Option<f64>,
+    pub rpo_seconds: Option<f64>,
+    /// The phase that failed, on failure.
+    pub failed_phase: Option<String>,
+    /// Why it failed, on failure.
+    pub failure: Option<String>,
+}
+
+impl DrillSummary {
+    pub fn of(r: &DrillReport) -> DrillSummary {
+        DrillSummary {
+            name: r.drill.clone(),
+            label: r.label.clone(),
+            verdict: r.verdict,
+            started_at: rfc3339(&r.started_at),
+            from: r.from.clone(),
+            backup: r.backup.clone(),
+            target: r.target.kind.clone(),
+            rto_seconds: r.rto_seconds,
+            rpo_seconds: r.rpo_seconds,
+            failed_phase: r.failure.as_ref().map(|f| f.phase.clone()),
+            failure: r.failure.as_ref().map(|f| f.reason.clone()),
+        }
+    }
+}
+
+/// The last drills, and why any report was left out. A repository whose drill reports cannot
+/// be listed still gets its `info`: the reason becomes a warning.
+async fn last_drills(storage: &dyn crate::storage::Storage) -> (Vec<DrillSummary>, Vec<String>) {
+    match drill_report::latest_per_drill(storage, LAST_DRILLS).await {
+        Ok((reports, warnings)) => (reports.iter().map(DrillSummary::of).collect(), warnings),
+        Err(e) => (Vec::new(), vec![format!("no drill reports: {e:#}")]),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -200,6 +258,8 @@ pub async fn report(ctx: &Context) -> Result<InfoReport> {
             None
         }
     };
+    let (drills, drill_warnings) = last_drills(ctx.storage.as_ref()).await;
+    warnings.extend(drill_warnings);
     let timelines = catalog
         .timelines
         .iter()
@@ -246,6 +306,7 @@ pub async fn report(ctx: &Context) -> Result<InfoReport> {
             .collect(),
         pins: loaded.pins.clone(),
         retention,
+        drills,
     })
 }
 
@@ -480,6 +541,7 @@ pub fn render_text(r: &InfoReport) -> String {
             }
         }
     }
+    render_drills(&mut s, &r.drills);
     let _ = writeln!(s, "\nRecoverable window");
     if r.recoverable.is_empty() {
         let _ = writeln!(s, "  (none: take a backup with `pgward backup`)");
@@ -500,9 +562,150 @@ pub fn render_text(r: &InfoReport) -> String {
     s
 }
 
+/// The "Last drills" section: one line a drill.
+fn render_drills(s: &mut String, drills: &[DrillSummary]) {
+    use std::fmt::Write;
+    let _ = writeln!(s, "\nLast drills");
+    if drills.is_empty() {
+        let _ = writeln!(s, "  (no drills yet — see restore-tests/README.md)");
+    }
+    let secs = |v: Option<f64>| v.map(|v| format!("{v:.1} s")).unwrap_or_else(|| "-".into());
+    for d in drills {
+        let verdict = match d.verdict {
+            Verdict::Passed => "passed",
+            Verdict::Failed => "FAILED",
+        };
+        let _ = write!(
+            s,
+            "  {}  {}  {verdict}  {} {}  RTO {}  RPO {}",
+            d.name,
+            d.label,
+            d.from,
+            d.backup.as_deref().unwrap_or("(none chosen)"),
+            secs(d.rto_seconds),
+            secs(d.rpo_seconds)
+        );
+        match (&d.failed_phase, &d.failure) {
+            (Some(phase), Some(why)) => {
+                let _ = writeln!(s, "  (in {phase}: {why})");
+            }
+            _ => {
+                let _ = writeln!(s);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drill::report::testing::sample;
+    use crate::drill::report::{Failure, store};
+    use crate::storage::Storage;
+    use crate::storage::memory::MemoryStorage;
+
+    #[tokio::test]
+    async fn info_shows_the_newest_report_of_each_drill() {
+        let s = MemoryStorage::new();
+        let (drills, warnings) = last_drills(&s).await;
+        assert!(
+            drills.is_empty() && warnings.is_empty(),
+            "{drills:?} {warnings:?}"
+        );
+        let mut text = String::new();
+        render_drills(&mut text, &drills);
+        assert!(
+            text.contains("(no drills yet — see restore-tests/README.md)"),
+            "{text}"
+        );
+
+        let mut old = sample("20261201T031500Z-weekly", "weekly", Verdict::Passed);
+        let mut new = sample("20261202T031500Z-weekly", "weekly", Verdict::Failed);
+        new.rto_seconds = None;
+        new.rpo_seconds = None;
+        new.backup = None;
+        new.failure = Some(Failure {
+            phase: "preflight".into(),
+            reason: "WAL segment 000000010000000000000005 is missing".into(),
+            server_log_tail: None,
+        });
+        let mut dump = sample("20261201T040000Z-daily", "daily", Verdict::Passed);
+        dump.from = "dump".into();
+        dump.target.kind = "dump".into();
+        for r in [&mut old, &mut new, &mut dump] {
+            store(&s, r).await.unwrap();
+        }
+        s.put(
+            "drills/20261203T000000Z-x.json",
+            bytes::Bytes::from_static(b"{"),
+        )
+        .await
+        .unwrap();
+
+        let (drills, warnings) = last_drills(&s).await;
+        let rows: Vec<(&str, &str, Verdict, &str)> = drills
+            .iter()
+            .map(|d| {
+                (
+                    d.name.as_str(),
+                    d.label.as_str(),
+                    d.verdict,
+                    d.target.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (
+                    "weekly",
+                    "20261202T031500Z-weekly",
+                    Verdict::Failed,
+                    "latest"
+                ),
+                ("daily", "20261201T040000Z-daily", Verdict::Passed, "dump"),
+            ]
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("drills/20261203T000000Z-x.json"),
+            "{warnings:?}"
+        );
+
+        // The JSON fields are the documented, stable ones.
+        let json = serde_json::to_value(&drills[0]).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "name": "weekly",
+                "label": "20261202T031500Z-weekly",
+                "verdict": "failed",
+                "started_at": "2026-12-02T03:15:00Z",
+                "from": "backup",
+                "backup": null,
+                "target": "latest",
+                "rto_seconds": null,
+                "rpo_seconds": null,
+                "failed_phase": "preflight",
+                "failure": "WAL segment 000000010000000000000005 is missing",
+            })
+        );
+
+        let mut text = String::new();
+        render_drills(&mut text, &drills);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "",
+                "Last drills",
+                "  weekly  20261202T031500Z-weekly  FAILED  backup (none chosen)  RTO -  RPO -  \
+                 (in preflight: WAL segment 000000010000000000000005 is missing)",
+                "  daily  20261201T040000Z-daily  passed  dump 20261202T020000Z  RTO 12.5 s  \
+                 RPO 30.0 s",
+            ]
+        );
+    }
 
     fn marker(host: Option<&str>, pid: Option<u32>) -> InProgressMarker {
         InProgressMarker {

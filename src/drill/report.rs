@@ -391,12 +391,13 @@ pub fn render_text(r: &DrillReport) -> String {
     out
 }
 
+/// Report fixtures for tests elsewhere (`info`'s last drills).
 #[cfg(test)]
-pub(crate) mod tests {
+pub mod testing {
     use super::*;
-    use crate::storage::memory::MemoryStorage;
 
-    pub(crate) fn sample(label: &str, drill: &str, verdict: Verdict) -> DrillReport {
+    /// A passed or failed `latest` drill of `drill` that started 2026-12-02 03:15 UTC.
+    pub fn sample(label: &str, drill: &str, verdict: Verdict) -> DrillReport {
         let t = DateTime::parse_from_rfc3339("2026-12-02T03:15:00Z")
             .unwrap()
             .to_utc();
@@ -436,6 +437,13 @@ pub(crate) mod tests {
             notes: vec![],
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::sample;
+    use super::*;
+    use crate::storage::memory::MemoryStorage;
 
     #[tokio::test]
     async fn reports_round_trip_and_never_overwrite() {

@@ -177,17 +177,7 @@ async fn execute(ctx: &Context, drill: &Drill, opts: &DrillOptions) -> DrillRepo
     let setup = (|| -> Result<(PgBinaries, ScratchDir)> {
         let bins = PgBinaries::locate(ctx.config.postgres.bindir.as_deref())?;
         for r in crate::pg::scratch::dir::reap(&parent)? {
-            let what = match (&r.warning, r.postmaster) {
-                (Some(w), _) => w.clone(),
-                (None, Some(pid)) => format!(
-                    "reaped {} left by a drill that was killed (its server, pid {pid}, was \
-                     stopped)",
-                    r.dir.display()
-                ),
-                (None, None) => {
-                    format!("reaped {} left by a drill that was killed", r.dir.display())
-                }
-            };
+            let what = format!("a drill that was killed: {r}");
             tracing::warn!("{what}");
             rec.report.notes.push(what);
         }
@@ -989,7 +979,7 @@ mod tests {
 
     fn recorder(rto: Option<f64>, rpo: Option<f64>) -> Recorder {
         let t = Utc::now();
-        let mut report = report::tests::sample("L", "d", Verdict::Passed);
+        let mut report = report::testing::sample("L", "d", Verdict::Passed);
         report.started_at = t;
         report.checks.clear();
         report.rto_seconds = rto;
