@@ -70,8 +70,10 @@ fn an_isolated_copy_of_a_production_like_source_promotes_and_passes_its_checks()
             .args(["-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql]);
         pg::run_ok(&mut cmd, Duration::from_secs(60));
     };
-    shop("create table items (id int primary key, name text); \
-          insert into items select g, 'item ' || g from generate_series(1, 1000) g");
+    shop(
+        "create table items (id int primary key, name text); \
+          insert into items select g, 'item ' || g from generate_series(1, 1000) g",
+    );
 
     let dir = ScratchDir::create(&t.path().join("drills"), "iso", pg_bins().run_as()).unwrap();
     let root = dir.root().to_path_buf();
@@ -178,7 +180,11 @@ fn an_isolated_copy_of_a_production_like_source_promotes_and_passes_its_checks()
     // The source moves on after the backup.
     shop("insert into items select g, 'new' from generate_series(1001, 1010) g");
     let r = checks::rows(&source, &running, &rows("public.items", Tolerance::Rows(0)));
-    assert_status(&r, CheckStatus::Failed, "the copy has 1000 rows, the source 1010");
+    assert_status(
+        &r,
+        CheckStatus::Failed,
+        "the copy has 1000 rows, the source 1010",
+    );
     let r = checks::rows(&source, &running, &rows("items", Tolerance::Percent(1.0)));
     assert_status(&r, CheckStatus::Ok, "copy 1000, source 1010");
     let r = checks::rows(&source, &running, &rows("missing", Tolerance::Rows(0)));
