@@ -230,3 +230,38 @@ fn checksums_pass_on_a_sound_copy_and_fail_on_a_flipped_byte() {
     let r = checks::checksums(pg_bins(), &dir.data_dir(), true);
     assert_status(&r, CheckStatus::Failed, "checksum verification failed");
 }
+
+#[test]
+fn amcheck_fails_on_a_corrupt_heap_page_and_says_what_it_found() {
+    let t = TestDir::new("dc-amck");
+    let dir = ScratchDir::create(&t.path().join("drills"), "amck", pg_bins().run_as()).unwrap();
+    let mut spec = ScratchSpec::new(pg_bins().clone(), &dir.data_dir(), &dir.socket_dir()).unwrap();
+    spec.log_file = dir.log_file();
+    let cluster = spec.initdb(&Initdb::default()).unwrap();
+    let running = cluster.start().unwrap();
+    running
+        .psql(
+            "create table t (id int primary key, pad text); \
+               insert into t select g, repeat('y', 50) from generate_series(1, 500) g",
+        )
+        .unwrap();
+    let file = dir
+        .data_dir()
+        .join(running.value("select pg_relation_filepath('t')").unwrap());
+    running.psql("checkpoint").unwrap();
+    running.stop().unwrap();
+    // The first line pointers of the table's first page made redirects to nowhere (no data
+    // checksums, so only amcheck can notice).
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[24..40].fill(0x01);
+    std::fs::write(&file, &bytes).unwrap();
+    let running = cluster.start().unwrap();
+    let r = checks::amcheck(&running);
+    assert_status(&r, CheckStatus::Failed, "pg_amcheck exited with");
+    assert!(
+        r.detail
+            .contains("heap table \"postgres.public.t\", block 0"),
+        "{}",
+        r.detail
+    );
+}
