@@ -118,7 +118,10 @@ fn reap_stops_a_gone_owners_server_and_leaves_live_and_kept_dirs() {
     assert!(!pm.is_alive(), "postmaster {} survived the reap", pm.pid());
     assert!(!orphan_root.exists());
     assert!(kept_root.join("data/PG_VERSION").is_file());
-    assert!(mine_running.value("select 1").is_ok(), "a live owner's server was touched");
+    assert!(
+        mine_running.value("select 1").is_ok(),
+        "a live owner's server was touched"
+    );
     assert!(mine.root().exists());
     drop(mine_running);
     drop(mine);
@@ -141,7 +144,10 @@ fn reap_stops_a_postmaster_the_marker_does_not_name_yet() {
     // Killed between the start and recording the postmaster: the owner is a process that is
     // gone (this PID with another start time).
     let me = Postmaster::find(std::process::id()).unwrap();
-    set_owner(&root, &Postmaster::from_parts(me.pid(), me.start_ticks() + 1));
+    set_owner(
+        &root,
+        &Postmaster::from_parts(me.pid(), me.start_ticks() + 1),
+    );
     std::mem::forget(running);
     std::mem::forget(dir);
     let got = reap(&parent).unwrap();
@@ -223,7 +229,10 @@ fn recovery_pauses_at_a_restore_point_and_an_unknown_one_fails() {
     running
         .wait_recovery_paused(Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!(running.psql("select string_agg(v, ',') from m").unwrap(), "before");
+    assert_eq!(
+        running.psql("select string_agg(v, ',') from m").unwrap(),
+        "before"
+    );
     assert_eq!(running.value("select pg_is_in_recovery()").unwrap(), "t");
     running.promote(Duration::from_secs(60)).unwrap();
     drop(running);

@@ -33,7 +33,10 @@ const DETAIL_MAX: usize = 2000;
 /// The connectable databases of the copy, in name order.
 fn databases(server: &ScratchCluster) -> Result<Vec<String>> {
     let rows = server.rows("select datname from pg_database where datallowconn order by 1")?;
-    Ok(rows.into_iter().filter_map(|r| r.into_iter().next()).collect())
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.into_iter().next())
+        .collect())
 }
 
 /// `text` trimmed to at most [`DETAIL_MAX`] bytes (at a character boundary), marked when cut.
@@ -56,8 +59,13 @@ pub fn amcheck(server: &ScratchCluster) -> CheckResult {
     const NAME: &str = "amcheck";
     let started = Instant::now();
     let mut cmd = server.client("pg_amcheck");
-    cmd.args(["--all", "--heapallindexed", "--install-missing", "--progress"])
-        .args(["--maintenance-db", "postgres"]);
+    cmd.args([
+        "--all",
+        "--heapallindexed",
+        "--install-missing",
+        "--progress",
+    ])
+    .args(["--maintenance-db", "postgres"]);
     let out = match process::run(&mut cmd, BULK_TIMEOUT) {
         Ok(out) => out,
         Err(e) => return CheckResult::failed(NAME, trimmed(&e.to_string()), secs(started)),
@@ -102,7 +110,10 @@ fn checked_relations(stderr: &str) -> Option<u64> {
         .split(['\r', '\n'])
         .filter_map(|l| {
             let (done, rest) = l.trim().split_once('/')?;
-            rest.split_whitespace().nth(1)?.starts_with("relations").then_some(())?;
+            rest.split_whitespace()
+                .nth(1)?
+                .starts_with("relations")
+                .then_some(())?;
             done.trim().parse().ok()
         })
         .next_back()
@@ -338,7 +349,12 @@ pub fn rows(source: &SourceDb, server: &ScratchCluster, check: &RowsCheck) -> Ch
         }),
         "in the copy",
     )
-    .and_then(|c| Ok((c, count(source.psql(&check.database, &sql), "on the source")?)));
+    .and_then(|c| {
+        Ok((
+            c,
+            count(source.psql(&check.database, &sql), "on the source")?,
+        ))
+    });
     let seconds = secs(started);
     match result {
         Ok((copy, src)) => match within(copy, src, check.tolerance) {
@@ -375,10 +391,16 @@ mod tests {
 
     #[test]
     fn names_and_quoting() {
-        assert_eq!(sql_check_name("select\n  count(*)\tfrom t"), "sql: select count(*) from t");
+        assert_eq!(
+            sql_check_name("select\n  count(*)\tfrom t"),
+            "sql: select count(*) from t"
+        );
         let long = format!("select {}", "x, ".repeat(40));
         let name = sql_check_name(&long);
-        assert!(name.ends_with('…') && name.chars().count() == 5 + 60 + 1, "{name}");
+        assert!(
+            name.ends_with('…') && name.chars().count() == 5 + 60 + 1,
+            "{name}"
+        );
         assert_eq!(table_sql("appointments"), "\"appointments\"");
         assert_eq!(table_sql("app.Users"), "\"app\".\"Users\"");
         assert_eq!(table_sql("we\"ird"), "\"we\"\"ird\"");
@@ -414,7 +436,11 @@ mod tests {
     fn details_are_trimmed_at_a_char_boundary() {
         let long = "é".repeat(DETAIL_MAX);
         let t = trimmed(&long);
-        assert!(t.len() < long.len() && t.contains("more bytes]"), "{}", t.len());
+        assert!(
+            t.len() < long.len() && t.contains("more bytes]"),
+            "{}",
+            t.len()
+        );
         assert_eq!(trimmed("  short \n"), "short");
     }
 }

@@ -177,7 +177,12 @@ pub fn scratch_settings(
 
 /// The directives [`neutralise`] comments out: they make the server read files (or a data
 /// directory) outside the copy.
-const NEUTRALISED: [&str; 4] = ["include", "include_dir", "include_if_exists", "data_directory"];
+const NEUTRALISED: [&str; 4] = [
+    "include",
+    "include_dir",
+    "include_if_exists",
+    "data_directory",
+];
 
 /// `text` of a configuration file with the `include`, `include_dir`, `include_if_exists` and
 /// `data_directory` lines commented out under a pgward note, and the lines commented out
@@ -305,11 +310,17 @@ Data page checksum version:           1
         assert!(err.contains("max_wal_senders setting:"), "{err}");
         let bad = CONTROLDATA.replace("300", "lots");
         let err = format!("{:#}", parse_controldata(&bad).unwrap_err());
-        assert!(err.contains("max_connections") && err.contains("lots"), "{err}");
+        assert!(
+            err.contains("max_connections") && err.contains("lots"),
+            "{err}"
+        );
     }
 
     fn get<'a>(s: &'a [(String, String)], name: &str) -> Option<&'a str> {
-        s.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        s.iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     #[test]
@@ -349,8 +360,8 @@ Data page checksum version:           1
         let extra = |n: &str, v: &str| vec![(n.to_string(), v.to_string())];
         let s = scratch_settings(&limits(), Path::new("/d"), &extra("work_mem", "64MB")).unwrap();
         assert_eq!(s.last().unwrap(), &("work_mem".into(), "64MB".into()));
-        let s = scratch_settings(&limits(), Path::new("/d"), &extra("max_connections", "400"))
-            .unwrap();
+        let s =
+            scratch_settings(&limits(), Path::new("/d"), &extra("max_connections", "400")).unwrap();
         assert_eq!(get(&s, "max_connections"), Some("400"));
         for (name, value, says) in [
             ("archive_command", "cp %p /x", "isolation owns"),
@@ -392,7 +403,10 @@ Data page checksum version:           1
                 "data_directory = '/var/lib/postgresql/15/main'",
             ]
         );
-        let kept: Vec<&str> = out.lines().filter(|l| !l.starts_with("# disabled")).collect();
+        let kept: Vec<&str> = out
+            .lines()
+            .filter(|l| !l.starts_with("# disabled"))
+            .collect();
         assert_eq!(
             kept,
             vec![

@@ -14,6 +14,10 @@
 //! process start time, see [`postmaster`]) — and a start that fails stops whatever it started
 //! before returning the error. The server listens on its Unix socket only.
 //!
+//! A drill's copy lives in a [`ScratchDir`] ([`dir`]): data, socket, tablespaces and log under
+//! one root with a marker naming its owner process and postmaster; dropping it stops whatever
+//! still runs there and removes it, and [`dir::reap`] removes what a killed owner left.
+//!
 //! SQL runs through `psql` from the same binaries, not a tokio-postgres connection: the guard
 //! and the tests are synchronous and may run inside or outside a tokio runtime, a `psql` under a
 //! deadline cannot hang its caller, and there is no connection to re-establish across a

@@ -163,7 +163,11 @@ impl ScratchDir {
     /// left running): the marker says kept, so no reaper removes it. Returns the path.
     pub fn keep(mut self) -> PathBuf {
         self.kept = true;
-        let mut marker = self.marker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut marker = self
+            .marker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         marker.kept = true;
         if let Err(e) = write_marker(&self.root, &marker) {
             tracing::warn!("{e:#}");
