@@ -285,6 +285,22 @@ pub fn sql_check_name(query: &str) -> String {
     }
 }
 
+/// What a failed query said: the server's ERROR (and its DETAIL/HINT) lines when psql printed
+/// any, else the whole error, trimmed.
+fn query_error(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    let said: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("ERROR:") || l.starts_with("DETAIL:") || l.starts_with("HINT:"))
+        .collect();
+    if said.is_empty() {
+        trimmed(&text)
+    } else {
+        format!("the query failed: {}", said.join(" "))
+    }
+}
+
 /// The query's first column of the first row (NULL or no row: empty) judged by `expect`.
 pub fn sql(server: &ScratchCluster, check: &SqlCheck) -> CheckResult {
     let name = sql_check_name(&check.query);
@@ -295,7 +311,7 @@ pub fn sql(server: &ScratchCluster, check: &SqlCheck) -> CheckResult {
             .next()
             .and_then(|r| r.into_iter().next())
             .unwrap_or_default(),
-        Err(e) => return CheckResult::failed(name, trimmed(&format!("{e:#}")), secs(started)),
+        Err(e) => return CheckResult::failed(name, query_error(&e), secs(started)),
     };
     let seconds = secs(started);
     match check.expect.judge(&got) {

@@ -349,17 +349,27 @@ async fn backup_drill(
     let snapshot = Snapshot::load(storage).await?;
     let seg_size = snapshot.wal.seg_size;
     // Which backup: the drill's, else the newest that fits the target.
+    let chosen = crate::restore::plan::plan(
+        &snapshot.view(),
+        &crate::restore::plan::PlanRequest {
+            backup: drill.backup.clone(),
+            target: plan_target.clone(),
+            timeline: crate::restore::target::TimelineChoice::Latest,
+            timeline_given: false,
+        },
+    )?;
+    let backup = chosen.backup.label.to_string();
+    rec.report.backup = Some(backup.clone());
+    let manifest = Manifest::load(storage, &backup).await?;
+    // The restore's own checks, as a dry run: every tablespace goes under the scratch
+    // directory (never to the source's locations, which the restore refuses anyway).
     let mut request = RestoreRequest::new(&pgdata);
-    request.backup = drill.backup.clone();
+    request.backup = Some(backup.clone());
     request.target = plan_target;
     request.dry_run = true;
     request.exe = opts.exe.clone();
-    let planned = run_restore(ctx, request.clone()).await?;
-    let backup = planned.plan.backup.label.to_string();
-    rec.report.backup = Some(backup.clone());
-    let manifest = Manifest::load(storage, &backup).await?;
-    request.backup = Some(backup.clone());
     request.tablespace_map = tablespace_map(&manifest);
+    let planned = run_restore(ctx, request.clone()).await?;
     if let Some(t) = manifest
         .tablespaces
         .iter()

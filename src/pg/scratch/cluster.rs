@@ -160,25 +160,14 @@ impl ScratchCluster {
         Ok(split_rows(&text))
     }
 
-    /// The first column of the first row `sql` returns on database `db`.
+    /// The first column of the first row `sql` returns on database `db` (empty when none).
     pub fn value_in(&self, db: &str, sql: &str) -> Result<String> {
-        let mut cmd = self.client("psql");
-        cmd.arg("-d")
-            .arg(format!(
-                "dbname={}",
-                crate::dump::programs::conninfo_value(db)
-            ))
-            .args(["-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql]);
-        let out = process::run(&mut cmd, CLIENT_TIMEOUT)?;
-        if !out.success() {
-            bail!(
-                "psql on {} (database {db}) failed: {}\n{}",
-                self.datadir().display(),
-                sql.trim(),
-                out.describe()
-            );
-        }
-        Ok(out.stdout.lines().next().unwrap_or("").to_string())
+        Ok(self
+            .rows_in(db, sql)?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .unwrap_or_default())
     }
 
     /// The first column of the first row `sql` returns.
