@@ -7,9 +7,10 @@
 
 mod common;
 
-use common::drill::{DrillSource, PRODUCTION_SETTINGS, TABLESPACE_SQL};
+use common::drill::{Damage, DrillSource, PRODUCTION_SETTINGS, TABLESPACE_SQL};
 use common::pg::{RepoSpec, TestDir};
 use common::s3_server::S3Server;
+use common::verify::{problems, verify_json};
 use std::time::Instant;
 
 const BUCKET: &str = "pgward-drills";
@@ -45,7 +46,8 @@ fn local(tag: &str, body: fn(&TestDir, RepoSpec)) {
 
 /// The source runs with every production setting, its tablespace lies outside PGDATA, and
 /// `info --json` lists the fixture's backup and dump; the `wal/` listing is stable between two
-/// reads and nothing of a drill exists yet.
+/// reads and nothing of a drill exists yet. Then the damage helpers: a flipped byte in a WAL
+/// object, a truncated block and a deleted dump object are each found by `verify --full`.
 fn fixture_body(dir: &TestDir, repo: RepoSpec) {
     let t = Instant::now();
     let s = DrillSource::start(dir, repo);
@@ -122,6 +124,34 @@ fn fixture_body(dir: &TestDir, repo: RepoSpec) {
     assert!(drill.starts_with(&s.drills));
     s.assert_nothing_left();
     eprintln!("[{:>5.1} s] fixture checked", t.elapsed().as_secs_f64());
+
+    // The damage helpers reach the objects pgward reads, on either backend: verify finds each.
+    let segments = s.commit_and_archive(2);
+    assert_eq!(segments.len(), 2);
+    let wal_key = s.wal_key(&segments[0]);
+    s.damage(&wal_key, Damage::FlipByte { at: 100 });
+    let block = s.keys("blocks/").into_iter().next().expect("a block");
+    s.damage(&block, Damage::Truncate { to: 10 });
+    let dump_prefix = format!("dumps/{}/", s.dump);
+    let dump_object = s
+        .keys(&dump_prefix)
+        .into_iter()
+        .find(|k| k.contains("bookedbarber"))
+        .unwrap_or_else(|| panic!("no bookedbarber object under {dump_prefix}"));
+    s.damage(&dump_object, Damage::Delete);
+    let (ok, report) = verify_json(&s.root, s.cfg(), &["--full"]);
+    assert!(!ok, "{report:#}");
+    for (kind, key) in [
+        ("wal_corrupt", &wal_key),
+        ("block_corrupt", &block),
+        ("dump_object_missing", &dump_object),
+    ] {
+        let found = problems(&report, kind);
+        assert!(
+            found.iter().any(|p| p.to_string().contains(key.as_str())),
+            "verify should name {kind} {key}: {report:#}"
+        );
+    }
 }
 
 #[test]

@@ -29,6 +29,8 @@ use super::backup_scenarios::{Source, backup_label, switch_and_archive};
 use super::pg::*;
 use pgward::config::Config;
 use pgward::context::{CreateRepo, open_storage};
+use pgward::repo::layout;
+use pgward::storage::DynStorage;
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -89,6 +91,21 @@ insert into appointments (client_id, barber_id, service, starts_at, status)
 pub const TABLESPACE_TABLE: &str = "appointment_archive";
 pub const TABLESPACE_SQL: &str = "select count(*) || '/' || md5(string_agg(id || ':' || note, ',' order by id)) \
      from appointment_archive";
+
+/// How [`DrillSource::damage`] breaks an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// One byte changed (at `at`, or the last byte if the object is shorter): same size, so only
+    /// reading it finds out.
+    FlipByte {
+        at: usize,
+    },
+    /// Cut to `to` bytes.
+    Truncate {
+        to: usize,
+    },
+    Delete,
+}
 
 /// The drill source: the running cluster, its pgward configuration, and what is in the
 /// repository.
@@ -223,35 +240,126 @@ impl DrillSource {
             .unwrap_or_else(|e| panic!("info --json is not JSON ({e}):\n{}", out.describe()))
     }
 
-    /// Every object under `wal/` as `<key> <size>`, sorted, as the repository lists it (the
-    /// same listing pgward itself reads, for a local and an S3 repository alike). Call it from
-    /// a plain test thread or a blocking one (`spawn_blocking`), not from async code.
-    pub fn wal_listing(&self) -> Vec<String> {
+    /// Runs `f` on the repository's storage, as pgward opens it (the same code for a local and
+    /// an S3 repository). Call it from a plain test thread or a blocking one (the S3 tests'
+    /// `spawn_blocking`), not from async code.
+    pub fn with_repo<T, F>(&self, f: impl FnOnce(DynStorage) -> F) -> T
+    where
+        F: std::future::Future<Output = T>,
+    {
         let (cfg, _) = Config::load(Some(&self.src.cfg)).unwrap_or_else(|e| panic!("{e:#}"));
-        let list = async move {
+        let work = async move {
             let storage = open_storage(&cfg, CreateRepo::No)
                 .await
                 .unwrap_or_else(|e| panic!("cannot open the repository: {e:#}"));
-            storage
-                .list(pgward::repo::layout::WAL_PREFIX)
-                .await
-                .unwrap_or_else(|e| panic!("cannot list wal/: {e:#}"))
+            f(storage).await
         };
-        let objects = match tokio::runtime::Handle::try_current() {
-            // The S3 tests' server runs on that runtime; this is its blocking thread.
-            Ok(handle) => handle.block_on(list),
+        let out = match tokio::runtime::Handle::try_current() {
+            // The S3 tests' server runs on that runtime; this is one of its blocking threads.
+            Ok(handle) => handle.block_on(work),
             Err(_) => tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(list),
+                .block_on(work),
         };
+        // Objects written here as root must stay readable by the pgward PostgreSQL runs.
+        if let RepoSpec::Local(root) = &self.repo {
+            chown_tree_postgres(root);
+        }
+        out
+    }
+
+    /// Every object under `prefix` as `<key> <size>`, sorted.
+    pub fn listing(&self, prefix: &str) -> Vec<String> {
+        let prefix = prefix.to_string();
+        let objects = self.with_repo(|s| async move {
+            s.list(&prefix)
+                .await
+                .unwrap_or_else(|e| panic!("cannot list {prefix}: {e:#}"))
+        });
         let mut keys: Vec<String> = objects
             .into_iter()
             .map(|o| format!("{} {}", o.key, o.size))
             .collect();
         keys.sort();
         keys
+    }
+
+    /// Every object under `wal/` as `<key> <size>`, sorted, as the repository lists it: a drill
+    /// must leave it exactly as it found it.
+    pub fn wal_listing(&self) -> Vec<String> {
+        self.listing(layout::WAL_PREFIX)
+    }
+
+    /// The keys under `prefix` (`blocks/`, `dumps/<label>/`, ...), sorted.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.listing(prefix)
+            .into_iter()
+            .map(|l| l.rsplit_once(' ').map(|(k, _)| k.to_string()).unwrap_or(l))
+            .collect()
+    }
+
+    /// The key of the archived WAL segment `segment` (a 24-hex-digit name); panics unless
+    /// exactly one object holds it.
+    pub fn wal_key(&self, segment: &str) -> String {
+        let keys: Vec<String> = self
+            .keys(layout::WAL_PREFIX)
+            .into_iter()
+            .filter(|k| {
+                layout::parse_wal_key(k).is_some_and(|(name, _)| name.to_string() == segment)
+            })
+            .collect();
+        assert_eq!(keys.len(), 1, "objects of WAL segment {segment}: {keys:?}");
+        keys.into_iter().next().unwrap()
+    }
+
+    /// Damages the object `key` in the repository, behind pgward's back.
+    pub fn damage(&self, key: &str, damage: Damage) {
+        let key = key.to_string();
+        self.with_repo(|s| async move {
+            let bytes = s
+                .get(&key)
+                .await
+                .unwrap_or_else(|e| panic!("cannot read {key}: {e:#}"));
+            let mut bytes = bytes.to_vec();
+            match damage {
+                Damage::FlipByte { at } => {
+                    assert!(!bytes.is_empty(), "{key} is empty: no byte to flip");
+                    let at = at.min(bytes.len() - 1);
+                    bytes[at] ^= 0x5a;
+                }
+                Damage::Truncate { to } => {
+                    assert!(to < bytes.len(), "{key} has only {} bytes", bytes.len());
+                    bytes.truncate(to);
+                }
+                Damage::Delete => {
+                    s.delete(&key)
+                        .await
+                        .unwrap_or_else(|e| panic!("cannot delete {key}: {e:#}"));
+                    return;
+                }
+            }
+            s.put(&key, bytes::Bytes::from(bytes))
+                .await
+                .unwrap_or_else(|e| panic!("cannot rewrite {key}: {e:#}"));
+        });
+    }
+
+    /// Commits a booking and switches WAL, `n` times, waiting until each segment is archived
+    /// (a continuous archive past the backup, for holes and corruption in its middle). Returns
+    /// the segments' names in order.
+    pub fn commit_and_archive(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                self.src.cluster.psql_db(
+                    "bookedbarber",
+                    "insert into appointments (client_id, barber_id, service, starts_at, status) \
+                     values (9, 1, 'haircut', now(), 'booked')",
+                );
+                switch_and_archive(&self.src.cluster)
+            })
+            .collect()
     }
 
     /// Panics unless nothing of a drill is left: no live process whose command line names the
