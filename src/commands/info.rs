@@ -569,7 +569,7 @@ fn render_drills(s: &mut String, drills: &[DrillSummary]) {
     if drills.is_empty() {
         let _ = writeln!(s, "  (no drills yet — see restore-tests/README.md)");
     }
-    let secs = |v: Option<f64>| v.map(|v| format!("{v:.1} s")).unwrap_or_else(|| "-".into());
+    let secs = |v: Option<f64>| v.map(drill_report::secs).unwrap_or_else(|| "-".into());
     for d in drills {
         let verdict = match d.verdict {
             Verdict::Passed => "passed",

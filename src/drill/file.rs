@@ -564,7 +564,8 @@ impl Drill {
                     bail!(
                         "invalid drill file {shown}: the marker drill's name `{name}` is longer \
                          than {MAX_MARKER_NAME} characters, and its restore point \
-                         (pgward-drill-<time>-{name}) would pass PostgreSQL's 63\n\
+                         (pgward-drill-<time>-{name}) would exceed PostgreSQL's limit of 63 \
+                         bytes\n\
                          hint: give it a shorter `name`"
                     );
                 }

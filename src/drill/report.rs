@@ -290,7 +290,7 @@ pub async fn latest_per_drill(
 }
 
 /// `12.3 s`, or `4 min 05 s` from a minute on.
-fn secs(s: f64) -> String {
+pub(crate) fn secs(s: f64) -> String {
     if s < 60.0 {
         format!("{s:.1} s")
     } else {

@@ -67,14 +67,32 @@ impl Source {
     /// `initdb` (with data checksums), a pgward config for `repo` (with `conninfo` and `bindir`,
     /// which backup needs), `pgward init`, start with archiving on, and create the marker table.
     pub fn start(dir: &TestDir, name: &str, repo: RepoSpec) -> Source {
+        Source::start_with(dir, name, repo, Vec::new(), |_| {})
+    }
+
+    /// Like [`start`](Self::start), with `extra_conf` appended to postgresql.conf after the
+    /// harness's settings, and `before_start` run on the stopped cluster once its
+    /// configuration is written (to create an `include_dir`, say).
+    pub fn start_with(
+        dir: &TestDir,
+        name: &str,
+        repo: RepoSpec,
+        extra_conf: Vec<String>,
+        before_start: impl FnOnce(&PgCluster),
+    ) -> Source {
+        // No autovacuum: nothing but the test writes, so the archive's end is known and dumps
+        // compare exactly.
+        let mut conf = vec![
+            "archive_mode = on".to_string(),
+            "autovacuum = off".to_string(),
+        ];
+        conf.extend(extra_conf);
         let cluster = PgCluster::init(
             dir,
             name,
             InitOpts {
                 data_checksums: true,
-                // No autovacuum: nothing but the test writes, so the archive's end is known and
-                // dumps compare exactly.
-                extra_conf: vec!["archive_mode = on".into(), "autovacuum = off".into()],
+                extra_conf: conf,
             },
         );
         let cfg = write_config(dir, &cluster.datadir, repo);
@@ -85,6 +103,7 @@ impl Source {
             marker: Vec::new(),
         };
         src.pgward_ok(dir, &["init"]);
+        before_start(&src.cluster);
         src.cluster.start();
         src.cluster
             .psql("create table marker (id int primary key, batch text not null)");

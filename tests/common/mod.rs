@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests.
 
 pub mod backup_scenarios;
+pub mod drill;
 pub mod pg;
 pub mod s3_server;
 pub mod verify;

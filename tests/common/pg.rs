@@ -654,6 +654,21 @@ impl PgCluster {
         })
     }
 
+    /// Like [`psql`](Self::psql) on database `db`.
+    pub fn psql_db(&self, db: &str, sql: &str) -> String {
+        let mut cmd = self.cluster.client("psql");
+        cmd.args(["-d", db, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql]);
+        let out = run_with_timeout(&mut cmd, CLIENT_TIMEOUT);
+        assert!(
+            out.status.success(),
+            "psql on {} (database {db}) failed: {sql}\n{}\n{}",
+            self.name,
+            out.describe(),
+            self.log_tail(40)
+        );
+        out.stdout.trim_end_matches('\n').to_string()
+    }
+
     /// Runs a client program (`-h`, `-p` and `-U` given) with `args` under `timeout`; panics
     /// with its output and the log tail unless it exits 0.
     fn client_ok(&self, program: &str, args: &[&str], timeout: Duration) -> RunOutput {
