@@ -2,16 +2,23 @@
 //! repository. Every drill starts from `common::drill::DrillSource`, a source configured as
 //! production ones are (see that module for why each setting is there).
 //!
-//! This file starts with the fixture's own proof: the source really runs with the production
-//! settings a drill must not inherit, and its backup and dump are in the repository.
+//! The drills that pass (`latest`, `marker`, `time`, a dump drill) run on a local and an S3
+//! repository and start with the fixture's own proof: the source really runs with the
+//! production settings a drill must not inherit. The drills that must fail (a wrong target, a
+//! failing SQL assertion, an impossible `max_rto`, a flipped block byte, a WAL hole, a corrupt
+//! WAL object, a truncated dump) and a drill killed with SIGKILL run on a local repository.
+//! After every drill, nothing of it may be left: no process naming the scratch directory, no
+//! scratch directory.
 
 mod common;
 
-use common::drill::{Damage, DrillSource, PRODUCTION_SETTINGS, TABLESPACE_SQL};
-use common::pg::{RepoSpec, TestDir};
+use common::backup_scenarios::switch_and_archive;
+use common::drill::{Damage, DrillSource, PRODUCTION_SETTINGS, TABLESPACE_SQL, processes_naming};
+use common::pg::{RepoSpec, RunOutput, TestDir, as_postgres, reachable_binary};
 use common::s3_server::S3Server;
-use common::verify::{problems, verify_json};
-use std::time::Instant;
+use serde_json::Value;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 const BUCKET: &str = "pgward-drills";
 
@@ -46,11 +53,10 @@ fn local(tag: &str, body: fn(&TestDir, RepoSpec)) {
 
 /// The source runs with every production setting, its tablespace lies outside PGDATA, and
 /// `info --json` lists the fixture's backup and dump; the `wal/` listing is stable between two
-/// reads and nothing of a drill exists yet. Then the damage helpers: a flipped byte in a WAL
-/// object, a truncated block and a deleted dump object are each found by `verify --full`.
-fn fixture_body(dir: &TestDir, repo: RepoSpec) {
+/// reads and nothing of a drill exists yet. (A drill that passes on it passes despite all of
+/// that, which is the point.)
+fn assert_production_like(s: &DrillSource) {
     let t = Instant::now();
-    let s = DrillSource::start(dir, repo);
     for (name, want) in PRODUCTION_SETTINGS {
         assert_eq!(
             s.src.cluster.psql(&format!("show {name}")),
@@ -120,46 +126,425 @@ fn fixture_body(dir: &TestDir, repo: RepoSpec) {
         "the archive holds the backup's WAL and more: {wal:?}"
     );
     assert_eq!(s.wal_listing(), wal);
-    let drill = s.write_drill("weekly", "target = \"latest\"\n");
-    assert!(drill.starts_with(&s.drills));
     s.assert_nothing_left();
     eprintln!("[{:>5.1} s] fixture checked", t.elapsed().as_secs_f64());
+}
 
-    // The damage helpers reach the objects pgward reads, on either backend: verify finds each.
-    let segments = s.commit_and_archive(2);
-    assert_eq!(segments.len(), 2);
-    let wal_key = s.wal_key(&segments[0]);
-    s.damage(&wal_key, Damage::FlipByte { at: 100 });
-    let block = s.keys("blocks/").into_iter().next().expect("a block");
-    s.damage(&block, Damage::Truncate { to: 10 });
-    let dump_prefix = format!("dumps/{}/", s.dump);
-    let dump_object = s
-        .keys(&dump_prefix)
-        .into_iter()
-        .find(|k| k.contains("bookedbarber"))
-        .unwrap_or_else(|| panic!("no bookedbarber object under {dump_prefix}"));
-    s.damage(&dump_object, Damage::Delete);
-    let (ok, report) = verify_json(&s.root, s.cfg(), &["--full"]);
-    assert!(!ok, "{report:#}");
-    for (kind, key) in [
-        ("wal_corrupt", &wal_key),
-        ("block_corrupt", &block),
-        ("dump_object_missing", &dump_object),
+// ---------------------------------------------------------------------------------------------
+// The drill cases. Each test has its own source (they run in parallel); within one, drills
+// run one after another, and after each nothing of it may be left.
+// ---------------------------------------------------------------------------------------------
+
+/// `drill --json` parsed: `{"passed": bool, "drills": [report, ...]}`.
+fn drill_json(out: &RunOutput) -> Value {
+    serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("drill --json is not JSON ({e}):\n{}", out.describe()))
+}
+
+/// Runs `drill <names> --json`; asserts the exit status matches `passed`; returns the reports.
+fn run_drills(s: &DrillSource, names: &[&str], passed: bool) -> Vec<Value> {
+    let mut args: Vec<&str> = names.to_vec();
+    args.push("--json");
+    let out = s.drill(&args);
+    let v = drill_json(&out);
+    assert_eq!(
+        (out.status.success(), v["passed"].as_bool()),
+        (passed, Some(passed)),
+        "drill {names:?}: expected passed = {passed}\n{}",
+        out.describe()
+    );
+    s.assert_nothing_left();
+    let reports = v["drills"].as_array().expect("drills array").clone();
+    assert_eq!(reports.len(), names.len(), "{v:#}");
+    reports
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str().is_some_and(|n| n.starts_with(name)))
+        .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
+}
+
+fn status<'a>(report: &'a Value, name: &str) -> &'a str {
+    check(report, name)["status"].as_str().unwrap()
+}
+
+fn phases(report: &Value) -> Vec<String> {
+    report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn failure_reason(report: &Value) -> String {
+    report["failure"]["reason"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no failure in {report:#}"))
+        .to_string()
+}
+
+const LATEST: &str = r#"
+target = "latest"
+max_rto = "10m"
+max_rpo = "1h"
+[checks]
+amcheck = true
+read_all = true
+checksums = true
+[[checks.sql]]
+database = "bookedbarber"
+query = "select count(*) from appointments"
+expect = "= 2000"
+[[checks.sql]]
+database = "bookedbarber"
+query = "select count(*) from appointment_archive"
+expect = ">= 1000"
+[[checks.rows]]
+database = "bookedbarber"
+table = "appointments"
+"#;
+
+/// `latest`, `marker`, `time` and a dump drill pass on the production-like source; the
+/// `wal/` listing is the same after a drill as before; `info` shows the last drills.
+fn drills_that_pass(dir: &TestDir, repo: RepoSpec) {
+    let s = DrillSource::start(dir, repo);
+    assert_production_like(&s);
+    s.write_drill("latest", LATEST);
+    let before = s.wal_listing();
+    let r = run_drills(&s, &["latest"], true).remove(0);
+    assert_eq!(
+        s.wal_listing(),
+        before,
+        "a drill changed the repository's wal/ (its scratch server archived?)"
+    );
+    assert_eq!(r["verdict"], "passed", "{r:#}");
+    assert_eq!(r["backup"], s.backup.as_str(), "{r:#}");
+    for c in [
+        "amcheck",
+        "read_all",
+        "checksums",
+        "sql: select count(*) from appointments",
+        "sql: select count(*) from appointment_archive",
+        "rows: bookedbarber.appointments",
+        "max_rto",
+        "max_rpo",
     ] {
-        let found = problems(&report, kind);
-        assert!(
-            found.iter().any(|p| p.to_string().contains(key.as_str())),
-            "verify should name {kind} {key}: {report:#}"
-        );
+        assert_eq!(status(&r, c), "ok", "{c}: {r:#}");
     }
+    let p = phases(&r);
+    for want in ["preflight", "restore", "recovery", "checks", "cleanup"] {
+        assert!(p.contains(&want.to_string()), "{p:?}");
+    }
+    assert!(r["rto_seconds"].as_f64().unwrap() > 0.0, "{r:#}");
+    assert!(r["rpo_seconds"].as_f64().unwrap() > 0.0, "{r:#}");
+    assert!(r["target"]["archive_end_segment"].is_string(), "{r:#}");
+    assert!(
+        r["notes"].to_string().contains("include_dir"),
+        "the include is named: {r:#}"
+    );
+
+    // marker: A present, B absent, paused exactly at the restore point.
+    s.write_drill(
+        "marker",
+        "target = \"marker\"\ndatabase = \"bookedbarber\"\n[checks]\namcheck = false\nchecksums = false\n",
+    );
+    let r = run_drills(&s, &["marker"], true).remove(0);
+    let m = &r["markers"];
+    assert_eq!(
+        (&m["a_present"], &m["b_present"]),
+        (&Value::Bool(true), &Value::Bool(false)),
+        "{r:#}"
+    );
+    assert_eq!(m["restore_point_lsn"], r["reached"]["lsn"], "{r:#}");
+    let label = r["label"].as_str().unwrap();
+    assert_eq!(
+        s.src.cluster.psql_db(
+            "bookedbarber",
+            &format!("select string_agg(marker, ',' order by marker) from pgward_drill where label = '{label}'")
+        ),
+        "A,B",
+        "both markers are committed on the source"
+    );
+
+    // time: commits before and after the target; only the one before is restored.
+    s.src.cluster.psql_db(
+        "bookedbarber",
+        "insert into users (name, email, role) values ('Before', 'before@example.com', 'client')",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let at = s
+        .src
+        .cluster
+        .psql("select to_char(now() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
+    std::thread::sleep(Duration::from_millis(1100));
+    s.src.cluster.psql_db(
+        "bookedbarber",
+        "insert into users (name, email, role) values ('After', 'after@example.com', 'client')",
+    );
+    switch_and_archive(&s.src.cluster);
+    s.write_drill(
+        "time",
+        &format!(
+            "target = {{ time = \"{at}\" }}\n[checks]\namcheck = false\n\
+             [[checks.sql]]\ndatabase = \"bookedbarber\"\nquery = \"select count(*) from users where name = 'Before'\"\nexpect = \"= 1\"\n\
+             [[checks.sql]]\ndatabase = \"bookedbarber\"\nquery = \"select count(*) from users where name = 'After'\"\nexpect = \"= 0\"\n"
+        ),
+    );
+    // A dump drill in the same run (`drill NAME NAME`).
+    s.write_drill(
+        "dump",
+        "from = \"dump\"\ndatabases = [\"bookedbarber\"]\n[checks]\namcheck = true\n\
+         [[checks.sql]]\ndatabase = \"bookedbarber\"\nquery = \"select count(*) from appointments\"\nexpect = \"= 2000\"\n\
+         [[checks.rows]]\ndatabase = \"bookedbarber\"\ntable = \"users\"\ntolerance = \"5%\"\n",
+    );
+    let reports = run_drills(&s, &["time", "dump"], true);
+    let (t, d) = (&reports[0], &reports[1]);
+    assert_eq!(t["target"]["kind"], "time", "{t:#}");
+    let time =
+        |v: &str| chrono::DateTime::parse_from_rfc3339(v).unwrap_or_else(|e| panic!("{v}: {e}"));
+    let last_commit = t["reached"]["last_commit"].as_str().unwrap();
+    assert!(
+        time(last_commit) < time(&at),
+        "recovered a commit at {last_commit}, after {at}: {t:#}"
+    );
+    assert_eq!(d["from"], "dump", "{d:#}");
+    assert_eq!(d["backup"], s.dump.as_str(), "{d:#}");
+    assert_eq!(
+        status(d, "checksums"),
+        "skipped",
+        "a dump drill cannot check page checksums: {d:#}"
+    );
+    assert_eq!(status(d, "amcheck"), "ok", "{d:#}");
+    assert_eq!(status(d, "rows: bookedbarber.users"), "ok", "{d:#}");
+
+    // info shows the newest report of each drill.
+    let info = s.info();
+    let drills = info["drills"].as_array().expect("info --json has drills");
+    for name in ["latest", "marker", "time", "dump"] {
+        let d = drills
+            .iter()
+            .find(|d| d["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {drills:#?}"));
+        assert_eq!(d["verdict"], "passed", "{d:#}");
+    }
+    common::verify::assert_repo_verifies(&s.root, s.cfg());
 }
 
 #[test]
-fn fixture_source_is_production_like() {
-    local("drill-fixture", fixture_body);
+fn drills_that_pass_local() {
+    local("drill-pass", drills_that_pass);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fixture_source_is_production_like_s3() {
-    s3("drill-fixture-s3", fixture_body).await;
+async fn drills_that_pass_s3() {
+    s3("drill-pass-s3", drills_that_pass).await;
+}
+
+/// Runs `f` with `key` damaged, then puts the object back as it was: each damage case
+/// starts from an intact repository.
+fn with_damage<T>(s: &DrillSource, key: &str, damage: Damage, f: impl FnOnce() -> T) -> T {
+    let k = key.to_string();
+    let original = s.with_repo(|st| async move {
+        st.get(&k)
+            .await
+            .unwrap_or_else(|e| panic!("cannot read {k}: {e:#}"))
+    });
+    s.damage(key, damage);
+    let out = f();
+    let k = key.to_string();
+    s.with_repo(|st| async move {
+        st.put(&k, original)
+            .await
+            .unwrap_or_else(|e| panic!("cannot repair {k}: {e:#}"))
+    });
+    out
+}
+
+/// `drill <name> --json`; must fail; returns its report.
+fn failing_drill(s: &DrillSource, name: &str) -> Value {
+    let out = s.drill(&[name, "--json"]);
+    let v = drill_json(&out);
+    assert!(
+        !out.status.success(),
+        "drill {name} must fail\n{}",
+        out.describe()
+    );
+    assert_eq!(v["passed"], false, "{v:#}");
+    s.assert_nothing_left();
+    let r = v["drills"][0].clone();
+    assert_eq!(r["verdict"], "failed", "{r:#}");
+    r
+}
+
+/// Drills that must fail, each naming its cause, each leaving nothing running or on disk.
+#[test]
+fn drills_that_must_fail_local() {
+    let dir = TestDir::new("drill-fail");
+    let s = DrillSource::start(&dir, RepoSpec::Local(dir.path().join("repo")));
+    // Three more segments after the backup: the middle ones can go missing or be damaged.
+    let segments = s.commit_and_archive(3);
+
+    // A wrong target: restore points with the very name the next marker drill will use,
+    // created before its marker A (PostgreSQL stops at the first restore point of a name).
+    // Recovery stops there: A is absent, and the drill must say so instead of passing.
+    s.write_drill("decoy", "target = \"marker\"\ndatabase = \"bookedbarber\"\n[checks]\namcheck = false\nchecksums = false\n");
+    let now = chrono::Utc::now();
+    for ahead in 0..30 {
+        let label =
+            pgward::drill::report::label_for(now + chrono::Duration::seconds(ahead), "decoy");
+        s.src.cluster.psql(&format!(
+            "select pg_create_restore_point('pgward-drill-{label}')"
+        ));
+    }
+    s.commit_and_archive(1);
+    let r = failing_drill(&s, "decoy");
+    let reason = failure_reason(&r);
+    assert!(reason.contains("marker A"), "{reason}");
+    assert_eq!(r["markers"]["a_present"], false, "{r:#}");
+    assert_eq!(r["failure"]["phase"], "recovery", "{r:#}");
+
+    // A failing SQL assertion and an impossible max_rto, in one drill: both checks fail.
+    s.write_drill(
+        "strict",
+        "target = \"latest\"\nmax_rto = \"1ms\"\n[checks]\namcheck = false\nchecksums = false\n\
+         [[checks.sql]]\ndatabase = \"bookedbarber\"\nquery = \"select count(*) from appointments\"\nexpect = \"= 12345\"\n",
+    );
+    let r = failing_drill(&s, "strict");
+    assert_eq!(status(&r, "sql:"), "failed", "{r:#}");
+    let detail = check(&r, "sql:")["detail"].as_str().unwrap().to_string();
+    // 2000 from the fixture, plus one booking per segment archived since.
+    assert!(
+        detail.contains("12345") && detail.contains("got `2004`"),
+        "{detail}"
+    );
+    assert_eq!(status(&r, "max_rto"), "failed", "{r:#}");
+    assert!(
+        check(&r, "max_rto")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("above the limit"),
+        "{r:#}"
+    );
+    assert_eq!(r["failure"]["phase"], "checks", "{r:#}");
+
+    s.write_drill(
+        "plain",
+        "target = \"latest\"\n[checks]\namcheck = false\nchecksums = false\n",
+    );
+    // A flipped byte in a stored block: the restore refuses it before PostgreSQL starts.
+    let blocks = s.listing("blocks/");
+    let biggest = blocks
+        .iter()
+        .max_by_key(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .unwrap();
+    let block = biggest.rsplit_once(' ').unwrap().0;
+    let r = with_damage(&s, block, Damage::FlipByte { at: 200 }, || {
+        failing_drill(&s, "plain")
+    });
+    assert_eq!(r["failure"]["phase"], "restore", "{r:#}");
+    assert!(
+        !phases(&r).contains(&"recovery".to_string()),
+        "PostgreSQL never started: {r:#}"
+    );
+    assert!(r["failure"]["server_log_tail"].is_null(), "{r:#}");
+
+    // A missing WAL segment between the backup and the end: preflight names the hole.
+    let missing = &segments[1];
+    let r = with_damage(&s, &s.wal_key(missing), Damage::Delete, || {
+        failing_drill(&s, "plain")
+    });
+    assert_eq!(r["failure"]["phase"], "preflight", "{r:#}");
+    let reason = failure_reason(&r);
+    assert!(
+        reason.contains(missing.as_str()),
+        "the hole is named: {reason}"
+    );
+    assert!(
+        !phases(&r).contains(&"restore".to_string()),
+        "nothing fetched: {r:#}"
+    );
+
+    // A corrupt WAL object in the middle: recovery stops, and `latest` never passes with less.
+    let r = with_damage(
+        &s,
+        &s.wal_key(&segments[1]),
+        Damage::FlipByte { at: 200 },
+        || failing_drill(&s, "plain"),
+    );
+    assert_eq!(r["failure"]["phase"], "recovery", "{r:#}");
+
+    // A truncated dump object: the dump drill fails in its restore.
+    let dump_object = s
+        .keys(&format!("dumps/{}/", s.dump))
+        .into_iter()
+        .find(|k| k.contains("bookedbarber"))
+        .expect("the dump of bookedbarber");
+    s.write_drill("dump", "from = \"dump\"\n[checks]\namcheck = false\n");
+    let r = with_damage(&s, &dump_object, Damage::Truncate { to: 1000 }, || {
+        failing_drill(&s, "dump")
+    });
+    assert_eq!(r["failure"]["phase"], "restore", "{r:#}");
+    assert!(failure_reason(&r).contains("bookedbarber"), "{r:#}");
+    // Every damage was repaired: the same drills pass again.
+    run_drills(&s, &["plain", "dump"], true);
+}
+
+/// A drill killed with SIGKILL while its server runs leaves the server and the directory;
+/// the next drill run reaps both.
+#[test]
+fn a_killed_drill_is_reaped_by_the_next_local() {
+    let dir = TestDir::new("drill-kill");
+    let s = DrillSource::start(&dir, RepoSpec::Local(dir.path().join("repo")));
+    s.write_drill(
+        "slow",
+        "target = \"latest\"\n[checks]\namcheck = false\nchecksums = false\n\
+         [[checks.sql]]\nquery = \"select 1 from pg_sleep(60)\"\nexpect = \"= 1\"\n",
+    );
+    let mut cmd = Command::new(reachable_binary());
+    cmd.args(["--config", s.cfg().to_str().unwrap(), "drill", "slow"])
+        .current_dir(&s.root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    as_postgres(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    // Kill pgward as soon as the copy's server runs (recovering or checking: either way a
+    // server and a directory are left behind).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !processes_naming(&s.scratch)
+        .iter()
+        .any(|p| p.contains("postgres"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the drill's server never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the drill ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        processes_naming(&s.scratch)
+            .iter()
+            .any(|p| p.contains("postgres")),
+        "the killed drill's server must still run (that is what the reaper is for)"
+    );
+    s.write_drill(
+        "quick",
+        "target = \"immediate\"\n[checks]\namcheck = false\nchecksums = false\n",
+    );
+    let r = run_drills(&s, &["quick"], true).remove(0);
+    assert!(
+        r["notes"].to_string().contains("killed"),
+        "the reaping is reported: {r:#}"
+    );
 }

@@ -94,6 +94,15 @@ pub fn place(
     ))
 }
 
+/// The SQL telling whether the marker table exists in the copy (`t`/`f`): recovery stopped
+/// before its creation leaves it out, and every marker is then absent.
+pub fn table_exists_sql(table: &str) -> String {
+    format!(
+        "select to_regclass({}) is not null",
+        literal(&quoted_table(table))
+    )
+}
+
 /// The SQL counting one marker of `label` in the copy.
 pub fn count_sql(table: &str, label: &str, marker: &str) -> String {
     format!(

@@ -542,7 +542,13 @@ async fn backup_drill_leased(
         blocking(|| server.wait_recovery_paused(wait))?;
         let replay = replay_lsn(&server)?;
         let mut markers = rec.report.markers.clone().expect("placed above");
+        let table_exists = blocking(|| {
+            server.value_in(&markers.database, &marker::table_exists_sql(&markers.table))
+        })? == "t";
         let count = |m: &str| -> Result<bool> {
+            if !table_exists {
+                return Ok(false);
+            }
             let sql = marker::count_sql(&markers.table, label, m);
             let n = blocking(|| server.value_in(&markers.database, &sql))?;
             Ok(n != "0")
@@ -647,7 +653,8 @@ fn reached(
     plan: &crate::restore::plan::RestorePlan,
 ) -> Result<Reached> {
     let commit = blocking(|| {
-        server.value(
+        server.value_in(
+            "postgres",
             "select coalesce(to_char(pg_last_xact_replay_timestamp() at time zone 'UTC', \
              'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), '')",
         )
