@@ -17,6 +17,7 @@ use common::drill::{Damage, DrillSource, PRODUCTION_SETTINGS, TABLESPACE_SQL, pr
 use common::pg::{RepoSpec, RunOutput, TestDir, as_postgres, reachable_binary};
 use common::s3_server::S3Server;
 use serde_json::Value;
+use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -513,13 +514,22 @@ fn a_killed_drill_is_reaped_by_the_next_local() {
         .stderr(Stdio::null());
     as_postgres(&mut cmd);
     let mut child = cmd.spawn().unwrap();
-    // Kill pgward as soon as the copy's server runs (recovering or checking: either way a
-    // server and a directory are left behind).
+    // Kill pgward once the copy's postmaster runs (recovering or checking: either way a
+    // server and a directory are left behind). Its pid file says it is up; `pg_ctl` alone
+    // (whose command line names the directory too) is not enough.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !processes_naming(&s.scratch)
-        .iter()
-        .any(|p| p.contains("postgres"))
-    {
+    let postmaster_up = || {
+        let pid_file = fs::read_dir(&s.scratch)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join("data/postmaster.pid").exists());
+        pid_file
+            && processes_naming(&s.scratch)
+                .iter()
+                .any(|p| p.contains("bin/postgres -D"))
+    };
+    while !postmaster_up() {
         assert!(
             Instant::now() < deadline,
             "the drill's server never started"
@@ -535,7 +545,7 @@ fn a_killed_drill_is_reaped_by_the_next_local() {
     assert!(
         processes_naming(&s.scratch)
             .iter()
-            .any(|p| p.contains("postgres")),
+            .any(|p| p.contains("bin/postgres -D")),
         "the killed drill's server must still run (that is what the reaper is for)"
     );
     s.write_drill(
