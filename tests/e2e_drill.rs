@@ -495,28 +495,18 @@ fn drills_that_must_fail_local() {
     run_drills(&s, &["plain", "dump"], true);
 }
 
-/// A drill killed with SIGKILL while its server runs leaves the server and the directory;
-/// the next drill run reaps both.
-#[test]
-fn a_killed_drill_is_reaped_by_the_next_local() {
-    let dir = TestDir::new("drill-kill");
-    let s = DrillSource::start(&dir, RepoSpec::Local(dir.path().join("repo")));
-    s.write_drill(
-        "slow",
-        "target = \"latest\"\n[checks]\namcheck = false\nchecksums = false\n\
-         [[checks.sql]]\nquery = \"select 1 from pg_sleep(60)\"\nexpect = \"= 1\"\n",
-    );
+/// `pgward drill <name>` started in the background as postgres; returns once the copy's
+/// postmaster runs (its pid file says it is up; `pg_ctl`, whose command line names the
+/// directory too, is not enough).
+fn start_drill_until_postmaster(s: &DrillSource, name: &str) -> std::process::Child {
     let mut cmd = Command::new(reachable_binary());
-    cmd.args(["--config", s.cfg().to_str().unwrap(), "drill", "slow"])
+    cmd.args(["--config", s.cfg().to_str().unwrap(), "drill", name])
         .current_dir(&s.root)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     as_postgres(&mut cmd);
     let mut child = cmd.spawn().unwrap();
-    // Kill pgward once the copy's postmaster runs (recovering or checking: either way a
-    // server and a directory are left behind). Its pid file says it is up; `pg_ctl` alone
-    // (whose command line names the directory too) is not enough.
     let deadline = Instant::now() + Duration::from_secs(120);
     let postmaster_up = || {
         let pid_file = fs::read_dir(&s.scratch)
@@ -536,10 +526,64 @@ fn a_killed_drill_is_reaped_by_the_next_local() {
         );
         assert!(
             child.try_wait().unwrap().is_none(),
-            "the drill ended before it was killed"
+            "the drill ended before its server ran"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    child
+}
+
+/// The drill's `timeout` and Ctrl-C end a drill blocked on its server (a query that would
+/// take a minute) within seconds, and leave nothing; a drill killed with SIGKILL while its
+/// server runs leaves the server and the directory, and the next drill run reaps both.
+#[test]
+fn drills_end_on_timeout_ctrl_c_and_a_killed_one_is_reaped_local() {
+    let dir = TestDir::new("drill-kill");
+    let s = DrillSource::start(&dir, RepoSpec::Local(dir.path().join("repo")));
+    let slow = "target = \"latest\"\n[checks]\namcheck = false\nchecksums = false\n\
+                [[checks.sql]]\nquery = \"select 1 from pg_sleep(60)\"\nexpect = \"= 1\"\n";
+    s.write_drill("slow", slow);
+    s.write_drill("slow-timeout", &format!("timeout = \"8s\"\n{slow}"));
+
+    let started = Instant::now();
+    let r = failing_drill(&s, "slow-timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "the timeout did not end the drill: {:?}",
+        started.elapsed()
+    );
+    assert!(failure_reason(&r).contains("timeout of 8s"), "{r:#}");
+
+    let mut child = start_drill_until_postmaster(&s, "slow");
+    let interrupted = Instant::now();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "an interrupted drill does not pass");
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(30),
+        "Ctrl-C did not end the drill: {:?}",
+        interrupted.elapsed()
+    );
+    s.assert_nothing_left();
+    let (latest, _) = (s.info(), ());
+    let interrupted_report = latest["drills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "slow")
+        .cloned()
+        .expect("the interrupted drill's report is stored");
+    assert_eq!(
+        interrupted_report["verdict"], "failed",
+        "{interrupted_report:#}"
+    );
+    assert!(
+        interrupted_report.to_string().contains("interrupted"),
+        "{interrupted_report:#}"
+    );
+
+    let mut child = start_drill_until_postmaster(&s, "slow");
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(

@@ -32,6 +32,7 @@ use crate::dump::programs::{RestoreOptions, major_of};
 use crate::dump::restore_db::{RestoreToDbRequest, restore_to_db};
 use crate::events::Event;
 use crate::pg::binaries::PgBinaries;
+use crate::pg::scratch::postmaster::Postmaster;
 use crate::pg::scratch::{Initdb, Running, ScratchCluster, ScratchDir, ScratchSpec, Shutdown};
 use crate::pg::{Lsn, WalFileName};
 use crate::repo::dumps::DumpCatalog;
@@ -45,7 +46,9 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// How the command line runs a drill.
 #[derive(Debug, Clone, Default)]
@@ -193,6 +196,35 @@ async fn execute(ctx: &Context, drill: &Drill, opts: &DrillOptions) -> DrillRepo
     };
     rec.report.postgres_version = bins.server_version().unwrap_or_default();
     let timeout = drill.timeout;
+    // Work blocked on the scratch server (a query, a wait for recovery) cannot be dropped at
+    // an await point: on a timeout or Ctrl-C the watchdog stops the server, which ends it.
+    let stopped_because: Arc<Mutex<Option<String>>> = Arc::default();
+    let body_done = CancellationToken::new();
+    let watchdog = tokio::spawn({
+        let (cancel, done, why) = (
+            ctx.cancel.clone(),
+            body_done.clone(),
+            stopped_because.clone(),
+        );
+        let data = dir.data_dir();
+        async move {
+            let reason = tokio::select! {
+                () = done.cancelled() => return,
+                () = cancel.cancelled() => "the drill was interrupted".to_string(),
+                () = tokio::time::sleep(timeout) => timeout_text(timeout),
+            };
+            *why.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(pm) = Postmaster::of_datadir(&data) {
+                    let _ = pm.quit();
+                    if !pm.wait_gone(Duration::from_secs(10)) {
+                        let _ = pm.kill();
+                    }
+                }
+            })
+            .await;
+        }
+    });
     let outcome = {
         let body = async {
             match drill.from {
@@ -203,11 +235,23 @@ async fn execute(ctx: &Context, drill: &Drill, opts: &DrillOptions) -> DrillRepo
         tokio::select! {
             biased;
             () = ctx.cancel.cancelled() => Err(anyhow!("the drill was interrupted")),
-            r = tokio::time::timeout(timeout, body) => r.unwrap_or_else(|_| Err(anyhow!(
-                "the drill did not finish within its timeout of {}",
-                humantime::format_duration(timeout)
-            ))),
+            r = tokio::time::timeout(timeout, body) => {
+                r.unwrap_or_else(|_| Err(anyhow!(timeout_text(timeout))))
+            }
         }
+    };
+    body_done.cancel();
+    let _ = watchdog.await;
+    let stopped = stopped_because
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let outcome = match (outcome, stopped) {
+        (Err(e), Some(why)) if !format!("{e}").starts_with(&why) => Err(anyhow!(
+            "{why}: the scratch server was stopped, and the work waiting on it ended with: {}",
+            crate::output::error_text(&e)
+        )),
+        (outcome, _) => outcome,
     };
     // The body's guards are dropped: the server is stopped (on failure immediately).
     if let Err(e) = outcome {
@@ -225,6 +269,13 @@ async fn execute(ctx: &Context, drill: &Drill, opts: &DrillOptions) -> DrillRepo
     }
     rec.end(true, None);
     finish(rec)
+}
+
+fn timeout_text(timeout: Duration) -> String {
+    format!(
+        "the drill did not finish within its timeout of {}",
+        humantime::format_duration(timeout)
+    )
 }
 
 fn fail(rec: &mut Recorder, e: anyhow::Error, server_log_tail: Option<String>) {
