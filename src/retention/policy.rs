@@ -258,11 +258,18 @@ mod tests {
         ] {
             assert!(kinds.contains(&k), "{kinds:?}");
         }
-        assert_eq!(
-            b.jobs.iter().filter(|j| j.kind == JobKind::Drill).count(),
-            2,
-            "weekly and monthly drills"
-        );
+        // Each drill job names a drill that ships in restore-tests/.
+        let drills: Vec<&str> = (b.jobs.iter())
+            .filter(|j| j.kind == JobKind::Drill)
+            .filter_map(|j| j.drill.as_deref())
+            .collect();
+        assert_eq!(drills, ["weekly-latest", "pitr-marker", "dump-daily"]);
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("restore-tests");
+        for d in drills {
+            let drill = crate::drill::file::Drill::load(&shipped.join(format!("{d}.toml")))
+                .unwrap_or_else(|e| panic!("{d}: {e:#}"));
+            assert_eq!(drill.name, d);
+        }
     }
 
     #[test]
