@@ -164,7 +164,7 @@ fn an_isolated_copy_of_a_production_like_source_promotes_and_passes_its_checks()
     assert_eq!(r.name, "sql: select count(*) from items");
     assert_status(&r, CheckStatus::Ok, "1000");
     let r = checks::sql(&running, &sql("select count(*) from items", "999"));
-    assert_status(&r, CheckStatus::Failed, "expected `999`, got `1000`");
+    assert_status(&r, CheckStatus::Failed, "expected `= 999`, got `1000`");
     let r = checks::sql(&running, &sql("select nope from items", "1"));
     assert_status(&r, CheckStatus::Failed, "nope");
 

@@ -6,31 +6,12 @@ mod common;
 
 use common::backup_scenarios as scenarios;
 use common::pg::{RepoSpec, TestDir};
-use common::s3_server::S3Server;
+use common::s3_server::with_s3_repo;
 
 const BUCKET: &str = "pgward-backups";
 
-/// Runs `body` against a fresh S3 server and repository prefix. The server runs on the
-/// runtime's workers; the scenario blocks on subprocesses, so it runs on a blocking thread.
 async fn s3(tag: &'static str, body: fn(&TestDir, RepoSpec)) {
-    let server = S3Server::start().await;
-    server.storage(BUCKET, tag).await;
-    let repo = RepoSpec::S3 {
-        endpoint: server.endpoint.clone(),
-        bucket: BUCKET.to_string(),
-        prefix: tag.to_string(),
-        access_key: server.access_key.clone(),
-        secret_key: server.secret_key.clone(),
-    };
-    let result = tokio::task::spawn_blocking(move || {
-        let dir = TestDir::new(tag);
-        body(&dir, repo);
-    })
-    .await;
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
-    drop(server);
+    with_s3_repo(BUCKET, tag, body).await;
 }
 
 /// Time, restore point, LSN, xid and end-of-archive targets; dump comparison and amcheck; a

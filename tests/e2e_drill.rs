@@ -14,36 +14,20 @@ mod common;
 
 use common::backup_scenarios::switch_and_archive;
 use common::drill::{Damage, DrillSource, PRODUCTION_SETTINGS, TABLESPACE_SQL, processes_naming};
-use common::pg::{RepoSpec, RunOutput, TestDir, as_postgres, reachable_binary};
-use common::s3_server::S3Server;
+use common::pg::{
+    RepoSpec, RunOutput, TestDir, as_postgres, make_postgres_dir, reachable_binary, snapshot_tree,
+};
+use common::s3_server::with_s3_repo;
 use serde_json::Value;
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BUCKET: &str = "pgward-drills";
 
-/// Runs `body` against a fresh S3 server and prefix, on a blocking thread (the scenario
-/// blocks on subprocesses; the server runs on the runtime's workers).
 async fn s3(tag: &'static str, body: fn(&TestDir, RepoSpec)) {
-    let server = S3Server::start().await;
-    server.storage(BUCKET, tag).await;
-    let repo = RepoSpec::S3 {
-        endpoint: server.endpoint.clone(),
-        bucket: BUCKET.to_string(),
-        prefix: tag.to_string(),
-        access_key: server.access_key.clone(),
-        secret_key: server.secret_key.clone(),
-    };
-    let result = tokio::task::spawn_blocking(move || {
-        let dir = TestDir::new(tag);
-        body(&dir, repo);
-    })
-    .await;
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
-    drop(server);
+    with_s3_repo(BUCKET, tag, body).await;
 }
 
 fn local(tag: &str, body: fn(&TestDir, RepoSpec)) {
@@ -493,6 +477,37 @@ fn drills_that_must_fail_local() {
     assert!(failure_reason(&r).contains("bookedbarber"), "{r:#}");
     // Every damage was repaired: the same drills pass again.
     run_drills(&s, &["plain", "dump"], true);
+
+    // Last (it stays in the WAL): a tablespace created after the backup. Its CREATE TABLESPACE,
+    // replayed, would empty the source's live tablespace directory and take it over; the
+    // drill refuses before restoring anything, and the source's directory is as it was.
+    let late = s.root.join("ts-late");
+    make_postgres_dir(&late);
+    s.src.cluster.psql(&format!(
+        "create tablespace late location '{}'",
+        late.display()
+    ));
+    s.src.cluster.psql_db(
+        "bookedbarber",
+        "create table late_rows (id int) tablespace late; insert into late_rows select generate_series(1, 100)",
+    );
+    s.commit_and_archive(1);
+    let before = snapshot_tree(&late);
+    assert!(!before.is_empty());
+    let r = failing_drill(&s, "plain");
+    assert_eq!(r["failure"]["phase"], "preflight", "{r:#}");
+    assert!(failure_reason(&r).contains("created after backup"), "{r:#}");
+    assert_eq!(
+        snapshot_tree(&late),
+        before,
+        "the source's tablespace was touched"
+    );
+    assert_eq!(
+        s.src
+            .cluster
+            .psql_db("bookedbarber", "select count(*) from late_rows"),
+        "100"
+    );
 }
 
 /// `pgward drill <name>` started in the background as postgres; returns once the copy's
@@ -600,5 +615,38 @@ fn drills_end_on_timeout_ctrl_c_and_a_killed_one_is_reaped_local() {
     assert!(
         r["notes"].to_string().contains("killed"),
         "the reaping is reported: {r:#}"
+    );
+
+    // --keep leaves the stopped copy where the report says, and no server running in it.
+    let out = s.drill(&["quick", "--keep", "--json"]);
+    assert!(out.status.success(), "{}", out.describe());
+    let r = drill_json(&out)["drills"][0].clone();
+    let kept = PathBuf::from(r["kept"].as_str().unwrap_or_else(|| panic!("{r:#}")));
+    assert!(kept.starts_with(&s.scratch), "{r:#}");
+    assert!(
+        kept.join("data/PG_VERSION").is_file(),
+        "the copy is kept: {r:#}"
+    );
+    assert!(
+        !kept.join("data/postmaster.pid").exists()
+            && !processes_naming(&s.scratch)
+                .iter()
+                .any(|p| p.contains("bin/postgres -D")),
+        "a kept copy is stopped"
+    );
+    // A later drill's reaper leaves a kept copy alone.
+    run_drills_keeping(&s, "quick", &kept);
+    fs::remove_dir_all(&kept).unwrap();
+    s.assert_nothing_left();
+}
+
+/// Runs `drill <name>` while a kept copy is in the scratch directory: it passes and the kept
+/// copy stays.
+fn run_drills_keeping(s: &DrillSource, name: &str, kept: &Path) {
+    let out = s.drill(&[name, "--json"]);
+    assert!(out.status.success(), "{}", out.describe());
+    assert!(
+        kept.join("data/PG_VERSION").is_file(),
+        "the reaper removed a kept copy"
     );
 }

@@ -143,7 +143,8 @@ pub fn read_all(server: &ScratchCluster) -> (CheckResult, u64) {
         let mut bytes = 0;
         for db in &dbs {
             let mut cmd = server.client("pg_dump");
-            cmd.args(["-Fc", "-Z0", "-d", db]);
+            cmd.args(["-Fc", "-Z0", "-d"])
+                .arg(crate::pg::scratch::cluster::dbname_arg(db));
             let (n, digest) = hash_stdout(cmd, BULK_TIMEOUT)
                 .with_context(|| format!("pg_dump of database {db} failed"))?;
             bytes += n;

@@ -2,7 +2,8 @@
 //!
 //! A restored data directory brings the source's configuration with it: its port and socket,
 //! its `archive_command` (a promoted copy would push a new timeline into the production
-//! archive), its `primary_conninfo` (a standby of production), its subscriptions (logical
+//! archive), its `archive_cleanup_command` and `recovery_end_command` (run during and at the end
+//! of recovery: a cleanup command deletes the production archive's files), its `primary_conninfo` (a standby of production), its subscriptions (logical
 //! replication workers connecting to publishers), `include` files that exist only on the source
 //! host, TLS files that are not here. The invariant kept here: whatever the restored files say,
 //! the server listens on its own socket only, archives nothing, replicates from nothing, reads no
@@ -130,6 +131,11 @@ pub fn scratch_settings(
         ("archive_mode", "off".to_string()),
         ("archive_command", String::new()),
         ("archive_library", String::new()),
+        // Run during recovery and at its end: a source's (a Patroni or repmgr template's
+        // `pg_archivecleanup /mnt/archive %r`, ignored on a primary) would delete production's
+        // archive from the drill's restartpoints.
+        ("archive_cleanup_command", String::new()),
+        ("recovery_end_command", String::new()),
         ("primary_conninfo", String::new()),
         ("primary_slot_name", String::new()),
         ("synchronous_standby_names", String::new()),

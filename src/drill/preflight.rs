@@ -4,7 +4,7 @@
 
 use crate::restore::plan::RestorePlan;
 use anyhow::{Context as _, Result, bail};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Space kept free beyond the estimate: the server log, `pg_wal` growing past the estimate, the
 /// other files of the host.
@@ -78,6 +78,110 @@ pub fn check_dump_major(programs_major: u32, dump_major: u32, bindir: &Path) -> 
     Ok(())
 }
 
+/// The source's tablespaces on this host, `(oid, location)`, from the links in
+/// `<pgdata>/pg_tblspc`. `Ok(None)` when this host has no such data directory (the drill runs
+/// elsewhere, where the source's locations are not production's).
+pub fn source_tablespaces(pgdata: &Path) -> Result<Option<Vec<(u32, PathBuf)>>> {
+    let dir = pgdata.join("pg_tblspc");
+    if !pgdata.exists() {
+        return Ok(None);
+    }
+    let entries = std::fs::read_dir(&dir).with_context(|| {
+        format!(
+            "cannot list the source's tablespaces in {}: a drill must know them (a tablespace              created after the backup would be recreated at its source location)
+hint: run              the drill as the user PostgreSQL runs as",
+            dir.display()
+        )
+    })?;
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.with_context(|| format!("cannot list {}", dir.display()))?;
+        let Some(oid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let target = std::fs::read_link(e.path())
+            .with_context(|| format!("cannot read the link {}", e.path().display()))?;
+        out.push((oid, target));
+    }
+    out.sort();
+    Ok(Some(out))
+}
+
+/// Refuses a backup whose recovery would replay a `CREATE TABLESPACE` of the source on this
+/// host: PostgreSQL's redo of it removes `<location>/PG_<version>_<catversion>` if it exists
+/// and links the tablespace there, whatever the restore mapped — the source's live tablespace
+/// directory. A tablespace the source has now and the backup lacks was created after it.
+pub fn check_no_new_tablespaces(
+    backup: &str,
+    in_backup: &[u32],
+    source: &[(u32, PathBuf)],
+) -> Result<()> {
+    if let Some((oid, location)) = source.iter().find(|(oid, _)| !in_backup.contains(oid)) {
+        bail!(
+            "the source has tablespace {oid} at {}, created after backup {backup}: recovery              would replay its CREATE TABLESPACE, which empties and takes over that directory —              the source's own
+hint: drill a backup taken after the tablespace was created              (`pgward backup`, then run the drill again), or run drills on another host",
+            location.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a scratch directory inside the source's data directory or one of its tablespaces
+/// (a full copy there would fill production's file system and land in its next base backup),
+/// or a relative one (a drill removes what it makes there; where is that?).
+pub fn check_scratch_location(
+    scratch: &Path,
+    pgdata: Option<&Path>,
+    tablespaces: &[(u32, PathBuf)],
+) -> Result<()> {
+    if !scratch.is_absolute() {
+        bail!(
+            "the drill's scratch directory {} is not an absolute path
+hint: set `scratch_dir`              (drill file) or `[drill] scratch_dir` (pgward.toml) to an absolute path",
+            scratch.display()
+        );
+    }
+    let real = canonical_prefix(scratch);
+    let forbidden = pgdata
+        .map(|p| ("the source's data directory", p.to_path_buf()))
+        .into_iter()
+        .chain(
+            tablespaces
+                .iter()
+                .map(|(_, l)| ("a source tablespace", l.clone())),
+        );
+    for (what, p) in forbidden {
+        let p = canonical_prefix(&p);
+        if real.starts_with(&p) {
+            bail!(
+                "the drill's scratch directory {} is inside {what} ({})
+hint: point                  `scratch_dir` at a directory outside the source's files",
+                scratch.display(),
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `path` with its longest existing prefix resolved (symlinks followed) and the rest appended.
+fn canonical_prefix(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = path.to_path_buf();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&cur) {
+            return rest.iter().rev().fold(real, |acc, c| acc.join(c));
+        }
+        match (cur.file_name().map(|n| n.to_os_string()), cur.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                cur = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 /// A drill to the end of the archive (`latest`, and `marker`, whose restore point is archived
 /// last) must not stop at a hole: everything after it would be silently left out, and the drill
 /// would "pass" with less data than the archive holds.
@@ -130,6 +234,62 @@ mod tests {
         check_dump_major(15, 15, bin).unwrap();
         let e = check_dump_major(14, 15, bin).unwrap_err().to_string();
         assert!(e.contains("newer than the programs"), "{e}");
+    }
+
+    #[test]
+    fn tablespaces_and_scratch_locations() {
+        let src = vec![
+            (16384, PathBuf::from("/srv/ts1")),
+            (16390, PathBuf::from("/srv/ts2")),
+        ];
+        check_no_new_tablespaces("B", &[16384, 16390], &src).unwrap();
+        check_no_new_tablespaces("B", &[16384, 16390, 17000], &src).unwrap();
+        let e = check_no_new_tablespaces("B", &[16384], &src)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tablespace 16390 at /srv/ts2, created after backup B"),
+            "{e}"
+        );
+        let pgdata = Path::new("/var/lib/postgresql/15/main");
+        check_scratch_location(Path::new("/var/tmp/pgward-drill"), Some(pgdata), &src).unwrap();
+        for (scratch, what) in [
+            (
+                "/var/lib/postgresql/15/main/tmp",
+                "the source's data directory",
+            ),
+            ("/srv/ts2/drills", "a source tablespace"),
+            ("drills", "not an absolute path"),
+        ] {
+            let e = check_scratch_location(Path::new(scratch), Some(pgdata), &src)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(what), "{scratch}: {e}");
+        }
+        // Symlinks are followed: /tmp/x/link -> the data directory is inside it.
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::os::unix::fs::symlink(&data, dir.path().join("link")).unwrap();
+        let e = check_scratch_location(&dir.path().join("link/drills"), Some(&data), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inside the source's data directory"), "{e}");
+    }
+
+    #[test]
+    fn the_source_tablespaces_of_this_host() {
+        assert_eq!(
+            source_tablespaces(Path::new("/no/such/pgdata")).unwrap(),
+            None
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("pg_tblspc")).unwrap();
+        std::os::unix::fs::symlink("/srv/ts1", dir.path().join("pg_tblspc/16384")).unwrap();
+        assert_eq!(
+            source_tablespaces(dir.path()).unwrap(),
+            Some(vec![(16384, PathBuf::from("/srv/ts1"))])
+        );
     }
 
     #[test]

@@ -184,6 +184,9 @@ async fn execute(ctx: &Context, drill: &Drill, opts: &DrillOptions) -> DrillRepo
             tracing::warn!("{what}");
             rec.report.notes.push(what);
         }
+        let pgdata = ctx.config.postgres.pgdata.as_deref();
+        let tablespaces = source_tablespaces(pgdata)?;
+        preflight::check_scratch_location(&parent, pgdata, &tablespaces)?;
         let dir = ScratchDir::create(&parent, &format!("pgward-drill-{label}"), bins.run_as())?;
         Ok((bins, dir))
     })();
@@ -225,11 +228,16 @@ async fn execute(ctx: &Context, drill: &Drill, opts: &DrillOptions) -> DrillRepo
             .await;
         }
     });
+    // The read lease lives here, not in the body: a body dropped on a timeout still has its
+    // lease released below.
+    let mut lease: Option<Renewing<ReadLease>> = None;
     let outcome = {
         let body = async {
             match drill.from {
-                DrillFrom::Backup => backup_drill(ctx, drill, opts, &bins, &dir, &mut rec).await,
-                DrillFrom::Dump => dump_drill(ctx, drill, &bins, &dir, &mut rec).await,
+                DrillFrom::Backup => {
+                    backup_drill(ctx, drill, opts, &bins, &dir, &mut rec, &mut lease).await
+                }
+                DrillFrom::Dump => dump_drill(ctx, drill, &bins, &dir, &mut rec, &mut lease).await,
             }
         };
         tokio::select! {
@@ -242,6 +250,11 @@ async fn execute(ctx: &Context, drill: &Drill, opts: &DrillOptions) -> DrillRepo
     };
     body_done.cancel();
     let _ = watchdog.await;
+    if let Some(l) = lease.take()
+        && let Err(e) = l.release().await
+    {
+        tracing::warn!("{e:#}");
+    }
     let stopped = stopped_because
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -251,6 +264,8 @@ async fn execute(ctx: &Context, drill: &Drill, opts: &DrillOptions) -> DrillRepo
             "{why}: the scratch server was stopped, and the work waiting on it ended with: {}",
             crate::output::error_text(&e)
         )),
+        // The work ended, but only once the limit had passed (or after Ctrl-C): not a pass.
+        (Ok(()), Some(why)) => Err(anyhow!("{why}")),
         (outcome, _) => outcome,
     };
     // The body's guards are dropped: the server is stopped (on failure immediately).
@@ -357,6 +372,7 @@ async fn backup_drill(
     bins: &PgBinaries,
     dir: &ScratchDir,
     rec: &mut Recorder,
+    lease_slot: &mut Option<Renewing<ReadLease>>,
 ) -> Result<()> {
     let storage = ctx.storage.as_ref();
     let label = rec.report.label.clone();
@@ -437,6 +453,9 @@ async fn backup_drill(
     if matches!(drill.target, Target::Marker | Target::Latest) {
         preflight::check_no_hole(&planned.plan)?;
     }
+    let in_backup: Vec<u32> = manifest.tablespaces.iter().map(|t| t.oid).collect();
+    let on_this_host = source_tablespaces(ctx.config.postgres.pgdata.as_deref())?;
+    preflight::check_no_new_tablespaces(&backup, &in_backup, &on_this_host)?;
     let programs_major = major_of(&rec.report.postgres_version).unwrap_or(0);
     preflight::check_major(programs_major, manifest.pg_major, bins.bindir())?;
     let first_seg = planned.plan.wal_needed.first.clone();
@@ -470,7 +489,8 @@ async fn backup_drill(
     )
     .await?
     .keep_renewed();
-    let result = backup_drill_leased(
+    let lease = lease_slot.insert(lease);
+    backup_drill_leased(
         ctx,
         drill,
         bins,
@@ -482,13 +502,9 @@ async fn backup_drill(
         action,
         &planned.plan,
         seg_size,
-        &lease,
+        lease,
     )
-    .await;
-    if let Err(e) = lease.release().await {
-        tracing::warn!("{e:#}");
-    }
-    result
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -617,7 +633,12 @@ async fn backup_drill_leased(
         rec.report.reached = Some(reached(&server, replay, plan)?);
     }
     rec.end(true, None);
-    rec.report.rto_seconds = Some(rec.elapsed());
+    // A real recovery places no markers: their phase (and its wait for archiving) is not RTO.
+    let markers_took: f64 = (rec.report.phases.iter())
+        .filter(|p| p.name == "marker")
+        .map(|p| p.seconds)
+        .sum();
+    rec.report.rto_seconds = Some(rec.elapsed() - markers_took);
     let reached_now = rec.report.reached.clone().expect("set above");
     // No commit replayed (an `immediate` target, an idle source): the copy holds what the
     // backup held when it ended.
@@ -677,6 +698,15 @@ async fn backup_drill_leased(
         rec.check(c);
     }
     Ok(())
+}
+
+/// The source's tablespaces on this host (none when `[postgres] pgdata` is not set or not
+/// here).
+fn source_tablespaces(pgdata: Option<&std::path::Path>) -> Result<Vec<(u32, PathBuf)>> {
+    Ok(match pgdata {
+        Some(p) => preflight::source_tablespaces(p)?.unwrap_or_default(),
+        None => Vec::new(),
+    })
 }
 
 /// Seconds from `from` to `to`, never negative (a marker committed after the drill started is
@@ -767,6 +797,7 @@ async fn dump_drill(
     bins: &PgBinaries,
     dir: &ScratchDir,
     rec: &mut Recorder,
+    lease_slot: &mut Option<Renewing<ReadLease>>,
 ) -> Result<()> {
     let storage = ctx.storage.as_ref();
     let catalog = DumpCatalog::load(storage).await?;
@@ -838,11 +869,8 @@ async fn dump_drill(
     )
     .await?
     .keep_renewed();
-    let result = dump_drill_leased(ctx, drill, bins, dir, rec, &manifest, &databases).await;
-    if let Err(e) = lease.release().await {
-        tracing::warn!("{e:#}");
-    }
-    result
+    *lease_slot = Some(lease);
+    dump_drill_leased(ctx, drill, bins, dir, rec, &manifest, &databases).await
 }
 
 async fn dump_drill_leased(

@@ -24,7 +24,7 @@
 //! promotion or a restart. Async callers that want typed values connect with
 //! [`ScratchCluster::conn_config`].
 
-mod cluster;
+pub mod cluster;
 pub mod dir;
 pub mod postmaster;
 mod running;

@@ -496,6 +496,15 @@ impl<L: Renewable> Renewing<L> {
     }
 }
 
+/// A dropped (unreleased) renewing lease stops being renewed: it lapses after its TTL instead
+/// of being kept alive for as long as the process runs (the agent runs for months; a lease it
+/// forgot must not hold a backup against `expire` forever).
+impl<L: Renewable> Drop for Renewing<L> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Removes the stale lease `stale` (of a dead process, or lapsed) so the caller can create its
 /// own — if this caller wins the takeover marker; a loser is refused. The marker is removed
 /// afterwards: a taker that wins it later finds the stale lease gone and deletes nothing.

@@ -287,3 +287,31 @@ impl Drop for S3Server {
         self.task.abort();
     }
 }
+
+/// Runs `body` against a fresh S3 server and a repository under `bucket`/`tag`. The server
+/// runs on the runtime's workers; the scenario blocks on subprocesses, so it runs on a
+/// blocking thread (a panic in it is the test's).
+pub async fn with_s3_repo(
+    bucket: &str,
+    tag: &'static str,
+    body: fn(&super::pg::TestDir, super::pg::RepoSpec),
+) {
+    let server = S3Server::start().await;
+    server.storage(bucket, tag).await;
+    let repo = super::pg::RepoSpec::S3 {
+        endpoint: server.endpoint.clone(),
+        bucket: bucket.to_string(),
+        prefix: tag.to_string(),
+        access_key: server.access_key.clone(),
+        secret_key: server.secret_key.clone(),
+    };
+    let result = tokio::task::spawn_blocking(move || {
+        let dir = super::pg::TestDir::new(tag);
+        body(&dir, repo);
+    })
+    .await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    drop(server);
+}

@@ -117,7 +117,11 @@ impl ScratchCluster {
         format: &[&str],
     ) -> Result<Output, process::RunError> {
         let mut cmd = self.client("psql");
-        cmd.args(["-d", db, "-XAtq", "-v", "ON_ERROR_STOP=1"])
+        // As `dbname=<quoted>`: a bare name holding `=` or `postgres://` would be read as a
+        // connection string whose host and port beat `-h` and `-p`.
+        cmd.arg("-d")
+            .arg(dbname_arg(db))
+            .args(["-XAtq", "-v", "ON_ERROR_STOP=1"])
             .args(format)
             .args(["-c", sql]);
         process::run(&mut cmd, CLIENT_TIMEOUT)
@@ -295,6 +299,12 @@ impl ScratchCluster {
             )
         }
     }
+}
+
+/// `dbname=<db>`, quoted for a connection string: the one safe way to name a database to a
+/// client program that also gets `-h` and `-p`.
+pub fn dbname_arg(db: &str) -> String {
+    format!("dbname={}", crate::dump::programs::conninfo_value(db))
 }
 
 const FIELD_SEP: &str = "\x1f";

@@ -218,7 +218,12 @@ fn read_marker(root: &Path) -> Result<Marker> {
 fn stop_and_remove(root: &Path, recorded: Option<Postmaster>) -> Result<Vec<u32>> {
     let data = root.join("data");
     let mut stopped = Vec::new();
-    let candidates = [Postmaster::of_datadir(&data), recorded];
+    // The recorded one only while it still runs in `data`: a PID and start time are enough
+    // against reuse within a boot, the working directory also across reboots.
+    let candidates = [
+        Postmaster::of_datadir(&data),
+        recorded.filter(|pm| pm.runs_in(&data)),
+    ];
     for pm in candidates.into_iter().flatten() {
         if stopped.contains(&pm.pid()) || !pm.is_alive() {
             continue;

@@ -42,11 +42,22 @@ impl Postmaster {
         }
     }
 
-    /// The live postmaster named by `<datadir>/postmaster.pid`, if any (a stale file whose
-    /// process is gone gives `None`).
+    /// The live postmaster named by `<datadir>/postmaster.pid`, if any. A stale file whose
+    /// process is gone gives `None`, and so does one whose PID now belongs to another process
+    /// (after a crash and a reboot, or PID reuse, it can be anything — even a production
+    /// server): the process must be running in `datadir` (a postmaster changes into its data
+    /// directory before it writes the file). A process whose working directory cannot be read
+    /// (another user's) is not taken for ours either.
     pub fn of_datadir(datadir: &Path) -> Option<Postmaster> {
         let text = std::fs::read_to_string(datadir.join("postmaster.pid")).ok()?;
-        Postmaster::find(PostmasterPid::parse(&text).pid?)
+        let pm = Postmaster::find(PostmasterPid::parse(&text).pid?)?;
+        pm.runs_in(datadir).then_some(pm)
+    }
+
+    /// Whether the process's working directory is `dir` (false when it cannot be read).
+    pub fn runs_in(&self, dir: &Path) -> bool {
+        let cwd = std::fs::read_link(format!("/proc/{}/cwd", self.pid));
+        matches!((cwd, std::fs::canonicalize(dir)), (Ok(c), Ok(d)) if c == d)
     }
 
     /// The process named by a PID and start time recorded earlier (a marker file); whether it
@@ -135,6 +146,33 @@ mod tests {
         assert!(!reused.is_alive());
         // Not alive: kill does nothing (it would otherwise kill the test process).
         reused.kill().unwrap();
+    }
+
+    #[test]
+    fn a_pid_file_naming_a_stranger_names_no_postmaster() {
+        let dir = tempfile::tempdir().unwrap();
+        // A stale pid file whose PID is now this test process (running elsewhere).
+        std::fs::write(
+            dir.path().join("postmaster.pid"),
+            format!("{}\n{}\n", std::process::id(), dir.path().display()),
+        )
+        .unwrap();
+        assert_eq!(Postmaster::of_datadir(dir.path()), None);
+        // A process that does run in the directory is found.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(dir.path())
+            .spawn()
+            .unwrap();
+        std::fs::write(
+            dir.path().join("postmaster.pid"),
+            format!("{}\n{}\n", child.id(), dir.path().display()),
+        )
+        .unwrap();
+        let found = Postmaster::of_datadir(dir.path()).expect("the process in the directory");
+        assert_eq!(found.pid(), child.id());
+        found.kill().unwrap();
+        let _ = child.wait();
     }
 
     #[test]
