@@ -191,7 +191,12 @@ fn an_isolated_copy_of_a_production_like_source_promotes_and_passes_its_checks()
     assert_status(&r, CheckStatus::Failed, "cannot count the rows in the copy");
 
     running.stop().unwrap();
-    let r = checks::checksums(pg_bins(), &data, limits.data_checksums);
+    let r = checks::checksums(
+        pg_bins(),
+        &data,
+        limits.data_checksums,
+        Duration::from_secs(120),
+    );
     assert_status(&r, CheckStatus::Skipped, "no data checksums");
     assert_eq!(r.seconds, 0.0);
     drop(cluster);
@@ -220,14 +225,14 @@ fn checksums_pass_on_a_sound_copy_and_fail_on_a_flipped_byte() {
     running.psql("checkpoint").unwrap();
     running.stop().unwrap();
 
-    let r = checks::checksums(pg_bins(), &dir.data_dir(), true);
+    let r = checks::checksums(pg_bins(), &dir.data_dir(), true, Duration::from_secs(120));
     assert_status(&r, CheckStatus::Ok, "blocks scanned, no bad checksum");
 
     // One byte in the tuple area of the table's first page.
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[4000] ^= 0xff;
     std::fs::write(&file, &bytes).unwrap();
-    let r = checks::checksums(pg_bins(), &dir.data_dir(), true);
+    let r = checks::checksums(pg_bins(), &dir.data_dir(), true, Duration::from_secs(120));
     assert_status(&r, CheckStatus::Failed, "checksum verification failed");
 }
 

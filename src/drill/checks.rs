@@ -236,7 +236,14 @@ fn hash_stdout(mut cmd: std::process::Command, timeout: Duration) -> Result<(u64
 
 /// `pg_checksums --check` on the stopped copy (call it after the server is stopped). Skipped
 /// (never ok) when the cluster has no data checksums.
-pub fn checksums(bins: &PgBinaries, data_dir: &Path, enabled: bool) -> CheckResult {
+/// `timeout` bounds the scan (the drill's remaining time: the copy is stopped, so stopping the
+/// server cannot end it).
+pub fn checksums(
+    bins: &PgBinaries,
+    data_dir: &Path,
+    enabled: bool,
+    timeout: Duration,
+) -> CheckResult {
     const NAME: &str = "checksums";
     if !enabled {
         return CheckResult::skipped(
@@ -248,7 +255,7 @@ pub fn checksums(bins: &PgBinaries, data_dir: &Path, enabled: bool) -> CheckResu
     let started = Instant::now();
     let mut cmd = bins.command("pg_checksums");
     cmd.current_dir("/").arg("--check").arg("-D").arg(data_dir);
-    match process::run(&mut cmd, BULK_TIMEOUT) {
+    match process::run(&mut cmd, timeout) {
         Ok(out) if out.success() => {
             let scanned = out
                 .stdout

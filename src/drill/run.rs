@@ -694,7 +694,9 @@ async fn backup_drill_leased(
     let cluster: ScratchCluster = (*server).clone();
     blocking(|| server.stop())?;
     if drill.checks.checksums {
-        let c = blocking(|| checks::checksums(bins, cluster.datadir(), limits.data_checksums));
+        let wait = remaining(rec, drill);
+        let c =
+            blocking(|| checks::checksums(bins, cluster.datadir(), limits.data_checksums, wait));
         rec.check(c);
     }
     Ok(())
