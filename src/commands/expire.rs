@@ -78,7 +78,9 @@ pub struct ExpireReport {
     pub gc: Option<GcReport>,
 }
 
-pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
+/// Plans and (with `args.confirm`) carries out the retention policy under the expire lease:
+/// the command's work, and the agent's `expire` job.
+pub async fn run_expire(ctx: &Context, args: &Args) -> Result<ExpireReport> {
     let policy = Policy::for_config(&ctx.config, &ctx.config_path)?;
     let storage = &ctx.storage;
     // Renewed in the background, and checked before each deletion step: an expire that was
@@ -90,13 +92,11 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
     if let Err(e) = lease.release().await {
         tracing::warn!("cannot release the expire lease: {e:#}");
     }
-    let report = result?;
-    let text = if args.json {
-        serde_json::to_string_pretty(&report)? + "\n"
-    } else {
-        render_text(&report)
-    };
-    output::stdout(&text).context("cannot write the report to standard output")?;
+    result
+}
+
+/// The first failed deletion of a carried-out plan, as an error (a re-run retries it).
+pub fn deletion_failures(report: &ExpireReport) -> Result<()> {
     if let Some(d) = &report.deleted
         && let Some((key, why)) = d.failed.first()
     {
@@ -116,6 +116,17 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
+    let report = run_expire(ctx, args).await?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)? + "\n"
+    } else {
+        render_text(&report)
+    };
+    output::stdout(&text).context("cannot write the report to standard output")?;
+    deletion_failures(&report)
 }
 
 async fn expire(

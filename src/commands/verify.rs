@@ -35,15 +35,20 @@ pub struct Args {
     pub json: bool,
 }
 
-pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
-    let req = VerifyRequest {
+/// The verify request of `args` for this repository (its PITR base from the policy).
+pub async fn request(ctx: &Context, args: &Args) -> VerifyRequest {
+    VerifyRequest {
         full: args.full,
         max_bytes: args.max_bytes,
         rotation: args.rotation,
         jobs: ctx.config.backup.jobs,
         pitr_from: pitr_base(ctx).await,
         listing_only: args.listing_only,
-    };
+    }
+}
+
+pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
+    let req = request(ctx, args).await;
     let report = verify::verify(ctx.storage.as_ref(), &req).await?;
     let text = if args.json {
         serde_json::to_string_pretty(&report)? + "\n"

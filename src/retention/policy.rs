@@ -94,6 +94,9 @@ pub struct Job {
     pub drill: Option<String>,
     /// The databases to dump (`kind = "dump"`).
     pub databases: Option<Vec<String>>,
+    /// Read everything, not a rotating sample (`kind = "verify"`).
+    #[serde(default)]
+    pub full: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -1,0 +1,546 @@
+//! `pgward agent`: the policy's jobs on their schedules, in this process, one at a time.
+//!
+//! Jobs run one after another (a backup and an expire never race; a drill has the machine to
+//! itself). A job whose scheduled time comes while it is still running is not started twice:
+//! each such start is counted as `skipped`. A job whose time came while another job ran runs
+//! once that one ends. The last start, success and failure of every job persist in
+//! `[agent] state_dir` (`jobs.json`), so a restart neither forgets them nor repeats them; a
+//! run missed while the agent was down runs once at start (`[agent] catch_up = false` turns
+//! that off).
+//!
+//! After each job the repository catalog is read again (backups, dumps, WAL holes, the
+//! newest drill reports) and the server's archiver is asked (`pg_stat_archiver`,
+//! `pg_wal/archive_status`), so the metrics are never staler than one job (and one
+//! [`REFRESH_EVERY`] when idle).
+//!
+//! SIGTERM or SIGINT: no new job starts; a running one gets `[agent] stop_timeout` to finish,
+//! then is cancelled through its context (a cancelled backup or dump writes no manifest, a
+//! cancelled drill stops its server and removes its directory); the agent exits 0.
+
+use crate::agent::http::{self, Endpoints, Readiness};
+use crate::agent::jobs::{self, RunFacts};
+use crate::agent::metrics::{ArchiverFacts, Metrics, RepoFacts};
+use crate::agent::schedule::{self, Schedule};
+use crate::agent::state::{AgentState, JobState};
+use crate::context::Context;
+use crate::retention::policy::{Job, JobKind, Policy};
+use anyhow::{Context as _, Result, bail};
+use chrono::{DateTime, Utc};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How often an idle agent refreshes the repository and archiver facts.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Default)]
+pub struct AgentOptions {
+    /// Run the first job of this kind now, once, and exit with its result.
+    pub once: Option<JobKind>,
+}
+
+/// One scheduled job.
+struct Slot {
+    job: Job,
+    name: String,
+    kind: &'static str,
+    schedule: Schedule,
+    next: Option<DateTime<Utc>>,
+}
+
+pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
+    let started = Utc::now();
+    let policy = Policy::for_config(&ctx.config, &ctx.config_path)?;
+    let agent = &ctx.config.agent;
+    let state_dir = agent.state_dir.clone();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create [agent] state_dir {}", state_dir.display()))?;
+    let mut state = AgentState::load(&state_dir)?;
+    let mut slots = Vec::new();
+    for job in &policy.jobs {
+        let name = jobs::job_name(job);
+        let schedule = Schedule::parse(&job.schedule, policy.retention.timezone)
+            .with_context(|| format!("job {name} in {}", policy.origin))?;
+        if slots.iter().any(|s: &Slot| s.name == name) {
+            bail!(
+                "two jobs are named {name} in {}\nhint: give one a `name`",
+                policy.origin
+            );
+        }
+        slots.push(Slot {
+            kind: jobs::kind_name(job.kind),
+            job: job.clone(),
+            name,
+            schedule,
+            next: None,
+        });
+    }
+    if let Some(kind) = opts.once {
+        let slot = slots.iter().find(|s| s.job.kind == kind);
+        let job = slot.map(|s| s.job.clone()).unwrap_or(Job {
+            kind,
+            schedule: "0 0 * * *".into(),
+            name: None,
+            drill: None,
+            databases: None,
+            full: false,
+        });
+        let name = jobs::job_name(&job);
+        let (result, _) = run_one(ctx, &job, &name, &mut state, &state_dir, None).await;
+        return result.map(|f| crate::say!("{name}: {}", f.summary));
+    }
+    if slots.is_empty() {
+        tracing::warn!(
+            "the policy {} has no [[job]]: the agent only serves its endpoints",
+            policy.origin
+        );
+    }
+
+    let metrics = Arc::new(Metrics::new(started));
+    let readiness = Arc::new(Mutex::new(Readiness::default()));
+    let listener = http::bind(agent.listen).await?;
+    let stop_http = CancellationToken::new();
+    let server = tokio::spawn(http::serve(
+        listener,
+        Endpoints {
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        },
+        stop_http.clone(),
+    ));
+    tracing::info!(listen = %agent.listen, jobs = slots.len(), "agent started");
+
+    let now = Utc::now();
+    for s in &mut slots {
+        let js = state.jobs.get(&s.name).cloned().unwrap_or_default();
+        let missed = schedule::missed_run(&s.schedule, js.last_start, now);
+        s.next = match missed {
+            Some(at) if agent.catch_up => {
+                tracing::info!(job = %s.name, missed = %at, "a run was missed while the agent was down: running it now");
+                Some(now)
+            }
+            _ => s.schedule.next_after(now),
+        };
+        metrics.observe_job(&s.name, s.kind, &js, s.next, s.schedule.interval(now));
+    }
+    let facts = refresh(ctx, &metrics).await;
+    set_readiness(&readiness, &facts, &slots, &state, started, Utc::now());
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut last_refresh = Instant::now();
+    loop {
+        let now = Utc::now();
+        let due = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.next.map(|t| (t, i)))
+            .min();
+        let wait = due
+            .map(|(t, _)| (t - now).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(REFRESH_EVERY)
+            .min(REFRESH_EVERY.saturating_sub(last_refresh.elapsed()));
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(wait) => {}
+        }
+        let now = Utc::now();
+        let Some(i) = due.filter(|(t, _)| *t <= now).map(|(_, i)| i) else {
+            let facts = refresh(ctx, &metrics).await;
+            set_readiness(&readiness, &facts, &slots, &state, started, now);
+            last_refresh = Instant::now();
+            continue;
+        };
+        let (job, name) = (slots[i].job.clone(), slots[i].name.clone());
+        let (result, stopped) = run_one(
+            ctx,
+            &job,
+            &name,
+            &mut state,
+            &state_dir,
+            Some((&mut shutdown, agent.stop_timeout)),
+        )
+        .await;
+        let ended = Utc::now();
+        if let Ok(f) = &result
+            && let Some(n) = f.verify_problems
+        {
+            metrics.observe_verify(n);
+        }
+        if let Err(e) = &result
+            && job.kind == JobKind::Verify
+        {
+            tracing::warn!(job = %name, "{e:#}");
+        }
+        // Starts of this job that fell inside its own run were not made: skipped.
+        let js = state.jobs.entry(name.clone()).or_default();
+        let run_start = js.last_start.unwrap_or(ended);
+        let mut t = slots[i].schedule.next_after(run_start);
+        while let Some(at) = t.filter(|at| *at <= ended) {
+            js.runs_skipped += 1;
+            t = slots[i].schedule.next_after(at);
+        }
+        let js = js.clone();
+        if let Err(e) = state.save(&state_dir) {
+            tracing::error!("{e:#}");
+        }
+        slots[i].next = slots[i].schedule.next_after(ended);
+        metrics.observe_job(
+            &name,
+            slots[i].kind,
+            &js,
+            slots[i].next,
+            slots[i].schedule.interval(ended),
+        );
+        let facts = refresh(ctx, &metrics).await;
+        set_readiness(&readiness, &facts, &slots, &state, started, Utc::now());
+        last_refresh = Instant::now();
+        if stopped {
+            break;
+        }
+    }
+    tracing::info!("agent stopping");
+    stop_http.cancel();
+    let _ = server.await;
+    if let Err(e) = state.save(&state_dir) {
+        tracing::error!("{e:#}");
+    }
+    Ok(())
+}
+
+/// Runs `job`, recording its start before and its end after (persisted). With `shutdown`, a
+/// signal during the run gives it `stop_timeout` to finish, then cancels it; the second value
+/// says a shutdown was asked for.
+async fn run_one(
+    ctx: &Context,
+    job: &Job,
+    name: &str,
+    state: &mut AgentState,
+    state_dir: &Path,
+    shutdown: Option<(
+        &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+        Duration,
+    )>,
+) -> (Result<RunFacts>, bool) {
+    let start = Utc::now();
+    let clock = Instant::now();
+    {
+        let js = state.jobs.entry(name.to_string()).or_default();
+        js.last_start = Some(start);
+    }
+    if let Err(e) = state.save(state_dir) {
+        return (Err(e), false);
+    }
+    tracing::info!(job = name, kind = jobs::kind_name(job.kind), "job started");
+    let mut job_ctx = Context::with_storage(
+        ctx.config.clone(),
+        ctx.config_path.clone(),
+        ctx.storage.clone(),
+    );
+    job_ctx.events = ctx.events.clone();
+    let cancel = CancellationToken::new();
+    job_ctx.cancel = cancel.clone();
+    let work = jobs::run_job(&job_ctx, job);
+    tokio::pin!(work);
+    let mut stopped = false;
+    let result = match shutdown {
+        None => work.await,
+        Some((signal, stop_timeout)) => {
+            tokio::select! {
+                r = &mut work => r,
+                () = signal => {
+                    stopped = true;
+                    tracing::info!(job = name, "stopping: the running job gets {} to finish", humantime::format_duration(stop_timeout));
+                    match tokio::time::timeout(stop_timeout, &mut work).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::warn!(job = name, "cancelling the running job");
+                            cancel.cancel();
+                            work.await
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let js = state.jobs.entry(name.to_string()).or_default();
+    js.last_duration_seconds = Some(clock.elapsed().as_secs_f64());
+    match &result {
+        Ok(f) => {
+            js.last_success = Some(Utc::now());
+            js.last_error = None;
+            js.runs_success += 1;
+            tracing::info!(job = name, "job succeeded: {}", f.summary);
+        }
+        Err(e) => {
+            js.last_failure = Some(Utc::now());
+            js.last_error = Some(crate::output::error_text(e));
+            js.runs_failure += 1;
+            tracing::error!(job = name, "job failed: {e:#}");
+        }
+    }
+    if let Err(e) = state.save(state_dir) {
+        tracing::error!("{e:#}");
+    }
+    (result, stopped)
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::warn!("cannot watch for SIGTERM/SIGINT; stop the agent with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+/// What the last refresh found: the repository's facts, or why it could not be read.
+type Refreshed = std::result::Result<RepoFacts, String>;
+
+/// Reads the catalog, the newest drill reports and the archiver; updates the metrics.
+async fn refresh(ctx: &Context, metrics: &Metrics) -> Refreshed {
+    let archiver = archiver_facts(ctx).await;
+    if let Some(a) = &archiver {
+        metrics.observe_archiver(a);
+    }
+    let facts = match crate::commands::info::report(ctx).await {
+        Ok(r) => {
+            let newest = r.backups.last();
+            let stored = r.backups.iter().map(|b| b.stored_bytes).sum::<u64>()
+                + r.dumps.iter().map(|d| d.stored_bytes).sum::<u64>()
+                + r.timelines.iter().map(|t| t.stored_bytes).sum::<u64>();
+            let gaps = r
+                .timelines
+                .iter()
+                .flat_map(|t| &t.gaps)
+                .map(|g| g.segments as i64)
+                .sum();
+            // Recoverable up to the oldest WAL not yet archived (now, when nothing waits);
+            // without the server's answer, only to the newest backup's end.
+            let window_end = match (&archiver, newest) {
+                (Some(a), Some(_)) => Some(
+                    Utc::now() - chrono::Duration::milliseconds((a.rpo_seconds * 1000.0) as i64),
+                ),
+                (None, Some(b)) => Some(b.stop_time),
+                (_, None) => None,
+            };
+            Ok(RepoFacts {
+                backups: r.backups.len() as i64,
+                dumps: r.dumps.len() as i64,
+                stored_bytes: stored,
+                last_backup_size_bytes: newest.map_or(0, |b| b.total_bytes),
+                last_backup_stored_bytes: newest.map_or(0, |b| b.stored_bytes),
+                window_start: r.backups.first().map(|b| b.stop_time),
+                window_end,
+                wal_gap_segments: gaps,
+            })
+        }
+        Err(e) => Err(crate::output::error_text(&e)),
+    };
+    metrics.observe_repo(facts.as_ref().ok());
+    if let Ok((reports, _)) =
+        crate::drill::report::latest_per_drill(ctx.storage.as_ref(), 100).await
+    {
+        metrics.observe_drills(&reports);
+    }
+    facts
+}
+
+/// `pg_stat_archiver` and `pg_wal/archive_status` of the configured server; `None` when it is
+/// not configured or does not answer (the metrics keep their last values).
+async fn archiver_facts(ctx: &Context) -> Option<ArchiverFacts> {
+    let conninfo = ctx.config.postgres.conninfo.as_deref()?;
+    let client = crate::pg::conn::connect(conninfo, Duration::from_secs(5))
+        .await
+        .ok()?;
+    let row = client
+        .query_one(
+            "select archived_count, failed_count from pg_stat_archiver",
+            &[],
+        )
+        .await
+        .ok()?;
+    let (archived, failed): (i64, i64) = (row.get(0), row.get(1));
+    let (pending, oldest) = ctx
+        .config
+        .postgres
+        .pgdata
+        .as_deref()
+        .map(|d| ready_files(&d.join("pg_wal/archive_status")))
+        .unwrap_or((0, None));
+    let rpo = oldest
+        .and_then(|t| t.elapsed().ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    Some(ArchiverFacts {
+        archived_count: archived.max(0) as u64,
+        failed_count: failed.max(0) as u64,
+        pending_segments: pending,
+        rpo_seconds: rpo,
+    })
+}
+
+/// How many `.ready` files there are, and the oldest one's mtime.
+fn ready_files(dir: &Path) -> (i64, Option<std::time::SystemTime>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, None);
+    };
+    let mut n = 0;
+    let mut oldest: Option<std::time::SystemTime> = None;
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().ends_with(".ready") {
+            n += 1;
+            if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                oldest = Some(oldest.map_or(m, |o| o.min(m)));
+            }
+        }
+    }
+    (n, oldest)
+}
+
+/// `/readyz`'s reasons (pure): the repository unreachable, a job whose last run failed, a job
+/// overdue (no success for twice its interval, counted from the agent's start for a job that
+/// never succeeded).
+fn readiness_reasons(
+    facts: &Refreshed,
+    jobs: &[(String, JobState, Option<Duration>)],
+    started: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Err(e) = facts {
+        out.push(format!("the repository cannot be read: {e}"));
+    }
+    for (name, s, interval) in jobs {
+        if let (Some(f), ok) = (s.last_failure, s.last_success)
+            && ok.is_none_or(|ok| f > ok)
+        {
+            out.push(format!(
+                "job {name} is failing: {}",
+                s.last_error.as_deref().unwrap_or("see the log")
+            ));
+        }
+        if let Some(interval) = interval {
+            let since = s.last_success.unwrap_or(started);
+            let limit = chrono::Duration::from_std(*interval * 2).unwrap_or(chrono::Duration::MAX);
+            if now - since > limit {
+                out.push(format!(
+                    "job {name} is overdue: no success for {} (its interval is {})",
+                    humantime::format_duration((now - since).to_std().unwrap_or_default()),
+                    humantime::format_duration(*interval)
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn set_readiness(
+    r: &Mutex<Readiness>,
+    facts: &Refreshed,
+    slots: &[Slot],
+    state: &AgentState,
+    started: DateTime<Utc>,
+    now: DateTime<Utc>,
+) {
+    let jobs: Vec<(String, JobState, Option<Duration>)> = slots
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                state.jobs.get(&s.name).cloned().unwrap_or_default(),
+                s.schedule.interval(now),
+            )
+        })
+        .collect();
+    let reasons = readiness_reasons(facts, &jobs, started, now);
+    r.lock().unwrap_or_else(|e| e.into_inner()).reasons = reasons;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    #[test]
+    fn readiness_names_each_reason() {
+        let started = at("2026-12-02T00:00:00Z");
+        let now = at("2026-12-02T05:00:00Z");
+        let hour = Some(Duration::from_secs(3600));
+        let ok = JobState {
+            last_success: Some(at("2026-12-02T04:30:00Z")),
+            ..JobState::default()
+        };
+        let failing = JobState {
+            last_success: Some(at("2026-12-02T04:00:00Z")),
+            last_failure: Some(at("2026-12-02T04:50:00Z")),
+            last_error: Some("the store is down".into()),
+            ..JobState::default()
+        };
+        let recovered = JobState {
+            last_success: Some(at("2026-12-02T04:55:00Z")),
+            last_failure: Some(at("2026-12-02T04:50:00Z")),
+            ..JobState::default()
+        };
+        let stale = JobState {
+            last_success: Some(at("2026-12-02T01:00:00Z")),
+            ..JobState::default()
+        };
+        for (facts, jobs, want) in [
+            (Ok(RepoFacts::default()), vec![("backup", ok.clone(), hour)], vec![]),
+            (
+                Err("connection refused".to_string()),
+                vec![("backup", ok.clone(), hour)],
+                vec!["the repository cannot be read: connection refused"],
+            ),
+            (
+                Ok(RepoFacts::default()),
+                vec![("backup", failing, hour)],
+                vec!["job backup is failing: the store is down"],
+            ),
+            (Ok(RepoFacts::default()), vec![("backup", recovered, hour)], vec![]),
+            (
+                Ok(RepoFacts::default()),
+                vec![("backup", stale, hour)],
+                vec!["job backup is overdue: no success for 4h"],
+            ),
+            // Never succeeded since the agent started five hours ago: overdue.
+            (
+                Ok(RepoFacts::default()),
+                vec![("backup", JobState::default(), hour)],
+                vec!["job backup is overdue"],
+            ),
+        ] {
+            let jobs: Vec<_> = jobs
+                .into_iter()
+                .map(|(n, s, i)| (n.to_string(), s, i))
+                .collect();
+            let got = readiness_reasons(&facts, &jobs, started, now);
+            assert_eq!(got.len(), want.len(), "{got:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!(g.starts_with(w), "{g} does not start with {w}");
+            }
+        }
+        let fresh = readiness_reasons(
+            &Ok(RepoFacts::default()),
+            &[("backup".into(), JobState::default(), hour)],
+            now,
+            now,
+        );
+        assert!(fresh.is_empty(), "{fresh:?}");
+    }
+}
