@@ -3,6 +3,7 @@
 //! The binary in `main.rs` is a thin shell around this library so that integration tests can
 //! drive commands in-process with any [`storage::Storage`] (including the fault-injecting one).
 
+pub mod agent;
 pub mod backup;
 pub mod cli;
 pub mod clock;
