@@ -60,6 +60,8 @@ pub enum Command {
     Expire(commands::expire::Args),
     /// Delete the blocks no backup references (two-phase: mark, then sweep after the grace).
     Gc(commands::gc::Args),
+    /// Run the policy's jobs on their schedules; serve /metrics, /healthz and /readyz.
+    Agent(commands::agent::Args),
     /// Run the whole loop on a throwaway cluster: archive, backup, PITR restore, check.
     Demo(commands::demo::Args),
     /// Internal: the detached prefetcher started by wal-fetch.

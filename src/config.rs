@@ -29,6 +29,8 @@ pub struct Config {
     pub dump: DumpConfig,
     #[serde(default)]
     pub drill: DrillConfig,
+    #[serde(default)]
+    pub agent: AgentConfig,
     /// The retention and schedule policy file, relative to the configuration file's directory
     /// (see [`Config::policy_path`]); none means the built-in `policies/default.toml`.
     pub policy: Option<PathBuf>,
@@ -177,6 +179,58 @@ impl Default for DrillConfig {
         DrillConfig {
             tests: None,
             scratch_dir: default_drill_scratch_dir(),
+        }
+    }
+}
+
+/// `[agent]`: `pgward agent`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[serde(default = "default_agent_listen")]
+    pub listen: std::net::SocketAddr,
+    /// Allow a `listen` address other than loopback (the endpoints have no authentication).
+    #[serde(default)]
+    pub allow_remote: bool,
+    /// Where the jobs' last runs persist (`jobs.json`).
+    #[serde(default = "default_agent_state_dir")]
+    pub state_dir: PathBuf,
+    /// How long a running job may take to finish after SIGTERM before it is cancelled.
+    #[serde(
+        default = "default_agent_stop_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub stop_timeout: Duration,
+    /// Run, once at start, a job whose scheduled run was missed while the agent was down.
+    #[serde(default = "default_true")]
+    pub catch_up: bool,
+}
+
+fn default_agent_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9847))
+}
+
+fn default_agent_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/pgward/agent")
+}
+
+fn default_agent_stop_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            listen: default_agent_listen(),
+            allow_remote: false,
+            state_dir: default_agent_state_dir(),
+            stop_timeout: default_agent_stop_timeout(),
+            catch_up: true,
         }
     }
 }
@@ -455,6 +509,14 @@ impl Config {
             anyhow::bail!(
                 "wal.push_ahead must be at most 64, got {}",
                 self.wal.push_ahead
+            );
+        }
+        if !self.agent.listen.ip().is_loopback() && !self.agent.allow_remote {
+            anyhow::bail!(
+                "[agent] listen = {} is not a loopback address, and the agent's endpoints have \
+                 no authentication\nhint: listen on 127.0.0.1 (and scrape through a proxy), or \
+                 set [agent] allow_remote = true",
+                self.agent.listen
             );
         }
         if self.wal.prefetch > 64 {

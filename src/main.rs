@@ -141,6 +141,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Unpin(a) => commands::unpin::run(&ctx, a).await,
         Command::Verify(a) => commands::verify::run(&ctx, a).await,
         Command::Drill(a) => commands::drill::run(&ctx, a).await,
+        // The agent handles SIGTERM itself: a running job gets [agent] stop_timeout first.
+        Command::Agent(a) => commands::agent::run(&ctx, a).await,
         Command::Gc(a) => commands::gc::run(&ctx, a).await,
         Command::Expire(a) => commands::expire::run(&ctx, a).await,
         Command::WalPrefetch(a) => commands::wal_prefetch::run(&ctx, a).await,

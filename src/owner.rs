@@ -47,6 +47,7 @@ pub fn guarded_paths(command: &Command, config: &Config) -> Vec<Guarded> {
             | Command::WalPush(_)
             | Command::WalPushAhead(_)
             | Command::Drill(_)
+            | Command::Agent(_)
     ) || matches!(command, Command::Verify(a) if !a.listing_only);
     if let (true, RepoUrl::Local(root)) = (writes_repository, &config.repo.url) {
         out.push(Guarded {

@@ -347,10 +347,7 @@ impl Metrics {
     }
 
     pub fn observe_archiver(&self, a: &ArchiverFacts) {
-        let mut seen = self
-            .seen_archived
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.seen_archived.lock().unwrap_or_else(|e| e.into_inner());
         let (archived, failed) = *seen;
         if a.archived_count > archived {
             self.wal_archived.inc_by(a.archived_count - archived);
@@ -370,7 +367,9 @@ impl Metrics {
                 drill: r.drill.clone(),
             };
             let passed = r.verdict == Verdict::Passed;
-            self.drill_last_passed.get_or_create(&l).set(i64::from(passed));
+            self.drill_last_passed
+                .get_or_create(&l)
+                .set(i64::from(passed));
             self.drill_last_rto
                 .get_or_create(&l)
                 .set(r.rto_seconds.unwrap_or(0.0));
@@ -385,7 +384,7 @@ impl Metrics {
                 }
             } else {
                 // Known, never passed in what was seen: 0 (created if missing).
-                self.drill_last_success.get_or_create(&l);
+                let _ = self.drill_last_success.get_or_create(&l);
             }
         }
     }
@@ -413,7 +412,13 @@ mod tests {
             runs_failure: 1,
             ..JobState::default()
         };
-        m.observe_job("backup", "backup", &s, Some(Utc::now()), Some(std::time::Duration::from_secs(3600)));
+        m.observe_job(
+            "backup",
+            "backup",
+            &s,
+            Some(Utc::now()),
+            Some(std::time::Duration::from_secs(3600)),
+        );
         m.observe_job("backup", "backup", &s, None, None);
         m.observe_repo(Some(&RepoFacts {
             backups: 3,
@@ -431,7 +436,11 @@ mod tests {
             pending_segments: 0,
             rpo_seconds: 0.0,
         });
-        m.observe_drills(&[crate::drill::report::testing::sample("L", "weekly", Verdict::Passed)]);
+        m.observe_drills(&[crate::drill::report::testing::sample(
+            "L",
+            "weekly",
+            Verdict::Passed,
+        )]);
         let text = m.encode();
         for (name, kind) in [
             ("pgward_build_info", "gauge"),
@@ -445,16 +454,24 @@ mod tests {
             ("pgward_drill_last_passed", "gauge"),
             ("pgward_recovery_window_end_timestamp_seconds", "gauge"),
         ] {
-            assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name}:\n{text}");
+            assert!(
+                text.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name}:\n{text}"
+            );
         }
         // Counters count what was seen, once: 2 successes stay 2 after a second observation.
         assert!(
-            text.contains("pgward_job_runs_total{job=\"backup\",kind=\"backup\",result=\"success\"} 2"),
+            text.contains(
+                "pgward_job_runs_total{job=\"backup\",kind=\"backup\",result=\"success\"} 2"
+            ),
             "{text}"
         );
         assert!(text.contains("pgward_wal_archived_total 12"), "{text}");
         assert!(text.contains("pgward_wal_archive_failed_total 1"), "{text}");
-        assert!(text.contains("pgward_drill_last_passed{drill=\"weekly\"} 1"), "{text}");
+        assert!(
+            text.contains("pgward_drill_last_passed{drill=\"weekly\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("pgward_repo_up 1"), "{text}");
         m.observe_repo(None);
         assert!(m.encode().contains("pgward_repo_up 0"));

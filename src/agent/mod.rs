@@ -4,5 +4,9 @@
 //! in); [`state`] is the per-job record of last runs in `[agent] state_dir`, which survives
 //! restarts so a run missed while the agent was down can be caught up once.
 
+pub mod http;
+pub mod jobs;
+pub mod metrics;
+pub mod run;
 pub mod schedule;
 pub mod state;

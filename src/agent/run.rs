@@ -219,7 +219,7 @@ async fn run_one(
     state: &mut AgentState,
     state_dir: &Path,
     shutdown: Option<(
-        &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+        &mut (dyn std::future::Future<Output = ()> + Unpin),
         Duration,
     )>,
 ) -> (Result<RunFacts>, bool) {
@@ -319,7 +319,7 @@ async fn refresh(ctx: &Context, metrics: &Metrics) -> Refreshed {
         Ok(r) => {
             let newest = r.backups.last();
             let stored = r.backups.iter().map(|b| b.stored_bytes).sum::<u64>()
-                + r.dumps.iter().map(|d| d.stored_bytes).sum::<u64>()
+                + r.dumps.iter().map(|d| d.stored_size).sum::<u64>()
                 + r.timelines.iter().map(|t| t.stored_bytes).sum::<u64>();
             let gaps = r
                 .timelines
@@ -501,7 +501,11 @@ mod tests {
             ..JobState::default()
         };
         for (facts, jobs, want) in [
-            (Ok(RepoFacts::default()), vec![("backup", ok.clone(), hour)], vec![]),
+            (
+                Ok(RepoFacts::default()),
+                vec![("backup", ok.clone(), hour)],
+                vec![],
+            ),
             (
                 Err("connection refused".to_string()),
                 vec![("backup", ok.clone(), hour)],
@@ -512,7 +516,11 @@ mod tests {
                 vec![("backup", failing, hour)],
                 vec!["job backup is failing: the store is down"],
             ),
-            (Ok(RepoFacts::default()), vec![("backup", recovered, hour)], vec![]),
+            (
+                Ok(RepoFacts::default()),
+                vec![("backup", recovered, hour)],
+                vec![],
+            ),
             (
                 Ok(RepoFacts::default()),
                 vec![("backup", stale, hour)],

@@ -197,7 +197,8 @@ fn check_field(field: &str, name: &str) -> std::result::Result<(), String> {
             let ok = !atom.is_empty()
                 && (atom.bytes().all(|b| b.is_ascii_digit())
                     || (name == "month" && MONTHS.contains(&atom.to_ascii_lowercase().as_str()))
-                    || (name == "day-of-week" && DAYS.contains(&atom.to_ascii_lowercase().as_str())));
+                    || (name == "day-of-week"
+                        && DAYS.contains(&atom.to_ascii_lowercase().as_str())));
             if !ok {
                 return Err(format!(
                     "has `{atom}` in its {name} field `{field}`, which is neither a number{}",
@@ -271,33 +272,173 @@ mod tests {
         use chrono_tz::{America::New_York, Europe::Berlin, UTC};
         let cases: &[(&str, Tz, &str, &[&str], &str)] = &[
             // 2026-06-01 is a Monday.
-            ("0 3 * * 0", UTC, "2026-06-01T00:00:00Z", &["2026-06-07T03:00:00Z"], "0 = Sunday"),
-            ("0 3 * * 7", UTC, "2026-06-01T00:00:00Z", &["2026-06-07T03:00:00Z"], "7 = Sunday"),
-            ("0 3 * * sun", UTC, "2026-06-01T00:00:00Z", &["2026-06-07T03:00:00Z"], "sun"),
-            ("0 3 * * 1", UTC, "2026-06-01T00:00:00Z", &["2026-06-01T03:00:00Z", "2026-06-08T03:00:00Z"], "1 = Monday, not Sunday as in cron/Quartz"),
-            ("0 3 * * MON", UTC, "2026-06-01T03:00:00Z", &["2026-06-08T03:00:00Z"], "strictly after; names in any case"),
-            ("0 3 * * mon-fri", UTC, "2026-06-05T04:00:00Z", &["2026-06-08T03:00:00Z"], "a named range skips the weekend"),
-            ("0 3 * * 5-7", UTC, "2026-06-01T00:00:00Z", &["2026-06-05T03:00:00Z", "2026-06-06T03:00:00Z", "2026-06-07T03:00:00Z", "2026-06-12T03:00:00Z"], "a range ending in 7 includes Sunday"),
-            ("0 0 1 jan,jul *", UTC, "2026-06-01T00:00:00Z", &["2026-07-01T00:00:00Z", "2027-01-01T00:00:00Z"], "month names"),
-            ("*/15 * * * *", UTC, "2026-06-01T10:07:00Z", &["2026-06-01T10:15:00Z", "2026-06-01T10:30:00Z", "2026-06-01T10:45:00Z", "2026-06-01T11:00:00Z"], "*/15"),
-            ("0 9-17/4 * * *", UTC, "2026-06-01T10:00:00Z", &["2026-06-01T13:00:00Z", "2026-06-01T17:00:00Z", "2026-06-02T09:00:00Z"], "a stepped range"),
-            ("30 */5 * * * *", UTC, "2026-06-01T10:00:00Z", &["2026-06-01T10:00:30Z", "2026-06-01T10:05:30Z"], "six fields, seconds first"),
-            ("*/10 * * * * *", UTC, "2026-06-01T10:00:00.5Z", &["2026-06-01T10:00:10Z", "2026-06-01T10:00:20Z"], "sub-second `after`"),
-            ("0 0 13 * 5", UTC, "2026-06-01T00:00:00Z", &["2026-06-05T00:00:00Z", "2026-06-12T00:00:00Z", "2026-06-13T00:00:00Z"], "day-of-month OR day-of-week, as crontab"),
-            ("@daily", UTC, "2026-06-01T10:00:00Z", &["2026-06-02T00:00:00Z"], "nickname"),
-            ("@weekly", UTC, "2026-06-01T10:00:00Z", &["2026-06-07T00:00:00Z"], "@weekly is Sunday"),
-            ("0 3 * * *", Berlin, "2026-06-01T00:00:00Z", &["2026-06-01T01:00:00Z"], "Berlin summer is UTC+2"),
-            ("0 3 * * *", Berlin, "2026-12-01T00:00:00Z", &["2026-12-01T02:00:00Z"], "Berlin winter is UTC+1"),
-            ("0 2 * * *", New_York, "2026-06-01T00:00:00Z", &["2026-06-01T06:00:00Z"], "New York summer is UTC-4"),
+            (
+                "0 3 * * 0",
+                UTC,
+                "2026-06-01T00:00:00Z",
+                &["2026-06-07T03:00:00Z"],
+                "0 = Sunday",
+            ),
+            (
+                "0 3 * * 7",
+                UTC,
+                "2026-06-01T00:00:00Z",
+                &["2026-06-07T03:00:00Z"],
+                "7 = Sunday",
+            ),
+            (
+                "0 3 * * sun",
+                UTC,
+                "2026-06-01T00:00:00Z",
+                &["2026-06-07T03:00:00Z"],
+                "sun",
+            ),
+            (
+                "0 3 * * 1",
+                UTC,
+                "2026-06-01T00:00:00Z",
+                &["2026-06-01T03:00:00Z", "2026-06-08T03:00:00Z"],
+                "1 = Monday, not Sunday as in cron/Quartz",
+            ),
+            (
+                "0 3 * * MON",
+                UTC,
+                "2026-06-01T03:00:00Z",
+                &["2026-06-08T03:00:00Z"],
+                "strictly after; names in any case",
+            ),
+            (
+                "0 3 * * mon-fri",
+                UTC,
+                "2026-06-05T04:00:00Z",
+                &["2026-06-08T03:00:00Z"],
+                "a named range skips the weekend",
+            ),
+            (
+                "0 3 * * 5-7",
+                UTC,
+                "2026-06-01T00:00:00Z",
+                &[
+                    "2026-06-05T03:00:00Z",
+                    "2026-06-06T03:00:00Z",
+                    "2026-06-07T03:00:00Z",
+                    "2026-06-12T03:00:00Z",
+                ],
+                "a range ending in 7 includes Sunday",
+            ),
+            (
+                "0 0 1 jan,jul *",
+                UTC,
+                "2026-06-01T00:00:00Z",
+                &["2026-07-01T00:00:00Z", "2027-01-01T00:00:00Z"],
+                "month names",
+            ),
+            (
+                "*/15 * * * *",
+                UTC,
+                "2026-06-01T10:07:00Z",
+                &[
+                    "2026-06-01T10:15:00Z",
+                    "2026-06-01T10:30:00Z",
+                    "2026-06-01T10:45:00Z",
+                    "2026-06-01T11:00:00Z",
+                ],
+                "*/15",
+            ),
+            (
+                "0 9-17/4 * * *",
+                UTC,
+                "2026-06-01T10:00:00Z",
+                &[
+                    "2026-06-01T13:00:00Z",
+                    "2026-06-01T17:00:00Z",
+                    "2026-06-02T09:00:00Z",
+                ],
+                "a stepped range",
+            ),
+            (
+                "30 */5 * * * *",
+                UTC,
+                "2026-06-01T10:00:00Z",
+                &["2026-06-01T10:00:30Z", "2026-06-01T10:05:30Z"],
+                "six fields, seconds first",
+            ),
+            (
+                "*/10 * * * * *",
+                UTC,
+                "2026-06-01T10:00:00.5Z",
+                &["2026-06-01T10:00:10Z", "2026-06-01T10:00:20Z"],
+                "sub-second `after`",
+            ),
+            (
+                "0 0 13 * 5",
+                UTC,
+                "2026-06-01T00:00:00Z",
+                &[
+                    "2026-06-05T00:00:00Z",
+                    "2026-06-12T00:00:00Z",
+                    "2026-06-13T00:00:00Z",
+                ],
+                "day-of-month OR day-of-week, as crontab",
+            ),
+            (
+                "@daily",
+                UTC,
+                "2026-06-01T10:00:00Z",
+                &["2026-06-02T00:00:00Z"],
+                "nickname",
+            ),
+            (
+                "@weekly",
+                UTC,
+                "2026-06-01T10:00:00Z",
+                &["2026-06-07T00:00:00Z"],
+                "@weekly is Sunday",
+            ),
+            (
+                "0 3 * * *",
+                Berlin,
+                "2026-06-01T00:00:00Z",
+                &["2026-06-01T01:00:00Z"],
+                "Berlin summer is UTC+2",
+            ),
+            (
+                "0 3 * * *",
+                Berlin,
+                "2026-12-01T00:00:00Z",
+                &["2026-12-01T02:00:00Z"],
+                "Berlin winter is UTC+1",
+            ),
+            (
+                "0 2 * * *",
+                New_York,
+                "2026-06-01T00:00:00Z",
+                &["2026-06-01T06:00:00Z"],
+                "New York summer is UTC-4",
+            ),
             // New York springs forward 2026-03-08 02:00 -> 03:00, falls back 2026-11-01 02:00 -> 01:00.
-            ("30 2 * * *", New_York, "2026-03-07T12:00:00Z", &["2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"], "New York gap: right after it (03:00 EDT)"),
-            ("30 1 * * *", New_York, "2026-10-31T12:00:00Z", &["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"], "New York overlap: once, at 01:30 EDT"),
+            (
+                "30 2 * * *",
+                New_York,
+                "2026-03-07T12:00:00Z",
+                &["2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"],
+                "New York gap: right after it (03:00 EDT)",
+            ),
+            (
+                "30 1 * * *",
+                New_York,
+                "2026-10-31T12:00:00Z",
+                &["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"],
+                "New York overlap: once, at 01:30 EDT",
+            ),
         ];
         for (expr, tz, after, want, why) in cases {
             let s = Schedule::parse(expr, *tz).unwrap_or_else(|e| panic!("{why}: {e:#}"));
             let mut t = utc(after);
             for w in *want {
-                t = s.next_after(t).unwrap_or_else(|| panic!("{why}: no run after {t}"));
+                t = s
+                    .next_after(t)
+                    .unwrap_or_else(|| panic!("{why}: no run after {t}"));
                 assert_eq!(t, utc(w), "{expr} in {tz} ({why})");
             }
         }
@@ -381,16 +522,76 @@ mod tests {
         let hourly = berlin("0 * * * *");
         let daily = berlin("30 2 * * *");
         let cases: &[(&Schedule, Option<&str>, &str, Option<&str>, &str)] = &[
-            (&hourly, Some("2026-06-01T10:00:00Z"), "2026-06-01T10:59:59Z", None, "down across no run"),
-            (&hourly, Some("2026-06-01T10:00:00Z"), "2026-06-01T11:00:00Z", Some("2026-06-01T11:00:00Z"), "a run exactly at now was missed"),
-            (&hourly, Some("2026-06-01T10:00:00Z"), "2026-06-01T11:20:00Z", Some("2026-06-01T11:00:00Z"), "one run missed"),
-            (&hourly, Some("2026-06-01T10:00:00Z"), "2026-06-03T07:20:00Z", Some("2026-06-03T07:00:00Z"), "several missed: the latest, once"),
-            (&hourly, Some("2026-06-01T10:00:05Z"), "2026-06-01T10:30:00Z", None, "a late start of the last run is no miss"),
-            (&hourly, None, "2026-06-03T07:20:00Z", None, "never ran: waits for its next time"),
-            (&hourly, Some("2026-06-03T09:00:00Z"), "2026-06-03T07:20:00Z", None, "clock went back"),
-            (&daily, Some("2026-03-28T01:30:00Z"), "2026-03-29T01:10:00Z", Some("2026-03-29T01:00:00Z"), "the gap's run, moved after the gap, was missed"),
-            (&daily, Some("2026-03-28T01:30:00Z"), "2026-03-29T00:59:59Z", None, "before the moved run"),
-            (&daily, Some("2026-10-25T00:30:00Z"), "2026-10-25T01:45:00Z", None, "the repeated 02:30 is not a missed run"),
+            (
+                &hourly,
+                Some("2026-06-01T10:00:00Z"),
+                "2026-06-01T10:59:59Z",
+                None,
+                "down across no run",
+            ),
+            (
+                &hourly,
+                Some("2026-06-01T10:00:00Z"),
+                "2026-06-01T11:00:00Z",
+                Some("2026-06-01T11:00:00Z"),
+                "a run exactly at now was missed",
+            ),
+            (
+                &hourly,
+                Some("2026-06-01T10:00:00Z"),
+                "2026-06-01T11:20:00Z",
+                Some("2026-06-01T11:00:00Z"),
+                "one run missed",
+            ),
+            (
+                &hourly,
+                Some("2026-06-01T10:00:00Z"),
+                "2026-06-03T07:20:00Z",
+                Some("2026-06-03T07:00:00Z"),
+                "several missed: the latest, once",
+            ),
+            (
+                &hourly,
+                Some("2026-06-01T10:00:05Z"),
+                "2026-06-01T10:30:00Z",
+                None,
+                "a late start of the last run is no miss",
+            ),
+            (
+                &hourly,
+                None,
+                "2026-06-03T07:20:00Z",
+                None,
+                "never ran: waits for its next time",
+            ),
+            (
+                &hourly,
+                Some("2026-06-03T09:00:00Z"),
+                "2026-06-03T07:20:00Z",
+                None,
+                "clock went back",
+            ),
+            (
+                &daily,
+                Some("2026-03-28T01:30:00Z"),
+                "2026-03-29T01:10:00Z",
+                Some("2026-03-29T01:00:00Z"),
+                "the gap's run, moved after the gap, was missed",
+            ),
+            (
+                &daily,
+                Some("2026-03-28T01:30:00Z"),
+                "2026-03-29T00:59:59Z",
+                None,
+                "before the moved run",
+            ),
+            (
+                &daily,
+                Some("2026-10-25T00:30:00Z"),
+                "2026-10-25T01:45:00Z",
+                None,
+                "the repeated 02:30 is not a missed run",
+            ),
         ];
         for (s, last, now, want, why) in cases {
             assert_eq!(
@@ -404,7 +605,11 @@ mod tests {
         let every_second = berlin("* * * * * *");
         let started = std::time::Instant::now();
         assert_eq!(
-            missed_run(&every_second, Some(utc("2026-05-01T00:00:00Z")), utc("2026-06-01T00:00:00.7Z")),
+            missed_run(
+                &every_second,
+                Some(utc("2026-05-01T00:00:00Z")),
+                utc("2026-06-01T00:00:00.7Z")
+            ),
             Some(utc("2026-06-01T00:00:00Z"))
         );
         assert!(started.elapsed() < Duration::from_secs(2));
@@ -430,7 +635,10 @@ mod tests {
             ("0 0 * * fri-xyz", "neither a number, `*` nor a day name"),
             ("0 0 * mon *", "has `mon` in its month field"),
             ("0 0 * * jan", "has `jan` in its day-of-week field"),
-            ("0 x * * *", "has `x` in its hour field `x`, which is neither a number nor `*`"),
+            (
+                "0 x * * *",
+                "has `x` in its hour field `x`, which is neither a number nor `*`",
+            ),
             ("*/x * * * *", "has the step `/x` in its minute field"),
             ("*/ * * * *", "has the step `/`"),
             ("0 0 30 2 *", "never fires"),
@@ -449,7 +657,12 @@ mod tests {
             assert!(err.contains("\nhint: "), "{err}");
         }
         // Accepted look-alikes: names containing L and W, a leap day.
-        for expr in ["0 0 * jul wed", "0 0 * * sat,sun", "0 0 29 2 *", "0 0 1-7/2 * *"] {
+        for expr in [
+            "0 0 * jul wed",
+            "0 0 * * sat,sun",
+            "0 0 29 2 *",
+            "0 0 1-7/2 * *",
+        ] {
             Schedule::parse(expr, chrono_tz::UTC).unwrap_or_else(|e| panic!("{expr}: {e:#}"));
         }
     }

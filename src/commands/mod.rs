@@ -1,5 +1,6 @@
 //! One file per command: its clap `Args` and an `async fn run(ctx, args)`.
 
+pub mod agent;
 pub mod backup;
 pub mod demo;
 pub mod drill;
