@@ -413,10 +413,11 @@ fn unit_file_is_hardened_and_never_removes_ipc() {
     let writable = |path: &str| rw.iter().any(|p| Path::new(path).starts_with(p));
     let example: toml::Value = toml::from_str(&read("pgward.toml.example")).unwrap();
     let mut paths = vec![];
-    if let Some(url) = example["repo"]["url"].as_str() {
-        if let Some(p) = url.strip_prefix("file://") {
-            paths.push(("[repo] url", p.to_string()));
-        }
+    if let Some(p) = example["repo"]["url"]
+        .as_str()
+        .and_then(|url| url.strip_prefix("file://"))
+    {
+        paths.push(("[repo] url", p.to_string()));
     }
     for (table, key) in [
         ("wal", "spool_dir"),
