@@ -305,6 +305,39 @@ fn dashboard_is_valid_json_over_the_agents_metrics_with_a_datasource_variable() 
     );
 }
 
+/// Every dashboard query is valid PromQL: promtool checks them as recording rules, with
+/// Grafana's variables replaced by values of the kind Grafana puts there.
+#[test]
+fn dashboard_queries_parse_as_promql() {
+    let dash: serde_json::Value = serde_json::from_str(&read("grafana-dashboard.json")).unwrap();
+    let mut all = Vec::new();
+    queries(&dash, &mut all);
+    assert!(all.len() > 10, "only {} queries found", all.len());
+    // Grafana's `label_values(SELECTOR, label)` (a variable's query): its selector is PromQL.
+    let label_values = regex::Regex::new(r"^label_values\((.*),\s*[a-z_]+\)$").unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, q) in all.iter().enumerate() {
+        let expr = label_values
+            .replace(q, "$1")
+            .replace("$__rate_interval", "2m")
+            .replace("$__range", "1d")
+            .replace("$instance", ".*");
+        assert!(!expr.contains('$'), "an unknown Grafana variable in {q:?}");
+        rules.push_str(&format!(
+            "      - record: dashboard:query{i}\n        expr: {}\n",
+            serde_json::to_string(&expr).unwrap()
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard-queries.yml");
+    std::fs::write(&file, rules).unwrap();
+    let out = promtool(&["check", "rules", file.to_str().unwrap()]);
+    assert!(
+        out.contains(&format!("SUCCESS: {} rules found", all.len())),
+        "{out}"
+    );
+}
+
 /// The `Key=Value` lines of a unit file (comments and section headers left out), in order.
 fn unit_directives(text: &str) -> Vec<(String, String)> {
     text.lines()
