@@ -17,21 +17,25 @@
 //! too (the agent's `catch_up` covers what it is usually used for). An expression that can never
 //! fire (`0 0 30 2 *`) is refused at parse, not discovered when the job silently never runs.
 //!
-//! **DST, as Vixie cron.** Jobs at a fixed time (a single second, minute and hour) whose local
-//! time falls in a spring-forward gap run right after the gap (Berlin 2026-03-29 02:30 runs at
-//! 03:00 CEST); a fixed local time that exists twice (fall-back) runs once, at its first
-//! occurrence. Jobs with a wildcard, range, list or step in the second, minute or hour field
-//! follow the wall clock, as Vixie's "jobs which are specified with wildcards are run based on
-//! the new time immediately": `0 * * * *` runs at 02:00 CEST and again at 02:00 CET, one hour
-//! apart in real time, and has no run in the skipped hour. croner implements exactly this (its
-//! "fixed-time" and "interval" job types), so this module adds no DST handling of its own.
+//! **DST, as Vixie cron.** A job at fixed times — Vixie's test: no `*` leads its minute or hour
+//! field (nor, here, its seconds field), so `30 2 * * *`, `30 2,14 * * *` and `0 1-3 * * *` —
+//! whose local time falls in a spring-forward gap runs right after the gap (Berlin 2026-03-29
+//! 02:30 runs at 03:00 CEST; several such times are one run then); a local time that exists
+//! twice (fall-back) runs once, at its first occurrence. A job with `*` leading a time field
+//! (`0 * * * *`, `*/15 * * * *`, `@hourly`) follows the wall clock, as Vixie's "jobs which are
+//! specified with wildcards are run based on the new time immediately": `0 * * * *` runs at
+//! 02:00 CEST and again at 02:00 CET, an hour apart in real time, and has no run in the skipped
+//! hour. croner does the latter itself, but counts as fixed only single-valued time fields (it
+//! would skip `30 2,14 * * *` in the gap and run it twice in the overlap), so fixed-time jobs
+//! are evaluated here: croner walks the wall clock (naive local times) and [`Schedule`] maps
+//! each match to its instant (the first of two; the end of a gap).
 //!
 //! **A difference left alone.** Vixie treats a day-of-month or day-of-week field that *starts*
 //! with `*` (`*/2`) as unrestricted for its OR rule; croner only the field `*` itself. Only an
 //! expression that steps one day field and restricts the other (`0 0 */2 * 1`) sees it.
 
 use anyhow::{Result, anyhow, bail};
-use chrono::{DateTime, TimeZone, Timelike, Utc};
+use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -43,8 +47,14 @@ pub struct Schedule {
     expr: String,
     tz: Tz,
     cron: Cron,
+    /// Vixie's "fixed time": no `*` leads the second, minute or hour field (see the module doc).
+    fixed_time: bool,
 }
 
+/// Bounds on the wall-clock walks of fixed-time jobs (runs skipped in a repeated hour; seconds
+/// of a DST gap).
+const MAX_WALK: usize = 100_000;
+const MAX_GAP_SECONDS: usize = 6 * 3600;
 const FIELDS_5: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
 const FIELDS_6: [&str; 6] = [
     "second",
@@ -113,10 +123,15 @@ impl Schedule {
         let cron = parser
             .parse(&body)
             .map_err(|e| refuse(format!("is not valid: {e}")))?;
+        // Vixie flags a minute or hour field that starts with `*` (`*`, `*/15`) as a wildcard;
+        // the seconds field, which crontab lacks, is judged the same way.
+        let time_fields = &fields[..fields.len() - 3];
+        let fixed_time = !time_fields.iter().any(|f| f.starts_with('*'));
         let schedule = Schedule {
             expr: expr.to_string(),
             tz,
             cron,
+            fixed_time,
         };
         // From a fixed instant, so parsing stays pure: a leap day is found within the years
         // croner searches, `30 February` never.
@@ -135,20 +150,74 @@ impl Schedule {
     /// wildcards in their time fields.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         // Whole seconds: the first match after the truncated second is after `after` itself.
-        let after = after.with_nanosecond(0)?.with_timezone(&self.tz);
+        let after = after.with_nanosecond(0)?;
+        if self.fixed_time {
+            // Walk the wall clock's matches; their instants are monotone in them, so the first
+            // one after `after` is the answer. From `after`'s own wall time: only matches in a
+            // repeated hour's second pass map back before it, and those few are skipped.
+            let mut wall = after.with_timezone(&self.tz).naive_local();
+            for _ in 0..MAX_WALK {
+                wall = self.cron.find_next_occurrence(&wall, false).ok()?;
+                let at = self.instant_of(wall)?;
+                if at > after {
+                    return Some(at);
+                }
+            }
+            return None;
+        }
         self.cron
-            .find_next_occurrence(&after, false)
+            .find_next_occurrence(&after.with_timezone(&self.tz), false)
             .ok()
             .map(|t| t.with_timezone(&Utc))
     }
 
     /// The latest run at or before `at`.
     fn latest_at_or_before(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let at = at.with_nanosecond(0)?.with_timezone(&self.tz);
+        let at = at.with_nanosecond(0)?;
+        if self.fixed_time {
+            // Backwards from the latest wall time that can map to `at` or before: after a
+            // fall-back, wall times up to the clock's step ahead of `at`'s own still do.
+            let local = at.with_timezone(&self.tz);
+            let earlier = (at - chrono::Duration::hours(3)).with_timezone(&self.tz);
+            let step =
+                earlier.offset().fix().local_minus_utc() - local.offset().fix().local_minus_utc();
+            let mut wall = local.naive_local() + chrono::Duration::seconds(i64::from(step.max(0)));
+            let mut inclusive = true;
+            for _ in 0..MAX_WALK {
+                wall = self.cron.find_previous_occurrence(&wall, inclusive).ok()?;
+                inclusive = false;
+                let t = self.instant_of(wall)?;
+                if t <= at {
+                    return Some(t);
+                }
+            }
+            return None;
+        }
         self.cron
-            .find_previous_occurrence(&at, true)
+            .find_previous_occurrence(&at.with_timezone(&self.tz), true)
             .ok()
             .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// When a fixed-time job scheduled at local `wall` runs: then; at the first occurrence
+    /// when the clock repeats it; right after the gap when the clock skips it.
+    fn instant_of(&self, wall: NaiveDateTime) -> Option<DateTime<Utc>> {
+        match self.tz.from_local_datetime(&wall) {
+            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t.with_timezone(&Utc)),
+            LocalResult::None => {
+                // The first wall clock second after the gap (gaps last at most a few hours).
+                let mut w = wall;
+                for _ in 0..MAX_GAP_SECONDS {
+                    w += chrono::Duration::seconds(1);
+                    if let LocalResult::Single(t) | LocalResult::Ambiguous(t, _) =
+                        self.tz.from_local_datetime(&w)
+                    {
+                        return Some(t.with_timezone(&Utc));
+                    }
+                }
+                None
+            }
+        }
     }
 
     /// The nominal interval (next-after-next minus next, from `now`), for the
@@ -197,7 +266,8 @@ fn check_field(field: &str, name: &str) -> std::result::Result<(), String> {
             let ok = !atom.is_empty()
                 && (atom.bytes().all(|b| b.is_ascii_digit())
                     || (name == "month" && MONTHS.contains(&atom.to_ascii_lowercase().as_str()))
-                    || (name == "day-of-week" && DAYS.contains(&atom.to_ascii_lowercase().as_str())));
+                    || (name == "day-of-week"
+                        && DAYS.contains(&atom.to_ascii_lowercase().as_str())));
             if !ok {
                 return Err(format!(
                     "has `{atom}` in its {name} field `{field}`, which is neither a number{}",
@@ -271,33 +341,173 @@ mod tests {
         use chrono_tz::{America::New_York, Europe::Berlin, UTC};
         let cases: &[(&str, Tz, &str, &[&str], &str)] = &[
             // 2026-06-01 is a Monday.
-            ("0 3 * * 0", UTC, "2026-06-01T00:00:00Z", &["2026-06-07T03:00:00Z"], "0 = Sunday"),
-            ("0 3 * * 7", UTC, "2026-06-01T00:00:00Z", &["2026-06-07T03:00:00Z"], "7 = Sunday"),
-            ("0 3 * * sun", UTC, "2026-06-01T00:00:00Z", &["2026-06-07T03:00:00Z"], "sun"),
-            ("0 3 * * 1", UTC, "2026-06-01T00:00:00Z", &["2026-06-01T03:00:00Z", "2026-06-08T03:00:00Z"], "1 = Monday, not Sunday as in cron/Quartz"),
-            ("0 3 * * MON", UTC, "2026-06-01T03:00:00Z", &["2026-06-08T03:00:00Z"], "strictly after; names in any case"),
-            ("0 3 * * mon-fri", UTC, "2026-06-05T04:00:00Z", &["2026-06-08T03:00:00Z"], "a named range skips the weekend"),
-            ("0 3 * * 5-7", UTC, "2026-06-01T00:00:00Z", &["2026-06-05T03:00:00Z", "2026-06-06T03:00:00Z", "2026-06-07T03:00:00Z", "2026-06-12T03:00:00Z"], "a range ending in 7 includes Sunday"),
-            ("0 0 1 jan,jul *", UTC, "2026-06-01T00:00:00Z", &["2026-07-01T00:00:00Z", "2027-01-01T00:00:00Z"], "month names"),
-            ("*/15 * * * *", UTC, "2026-06-01T10:07:00Z", &["2026-06-01T10:15:00Z", "2026-06-01T10:30:00Z", "2026-06-01T10:45:00Z", "2026-06-01T11:00:00Z"], "*/15"),
-            ("0 9-17/4 * * *", UTC, "2026-06-01T10:00:00Z", &["2026-06-01T13:00:00Z", "2026-06-01T17:00:00Z", "2026-06-02T09:00:00Z"], "a stepped range"),
-            ("30 */5 * * * *", UTC, "2026-06-01T10:00:00Z", &["2026-06-01T10:00:30Z", "2026-06-01T10:05:30Z"], "six fields, seconds first"),
-            ("*/10 * * * * *", UTC, "2026-06-01T10:00:00.5Z", &["2026-06-01T10:00:10Z", "2026-06-01T10:00:20Z"], "sub-second `after`"),
-            ("0 0 13 * 5", UTC, "2026-06-01T00:00:00Z", &["2026-06-05T00:00:00Z", "2026-06-12T00:00:00Z", "2026-06-13T00:00:00Z"], "day-of-month OR day-of-week, as crontab"),
-            ("@daily", UTC, "2026-06-01T10:00:00Z", &["2026-06-02T00:00:00Z"], "nickname"),
-            ("@weekly", UTC, "2026-06-01T10:00:00Z", &["2026-06-07T00:00:00Z"], "@weekly is Sunday"),
-            ("0 3 * * *", Berlin, "2026-06-01T00:00:00Z", &["2026-06-01T01:00:00Z"], "Berlin summer is UTC+2"),
-            ("0 3 * * *", Berlin, "2026-12-01T00:00:00Z", &["2026-12-01T02:00:00Z"], "Berlin winter is UTC+1"),
-            ("0 2 * * *", New_York, "2026-06-01T00:00:00Z", &["2026-06-01T06:00:00Z"], "New York summer is UTC-4"),
+            (
+                "0 3 * * 0",
+                UTC,
+                "2026-06-01T00:00:00Z",
+                &["2026-06-07T03:00:00Z"],
+                "0 = Sunday",
+            ),
+            (
+                "0 3 * * 7",
+                UTC,
+                "2026-06-01T00:00:00Z",
+                &["2026-06-07T03:00:00Z"],
+                "7 = Sunday",
+            ),
+            (
+                "0 3 * * sun",
+                UTC,
+                "2026-06-01T00:00:00Z",
+                &["2026-06-07T03:00:00Z"],
+                "sun",
+            ),
+            (
+                "0 3 * * 1",
+                UTC,
+                "2026-06-01T00:00:00Z",
+                &["2026-06-01T03:00:00Z", "2026-06-08T03:00:00Z"],
+                "1 = Monday, not Sunday as in cron/Quartz",
+            ),
+            (
+                "0 3 * * MON",
+                UTC,
+                "2026-06-01T03:00:00Z",
+                &["2026-06-08T03:00:00Z"],
+                "strictly after; names in any case",
+            ),
+            (
+                "0 3 * * mon-fri",
+                UTC,
+                "2026-06-05T04:00:00Z",
+                &["2026-06-08T03:00:00Z"],
+                "a named range skips the weekend",
+            ),
+            (
+                "0 3 * * 5-7",
+                UTC,
+                "2026-06-01T00:00:00Z",
+                &[
+                    "2026-06-05T03:00:00Z",
+                    "2026-06-06T03:00:00Z",
+                    "2026-06-07T03:00:00Z",
+                    "2026-06-12T03:00:00Z",
+                ],
+                "a range ending in 7 includes Sunday",
+            ),
+            (
+                "0 0 1 jan,jul *",
+                UTC,
+                "2026-06-01T00:00:00Z",
+                &["2026-07-01T00:00:00Z", "2027-01-01T00:00:00Z"],
+                "month names",
+            ),
+            (
+                "*/15 * * * *",
+                UTC,
+                "2026-06-01T10:07:00Z",
+                &[
+                    "2026-06-01T10:15:00Z",
+                    "2026-06-01T10:30:00Z",
+                    "2026-06-01T10:45:00Z",
+                    "2026-06-01T11:00:00Z",
+                ],
+                "*/15",
+            ),
+            (
+                "0 9-17/4 * * *",
+                UTC,
+                "2026-06-01T10:00:00Z",
+                &[
+                    "2026-06-01T13:00:00Z",
+                    "2026-06-01T17:00:00Z",
+                    "2026-06-02T09:00:00Z",
+                ],
+                "a stepped range",
+            ),
+            (
+                "30 */5 * * * *",
+                UTC,
+                "2026-06-01T10:00:00Z",
+                &["2026-06-01T10:00:30Z", "2026-06-01T10:05:30Z"],
+                "six fields, seconds first",
+            ),
+            (
+                "*/10 * * * * *",
+                UTC,
+                "2026-06-01T10:00:00.5Z",
+                &["2026-06-01T10:00:10Z", "2026-06-01T10:00:20Z"],
+                "sub-second `after`",
+            ),
+            (
+                "0 0 13 * 5",
+                UTC,
+                "2026-06-01T00:00:00Z",
+                &[
+                    "2026-06-05T00:00:00Z",
+                    "2026-06-12T00:00:00Z",
+                    "2026-06-13T00:00:00Z",
+                ],
+                "day-of-month OR day-of-week, as crontab",
+            ),
+            (
+                "@daily",
+                UTC,
+                "2026-06-01T10:00:00Z",
+                &["2026-06-02T00:00:00Z"],
+                "nickname",
+            ),
+            (
+                "@weekly",
+                UTC,
+                "2026-06-01T10:00:00Z",
+                &["2026-06-07T00:00:00Z"],
+                "@weekly is Sunday",
+            ),
+            (
+                "0 3 * * *",
+                Berlin,
+                "2026-06-01T00:00:00Z",
+                &["2026-06-01T01:00:00Z"],
+                "Berlin summer is UTC+2",
+            ),
+            (
+                "0 3 * * *",
+                Berlin,
+                "2026-12-01T00:00:00Z",
+                &["2026-12-01T02:00:00Z"],
+                "Berlin winter is UTC+1",
+            ),
+            (
+                "0 2 * * *",
+                New_York,
+                "2026-06-01T00:00:00Z",
+                &["2026-06-01T06:00:00Z"],
+                "New York summer is UTC-4",
+            ),
             // New York springs forward 2026-03-08 02:00 -> 03:00, falls back 2026-11-01 02:00 -> 01:00.
-            ("30 2 * * *", New_York, "2026-03-07T12:00:00Z", &["2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"], "New York gap: right after it (03:00 EDT)"),
-            ("30 1 * * *", New_York, "2026-10-31T12:00:00Z", &["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"], "New York overlap: once, at 01:30 EDT"),
+            (
+                "30 2 * * *",
+                New_York,
+                "2026-03-07T12:00:00Z",
+                &["2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"],
+                "New York gap: right after it (03:00 EDT)",
+            ),
+            (
+                "30 1 * * *",
+                New_York,
+                "2026-10-31T12:00:00Z",
+                &["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"],
+                "New York overlap: once, at 01:30 EDT",
+            ),
         ];
         for (expr, tz, after, want, why) in cases {
             let s = Schedule::parse(expr, *tz).unwrap_or_else(|e| panic!("{why}: {e:#}"));
             let mut t = utc(after);
             for w in *want {
-                t = s.next_after(t).unwrap_or_else(|| panic!("{why}: no run after {t}"));
+                t = s
+                    .next_after(t)
+                    .unwrap_or_else(|| panic!("{why}: no run after {t}"));
                 assert_eq!(t, utc(w), "{expr} in {tz} ({why})");
             }
         }
@@ -323,6 +533,61 @@ mod tests {
             s.next_after(first).unwrap(),
             utc("2026-10-26T01:30:00Z"),
             "the repeated 02:30 (CET) does not run again"
+        );
+        // Fixed times as Vixie judges them (no `*` in the minute or hour field), lists and ranges
+        // included: croner would treat these as interval jobs and skip the gap's run.
+        let cases: &[(&str, &str, &[&str], &str)] = &[
+            (
+                "30 2,14 * * *",
+                "2026-03-28T14:00:00Z",
+                &["2026-03-29T01:00:00Z", "2026-03-29T12:30:00Z"],
+                "a list: the gap's 02:30 runs after the gap",
+            ),
+            (
+                "0 1-3 * * *",
+                "2026-03-28T23:30:00Z",
+                &[
+                    "2026-03-29T00:00:00Z",
+                    "2026-03-29T01:00:00Z",
+                    "2026-03-29T23:00:00Z",
+                ],
+                "a range: the gap's 02:00 and the real 03:00 are one run",
+            ),
+            (
+                "30 1,2 * * *",
+                "2026-10-24T12:00:00Z",
+                &[
+                    "2026-10-24T23:30:00Z",
+                    "2026-10-25T00:30:00Z",
+                    "2026-10-26T00:30:00Z",
+                ],
+                "a list: the repeated 02:30 runs once",
+            ),
+            (
+                "0,30 2 * * *",
+                "2026-10-25T00:15:00Z",
+                &["2026-10-25T00:30:00Z", "2026-10-26T01:00:00Z"],
+                "minutes listed: the second pass does not rerun 02:00 and 02:30",
+            ),
+            (
+                "15 30 2 * * *",
+                "2026-03-28T12:00:00Z",
+                &["2026-03-29T01:00:00Z"],
+                "six fields: the gap's 02:30:15 runs at 03:00:00",
+            ),
+        ];
+        for (expr, after, want, why) in cases {
+            let s = berlin(expr);
+            let mut t = utc(after);
+            for w in *want {
+                t = s.next_after(t).unwrap();
+                assert_eq!(t, utc(w), "{expr} ({why})");
+            }
+        }
+        // From inside the second pass of the repeated hour, the repeated 02:30 is not next.
+        assert_eq!(
+            s.next_after(utc("2026-10-25T01:15:00Z")).unwrap(),
+            utc("2026-10-26T01:30:00Z")
         );
         // Wildcard hour: follows the wall clock (Vixie: "run based on the new time").
         let hourly = berlin("0 * * * *");
@@ -380,17 +645,106 @@ mod tests {
     fn missed_run_after_a_downtime() {
         let hourly = berlin("0 * * * *");
         let daily = berlin("30 2 * * *");
+        let listed = berlin("30 1,2,14 * * *");
         let cases: &[(&Schedule, Option<&str>, &str, Option<&str>, &str)] = &[
-            (&hourly, Some("2026-06-01T10:00:00Z"), "2026-06-01T10:59:59Z", None, "down across no run"),
-            (&hourly, Some("2026-06-01T10:00:00Z"), "2026-06-01T11:00:00Z", Some("2026-06-01T11:00:00Z"), "a run exactly at now was missed"),
-            (&hourly, Some("2026-06-01T10:00:00Z"), "2026-06-01T11:20:00Z", Some("2026-06-01T11:00:00Z"), "one run missed"),
-            (&hourly, Some("2026-06-01T10:00:00Z"), "2026-06-03T07:20:00Z", Some("2026-06-03T07:00:00Z"), "several missed: the latest, once"),
-            (&hourly, Some("2026-06-01T10:00:05Z"), "2026-06-01T10:30:00Z", None, "a late start of the last run is no miss"),
-            (&hourly, None, "2026-06-03T07:20:00Z", None, "never ran: waits for its next time"),
-            (&hourly, Some("2026-06-03T09:00:00Z"), "2026-06-03T07:20:00Z", None, "clock went back"),
-            (&daily, Some("2026-03-28T01:30:00Z"), "2026-03-29T01:10:00Z", Some("2026-03-29T01:00:00Z"), "the gap's run, moved after the gap, was missed"),
-            (&daily, Some("2026-03-28T01:30:00Z"), "2026-03-29T00:59:59Z", None, "before the moved run"),
-            (&daily, Some("2026-10-25T00:30:00Z"), "2026-10-25T01:45:00Z", None, "the repeated 02:30 is not a missed run"),
+            (
+                &hourly,
+                Some("2026-06-01T10:00:00Z"),
+                "2026-06-01T10:59:59Z",
+                None,
+                "down across no run",
+            ),
+            (
+                &hourly,
+                Some("2026-06-01T10:00:00Z"),
+                "2026-06-01T11:00:00Z",
+                Some("2026-06-01T11:00:00Z"),
+                "a run exactly at now was missed",
+            ),
+            (
+                &hourly,
+                Some("2026-06-01T10:00:00Z"),
+                "2026-06-01T11:20:00Z",
+                Some("2026-06-01T11:00:00Z"),
+                "one run missed",
+            ),
+            (
+                &hourly,
+                Some("2026-06-01T10:00:00Z"),
+                "2026-06-03T07:20:00Z",
+                Some("2026-06-03T07:00:00Z"),
+                "several missed: the latest, once",
+            ),
+            (
+                &hourly,
+                Some("2026-06-01T10:00:05Z"),
+                "2026-06-01T10:30:00Z",
+                None,
+                "a late start of the last run is no miss",
+            ),
+            (
+                &hourly,
+                None,
+                "2026-06-03T07:20:00Z",
+                None,
+                "never ran: waits for its next time",
+            ),
+            (
+                &hourly,
+                Some("2026-06-03T09:00:00Z"),
+                "2026-06-03T07:20:00Z",
+                None,
+                "clock went back",
+            ),
+            (
+                &daily,
+                Some("2026-03-28T01:30:00Z"),
+                "2026-03-29T01:10:00Z",
+                Some("2026-03-29T01:00:00Z"),
+                "the gap's run, moved after the gap, was missed",
+            ),
+            (
+                &daily,
+                Some("2026-03-28T01:30:00Z"),
+                "2026-03-29T00:59:59Z",
+                None,
+                "before the moved run",
+            ),
+            (
+                &daily,
+                Some("2026-10-25T00:30:00Z"),
+                "2026-10-25T01:45:00Z",
+                None,
+                "the repeated 02:30 is not a missed run",
+            ),
+            (
+                &listed,
+                Some("2026-10-24T23:30:00Z"),
+                "2026-10-25T01:15:00Z",
+                Some("2026-10-25T00:30:00Z"),
+                "inside the repeated hour: its first 02:30",
+            ),
+            (
+                &listed,
+                Some("2026-10-25T00:30:00Z"),
+                "2026-10-25T01:45:00Z",
+                None,
+                "the repeated 02:30 of a list is not missed",
+            ),
+            (
+                &listed,
+                Some("2026-03-28T13:30:00Z"),
+                "2026-03-29T01:10:00Z",
+                Some("2026-03-29T01:00:00Z"),
+                "a list's gap run, moved after the gap",
+            ),
+            (
+                &hourly,
+                Some("2026-10-25T00:00:00Z"),
+                "2026-10-25T01:30:00Z",
+                Some("2026-10-25T01:00:00Z"),
+                "an hourly job's second 02:00",
+            ),
         ];
         for (s, last, now, want, why) in cases {
             assert_eq!(
@@ -404,10 +758,27 @@ mod tests {
         let every_second = berlin("* * * * * *");
         let started = std::time::Instant::now();
         assert_eq!(
-            missed_run(&every_second, Some(utc("2026-05-01T00:00:00Z")), utc("2026-06-01T00:00:00.7Z")),
+            missed_run(
+                &every_second,
+                Some(utc("2026-05-01T00:00:00Z")),
+                utc("2026-06-01T00:00:00.7Z")
+            ),
             Some(utc("2026-06-01T00:00:00Z"))
         );
-        assert!(started.elapsed() < Duration::from_secs(2));
+        let dense_fixed = berlin("0-59 0-59 0-23 * * *");
+        assert_eq!(
+            missed_run(
+                &dense_fixed,
+                Some(utc("2026-05-01T00:00:00Z")),
+                utc("2026-06-01T00:00:00.7Z")
+            ),
+            Some(utc("2026-06-01T00:00:00Z"))
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
@@ -430,7 +801,10 @@ mod tests {
             ("0 0 * * fri-xyz", "neither a number, `*` nor a day name"),
             ("0 0 * mon *", "has `mon` in its month field"),
             ("0 0 * * jan", "has `jan` in its day-of-week field"),
-            ("0 x * * *", "has `x` in its hour field `x`, which is neither a number nor `*`"),
+            (
+                "0 x * * *",
+                "has `x` in its hour field `x`, which is neither a number nor `*`",
+            ),
             ("*/x * * * *", "has the step `/x` in its minute field"),
             ("*/ * * * *", "has the step `/`"),
             ("0 0 30 2 *", "never fires"),
@@ -449,7 +823,12 @@ mod tests {
             assert!(err.contains("\nhint: "), "{err}");
         }
         // Accepted look-alikes: names containing L and W, a leap day.
-        for expr in ["0 0 * jul wed", "0 0 * * sat,sun", "0 0 29 2 *", "0 0 1-7/2 * *"] {
+        for expr in [
+            "0 0 * jul wed",
+            "0 0 * * sat,sun",
+            "0 0 29 2 *",
+            "0 0 1-7/2 * *",
+        ] {
             Schedule::parse(expr, chrono_tz::UTC).unwrap_or_else(|e| panic!("{expr}: {e:#}"));
         }
     }

@@ -194,11 +194,18 @@ mod tests {
         let mut s = AgentState::default();
         let b = s.job_mut("backup");
         b.started(utc("2026-06-01T10:00:00Z"));
-        b.succeeded(utc("2026-06-01T10:03:00.250Z"), Duration::from_millis(180_250));
+        b.succeeded(
+            utc("2026-06-01T10:03:00.250Z"),
+            Duration::from_millis(180_250),
+        );
         b.skipped();
         let d = s.job_mut("dump");
         d.started(utc("2026-06-01T11:00:00Z"));
-        d.failed(utc("2026-06-01T11:00:05Z"), Duration::from_secs(5), "pg_dump exited 1");
+        d.failed(
+            utc("2026-06-01T11:00:05Z"),
+            Duration::from_secs(5),
+            "pg_dump exited 1",
+        );
         s.save(&state_dir).unwrap();
         let back = AgentState::load(&state_dir).unwrap();
         assert_eq!(back, s);
@@ -213,7 +220,10 @@ mod tests {
         // Saving again replaces it.
         s.job_mut("backup").skipped();
         s.save(&state_dir).unwrap();
-        assert_eq!(AgentState::load(&state_dir).unwrap().jobs["backup"].runs_skipped, 2);
+        assert_eq!(
+            AgentState::load(&state_dir).unwrap().jobs["backup"].runs_skipped,
+            2
+        );
     }
 
     #[test]
@@ -238,9 +248,15 @@ mod tests {
     fn an_unusable_file_is_an_error_naming_it_never_an_empty_state() {
         let cases: &[(&[u8], &str)] = &[
             (b"", "not valid JSON"),
-            (b"{\"format\":1,\"jobs\":{\"backup\":{\"last_start\":", "not valid JSON"),
+            (
+                b"{\"format\":1,\"jobs\":{\"backup\":{\"last_start\":",
+                "not valid JSON",
+            ),
             (b"\x00\x00\x00", "not valid JSON"),
-            (b"{\"format\":2,\"jobs\":{}}", "format 2 is not the format 1"),
+            (
+                b"{\"format\":2,\"jobs\":{}}",
+                "format 2 is not the format 1",
+            ),
             (b"{\"jobs\":{}}", "not valid JSON"),
             (
                 b"{\"format\":1,\"jobs\":{\"b\":{\"runs_success\":-1}}}",
@@ -259,7 +275,10 @@ mod tests {
                 )),
                 "{err}"
             );
-            assert!(err.contains("catch-up depends on") && err.contains("\nhint: "), "{err}");
+            assert!(
+                err.contains("catch-up depends on") && err.contains("\nhint: "),
+                "{err}"
+            );
         }
     }
 
@@ -278,7 +297,10 @@ mod tests {
         );
         // And saving over it fails with the reason, keeping the directory as it was.
         let save = format!("{:#}", AgentState::default().save(dir.path()).unwrap_err());
-        assert!(save.starts_with("cannot write the agent's job state"), "{save}");
+        assert!(
+            save.starts_with("cannot write the agent's job state"),
+            "{save}"
+        );
     }
 
     #[test]
