@@ -34,7 +34,7 @@
 //! with `*` (`*/2`) as unrestricted for its OR rule; croner only the field `*` itself. Only an
 //! expression that steps one day field and restricts the other (`0 0 */2 * 1`) sees it.
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
@@ -646,7 +646,15 @@ mod tests {
         let hourly = berlin("0 * * * *");
         let daily = berlin("30 2 * * *");
         let listed = berlin("30 1,2,14 * * *");
-        let cases: &[(&Schedule, Option<&str>, &str, Option<&str>, &str)] = &[
+        /// (schedule, last start, now, the missed run, why)
+        type Case<'a> = (
+            &'a Schedule,
+            Option<&'a str>,
+            &'a str,
+            Option<&'a str>,
+            &'a str,
+        );
+        let cases: &[Case] = &[
             (
                 &hourly,
                 Some("2026-06-01T10:00:00Z"),
