@@ -331,6 +331,17 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
+    /// The next `n` runs after `after`.
+    fn runs(s: &Schedule, after: &str, n: usize) -> Vec<DateTime<Utc>> {
+        let mut t = utc(after);
+        (0..n)
+            .map(|_| {
+                t = s.next_after(t).unwrap();
+                t
+            })
+            .collect()
+    }
+
     fn berlin(expr: &str) -> Schedule {
         Schedule::parse(expr, chrono_tz::Europe::Berlin).unwrap()
     }
@@ -517,12 +528,8 @@ mod tests {
     fn dst_in_berlin_is_handled_as_vixie_cron() {
         // 2026-03-29: 02:00 CET -> 03:00 CEST; 02:30 does not exist.
         let s = berlin("30 2 * * *");
-        let runs = [
-            s.next_after(utc("2026-03-28T12:00:00Z")).unwrap(),
-            s.next_after(utc("2026-03-29T01:00:00Z")).unwrap(),
-        ];
         assert_eq!(
-            runs,
+            runs(&s, "2026-03-28T12:00:00Z", 2),
             [utc("2026-03-29T01:00:00Z"), utc("2026-03-30T00:30:00Z")],
             "the skipped 02:30 runs right after the gap (03:00 CEST = 01:00 UTC), once"
         );
@@ -591,14 +598,8 @@ mod tests {
         );
         // Wildcard hour: follows the wall clock (Vixie: "run based on the new time").
         let hourly = berlin("0 * * * *");
-        let mut t = utc("2026-10-24T23:30:00Z"); // 01:30 CEST
-        let mut fall = vec![];
-        for _ in 0..4 {
-            t = hourly.next_after(t).unwrap();
-            fall.push(t);
-        }
         assert_eq!(
-            fall,
+            runs(&hourly, "2026-10-24T23:30:00Z", 4), // from 01:30 CEST
             [
                 utc("2026-10-25T00:00:00Z"), // 02:00 CEST
                 utc("2026-10-25T01:00:00Z"), // 02:00 CET
@@ -607,14 +608,8 @@ mod tests {
             ],
             "an hourly job keeps running hourly through the repeated hour"
         );
-        let mut t = utc("2026-03-28T23:30:00Z"); // 00:30 CET
-        let mut spring = vec![];
-        for _ in 0..3 {
-            t = hourly.next_after(t).unwrap();
-            spring.push(t);
-        }
         assert_eq!(
-            spring,
+            runs(&hourly, "2026-03-28T23:30:00Z", 3), // from 00:30 CET
             [
                 utc("2026-03-29T00:00:00Z"), // 01:00 CET
                 utc("2026-03-29T01:00:00Z"), // 03:00 CEST: no 02:00
