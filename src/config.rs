@@ -183,43 +183,40 @@ impl Default for DrillConfig {
     }
 }
 
-/// `[agent]`: `pgward agent`.
+/// `[agent]`: `pgward agent`, the scheduler with its HTTP endpoint.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[serde(default = "default_agent_listen")]
     pub listen: std::net::SocketAddr,
-    /// Allow a `listen` address other than loopback (the endpoints have no authentication).
+    /// Whether `listen` may be a non-loopback address (the endpoint has no authentication).
     #[serde(default)]
     pub allow_remote: bool,
-    /// Where the jobs' last runs persist (`jobs.json`).
+    /// Where the per-job state (`jobs.json`: last runs, counters) persists across restarts.
     #[serde(default = "default_agent_state_dir")]
     pub state_dir: PathBuf,
-    /// How long a running job may take to finish after SIGTERM before it is cancelled.
+    /// How long a running job may go on after SIGTERM before it is cancelled.
     #[serde(
         default = "default_agent_stop_timeout",
         deserialize_with = "de_duration"
     )]
     pub stop_timeout: Duration,
-    /// Run, once at start, a job whose scheduled run was missed while the agent was down.
-    #[serde(default = "default_true")]
+    /// Whether a run missed while the agent was down runs once at start.
+    #[serde(default = "default_agent_catch_up")]
     pub catch_up: bool,
 }
 
 fn default_agent_listen() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], 9847))
 }
-
 fn default_agent_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/pgward/agent")
 }
-
 fn default_agent_stop_timeout() -> Duration {
     Duration::from_secs(120)
 }
-
-fn default_true() -> bool {
+fn default_agent_catch_up() -> bool {
     true
 }
 
@@ -230,8 +227,31 @@ impl Default for AgentConfig {
             allow_remote: false,
             state_dir: default_agent_state_dir(),
             stop_timeout: default_agent_stop_timeout(),
-            catch_up: true,
+            catch_up: default_agent_catch_up(),
         }
+    }
+}
+
+impl AgentConfig {
+    fn validate(&self) -> Result<()> {
+        if !self.listen.ip().is_loopback() && !self.allow_remote {
+            anyhow::bail!(
+                "[agent] listen = \"{}\" is not a loopback address, and the agent's HTTP \
+                 endpoint (/metrics, /readyz) has no authentication\nhint: listen on \
+                 127.0.0.1 (or [::1]) and let Prometheus scrape through a proxy, or set \
+                 [agent] allow_remote = true to serve it on that address",
+                self.listen
+            );
+        }
+        if self.state_dir.is_relative() {
+            anyhow::bail!(
+                "[agent] state_dir `{}` is relative; the agent's working directory is no place \
+                 for its job state\nhint: write an absolute path (default \
+                 /var/lib/pgward/agent)",
+                self.state_dir.display()
+            );
+        }
+        Ok(())
     }
 }
 
@@ -511,17 +531,10 @@ impl Config {
                 self.wal.push_ahead
             );
         }
-        if !self.agent.listen.ip().is_loopback() && !self.agent.allow_remote {
-            anyhow::bail!(
-                "[agent] listen = {} is not a loopback address, and the agent's endpoints have \
-                 no authentication\nhint: listen on 127.0.0.1 (and scrape through a proxy), or \
-                 set [agent] allow_remote = true",
-                self.agent.listen
-            );
-        }
         if self.wal.prefetch > 64 {
             anyhow::bail!("wal.prefetch must be at most 64, got {}", self.wal.prefetch);
         }
+        self.agent.validate()?;
         Ok(())
     }
 
@@ -573,6 +586,72 @@ mod tests {
             err.ends_with("hint: pass --config FILE or set PGWARD_CONFIG"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn agent_section_has_defaults() {
+        let c = Config::parse(MINIMAL, "t").unwrap();
+        assert_eq!(c.agent.listen, "127.0.0.1:9847".parse().unwrap());
+        assert!(!c.agent.allow_remote);
+        assert_eq!(c.agent.state_dir, PathBuf::from("/var/lib/pgward/agent"));
+        assert_eq!(c.agent.stop_timeout, Duration::from_secs(120));
+        assert!(c.agent.catch_up);
+        let text = format!(
+            "{MINIMAL}[agent]\nlisten = \"[::1]:9000\"\nstate_dir = \"/srv/agent\"\n\
+             stop_timeout = \"30s\"\ncatch_up = false\n"
+        );
+        let c = Config::parse(&text, "t").unwrap();
+        assert_eq!(c.agent.listen, "[::1]:9000".parse().unwrap());
+        assert_eq!(c.agent.state_dir, PathBuf::from("/srv/agent"));
+        assert_eq!(c.agent.stop_timeout, Duration::from_secs(30));
+        assert!(!c.agent.catch_up);
+    }
+
+    #[test]
+    fn agent_refusals_name_the_key_and_the_fix() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "listen = \"0.0.0.0:9847\"",
+                "[agent] listen = \"0.0.0.0:9847\" is not a loopback address",
+            ),
+            (
+                "listen = \"192.0.2.7:9847\"",
+                "[agent] listen = \"192.0.2.7:9847\" is not a loopback address",
+            ),
+            ("listen = \"[::]:9847\"", "is not a loopback address"),
+            ("listen = \"localhost:9847\"", "(in `agent.listen`)"),
+            ("listen = \"127.0.0.1\"", "(in `agent.listen`)"),
+            (
+                "state_dir = \"agent\"",
+                "[agent] state_dir `agent` is relative",
+            ),
+            ("stop_timeout = \"soon\"", "(in `agent.stop_timeout`)"),
+            ("stop_timeout = \"0s\"", "(in `agent.stop_timeout`)"),
+            ("catch_up = \"yes\"", "(in `agent.catch_up`)"),
+            ("allow_remote = 1", "(in `agent.allow_remote`)"),
+            ("listn = \"127.0.0.1:9847\"", "unknown field `listn`"),
+        ];
+        for (line, want) in cases {
+            let text = format!("{MINIMAL}[agent]\n{line}\n");
+            let err = format!("{:#}", Config::parse(&text, "t").unwrap_err());
+            assert!(err.contains(want), "{line}: want `{want}`, got: {err}");
+        }
+        let err = format!(
+            "{:#}",
+            Config::parse(
+                &format!("{MINIMAL}[agent]\nlisten = \"0.0.0.0:9847\"\n"),
+                "t"
+            )
+            .unwrap_err()
+        );
+        assert!(
+            err.contains("hint: ") && err.contains("allow_remote = true"),
+            "{err}"
+        );
+        // allow_remote lets it through.
+        let text = format!("{MINIMAL}[agent]\nlisten = \"0.0.0.0:9847\"\nallow_remote = true\n");
+        let c = Config::parse(&text, "t").unwrap();
+        assert_eq!(c.agent.listen, "0.0.0.0:9847".parse().unwrap());
     }
 
     #[test]

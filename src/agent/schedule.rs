@@ -17,21 +17,25 @@
 //! too (the agent's `catch_up` covers what it is usually used for). An expression that can never
 //! fire (`0 0 30 2 *`) is refused at parse, not discovered when the job silently never runs.
 //!
-//! **DST, as Vixie cron.** Jobs at a fixed time (a single second, minute and hour) whose local
-//! time falls in a spring-forward gap run right after the gap (Berlin 2026-03-29 02:30 runs at
-//! 03:00 CEST); a fixed local time that exists twice (fall-back) runs once, at its first
-//! occurrence. Jobs with a wildcard, range, list or step in the second, minute or hour field
-//! follow the wall clock, as Vixie's "jobs which are specified with wildcards are run based on
-//! the new time immediately": `0 * * * *` runs at 02:00 CEST and again at 02:00 CET, one hour
-//! apart in real time, and has no run in the skipped hour. croner implements exactly this (its
-//! "fixed-time" and "interval" job types), so this module adds no DST handling of its own.
+//! **DST, as Vixie cron.** A job at fixed times — Vixie's test: no `*` leads its minute or hour
+//! field (nor, here, its seconds field), so `30 2 * * *`, `30 2,14 * * *` and `0 1-3 * * *` —
+//! whose local time falls in a spring-forward gap runs right after the gap (Berlin 2026-03-29
+//! 02:30 runs at 03:00 CEST; several such times are one run then); a local time that exists
+//! twice (fall-back) runs once, at its first occurrence. A job with `*` leading a time field
+//! (`0 * * * *`, `*/15 * * * *`, `@hourly`) follows the wall clock, as Vixie's "jobs which are
+//! specified with wildcards are run based on the new time immediately": `0 * * * *` runs at
+//! 02:00 CEST and again at 02:00 CET, an hour apart in real time, and has no run in the skipped
+//! hour. croner does the latter itself, but counts as fixed only single-valued time fields (it
+//! would skip `30 2,14 * * *` in the gap and run it twice in the overlap), so fixed-time jobs
+//! are evaluated here: croner walks the wall clock (naive local times) and [`Schedule`] maps
+//! each match to its instant (the first of two; the end of a gap).
 //!
 //! **A difference left alone.** Vixie treats a day-of-month or day-of-week field that *starts*
 //! with `*` (`*/2`) as unrestricted for its OR rule; croner only the field `*` itself. Only an
 //! expression that steps one day field and restricts the other (`0 0 */2 * 1`) sees it.
 
-use anyhow::{Result, anyhow, bail};
-use chrono::{DateTime, TimeZone, Timelike, Utc};
+use anyhow::{Result, anyhow};
+use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -43,8 +47,14 @@ pub struct Schedule {
     expr: String,
     tz: Tz,
     cron: Cron,
+    /// Vixie's "fixed time": no `*` leads the second, minute or hour field (see the module doc).
+    fixed_time: bool,
 }
 
+/// Bounds on the wall-clock walks of fixed-time jobs (runs skipped in a repeated hour; seconds
+/// of a DST gap).
+const MAX_WALK: usize = 100_000;
+const MAX_GAP_SECONDS: usize = 6 * 3600;
 const FIELDS_5: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
 const FIELDS_6: [&str; 6] = [
     "second",
@@ -113,10 +123,15 @@ impl Schedule {
         let cron = parser
             .parse(&body)
             .map_err(|e| refuse(format!("is not valid: {e}")))?;
+        // Vixie flags a minute or hour field that starts with `*` (`*`, `*/15`) as a wildcard;
+        // the seconds field, which crontab lacks, is judged the same way.
+        let time_fields = &fields[..fields.len() - 3];
+        let fixed_time = !time_fields.iter().any(|f| f.starts_with('*'));
         let schedule = Schedule {
             expr: expr.to_string(),
             tz,
             cron,
+            fixed_time,
         };
         // From a fixed instant, so parsing stays pure: a leap day is found within the years
         // croner searches, `30 February` never.
@@ -135,20 +150,74 @@ impl Schedule {
     /// wildcards in their time fields.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         // Whole seconds: the first match after the truncated second is after `after` itself.
-        let after = after.with_nanosecond(0)?.with_timezone(&self.tz);
+        let after = after.with_nanosecond(0)?;
+        if self.fixed_time {
+            // Walk the wall clock's matches; their instants are monotone in them, so the first
+            // one after `after` is the answer. From `after`'s own wall time: only matches in a
+            // repeated hour's second pass map back before it, and those few are skipped.
+            let mut wall = after.with_timezone(&self.tz).naive_local();
+            for _ in 0..MAX_WALK {
+                wall = self.cron.find_next_occurrence(&wall, false).ok()?;
+                let at = self.instant_of(wall)?;
+                if at > after {
+                    return Some(at);
+                }
+            }
+            return None;
+        }
         self.cron
-            .find_next_occurrence(&after, false)
+            .find_next_occurrence(&after.with_timezone(&self.tz), false)
             .ok()
             .map(|t| t.with_timezone(&Utc))
     }
 
     /// The latest run at or before `at`.
     fn latest_at_or_before(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let at = at.with_nanosecond(0)?.with_timezone(&self.tz);
+        let at = at.with_nanosecond(0)?;
+        if self.fixed_time {
+            // Backwards from the latest wall time that can map to `at` or before: after a
+            // fall-back, wall times up to the clock's step ahead of `at`'s own still do.
+            let local = at.with_timezone(&self.tz);
+            let earlier = (at - chrono::Duration::hours(3)).with_timezone(&self.tz);
+            let step =
+                earlier.offset().fix().local_minus_utc() - local.offset().fix().local_minus_utc();
+            let mut wall = local.naive_local() + chrono::Duration::seconds(i64::from(step.max(0)));
+            let mut inclusive = true;
+            for _ in 0..MAX_WALK {
+                wall = self.cron.find_previous_occurrence(&wall, inclusive).ok()?;
+                inclusive = false;
+                let t = self.instant_of(wall)?;
+                if t <= at {
+                    return Some(t);
+                }
+            }
+            return None;
+        }
         self.cron
-            .find_previous_occurrence(&at, true)
+            .find_previous_occurrence(&at.with_timezone(&self.tz), true)
             .ok()
             .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// When a fixed-time job scheduled at local `wall` runs: then; at the first occurrence
+    /// when the clock repeats it; right after the gap when the clock skips it.
+    fn instant_of(&self, wall: NaiveDateTime) -> Option<DateTime<Utc>> {
+        match self.tz.from_local_datetime(&wall) {
+            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t.with_timezone(&Utc)),
+            LocalResult::None => {
+                // The first wall clock second after the gap (gaps last at most a few hours).
+                let mut w = wall;
+                for _ in 0..MAX_GAP_SECONDS {
+                    w += chrono::Duration::seconds(1);
+                    if let LocalResult::Single(t) | LocalResult::Ambiguous(t, _) =
+                        self.tz.from_local_datetime(&w)
+                    {
+                        return Some(t.with_timezone(&Utc));
+                    }
+                }
+                None
+            }
+        }
     }
 
     /// The nominal interval (next-after-next minus next, from `now`), for the
@@ -260,6 +329,17 @@ mod tests {
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    /// The next `n` runs after `after`.
+    fn runs(s: &Schedule, after: &str, n: usize) -> Vec<DateTime<Utc>> {
+        let mut t = utc(after);
+        (0..n)
+            .map(|_| {
+                t = s.next_after(t).unwrap();
+                t
+            })
+            .collect()
     }
 
     fn berlin(expr: &str) -> Schedule {
@@ -448,12 +528,8 @@ mod tests {
     fn dst_in_berlin_is_handled_as_vixie_cron() {
         // 2026-03-29: 02:00 CET -> 03:00 CEST; 02:30 does not exist.
         let s = berlin("30 2 * * *");
-        let runs = [
-            s.next_after(utc("2026-03-28T12:00:00Z")).unwrap(),
-            s.next_after(utc("2026-03-29T01:00:00Z")).unwrap(),
-        ];
         assert_eq!(
-            runs,
+            runs(&s, "2026-03-28T12:00:00Z", 2),
             [utc("2026-03-29T01:00:00Z"), utc("2026-03-30T00:30:00Z")],
             "the skipped 02:30 runs right after the gap (03:00 CEST = 01:00 UTC), once"
         );
@@ -465,16 +541,65 @@ mod tests {
             utc("2026-10-26T01:30:00Z"),
             "the repeated 02:30 (CET) does not run again"
         );
+        // Fixed times as Vixie judges them (no `*` in the minute or hour field), lists and ranges
+        // included: croner would treat these as interval jobs and skip the gap's run.
+        let cases: &[(&str, &str, &[&str], &str)] = &[
+            (
+                "30 2,14 * * *",
+                "2026-03-28T14:00:00Z",
+                &["2026-03-29T01:00:00Z", "2026-03-29T12:30:00Z"],
+                "a list: the gap's 02:30 runs after the gap",
+            ),
+            (
+                "0 1-3 * * *",
+                "2026-03-28T23:30:00Z",
+                &[
+                    "2026-03-29T00:00:00Z",
+                    "2026-03-29T01:00:00Z",
+                    "2026-03-29T23:00:00Z",
+                ],
+                "a range: the gap's 02:00 and the real 03:00 are one run",
+            ),
+            (
+                "30 1,2 * * *",
+                "2026-10-24T12:00:00Z",
+                &[
+                    "2026-10-24T23:30:00Z",
+                    "2026-10-25T00:30:00Z",
+                    "2026-10-26T00:30:00Z",
+                ],
+                "a list: the repeated 02:30 runs once",
+            ),
+            (
+                "0,30 2 * * *",
+                "2026-10-25T00:15:00Z",
+                &["2026-10-25T00:30:00Z", "2026-10-26T01:00:00Z"],
+                "minutes listed: the second pass does not rerun 02:00 and 02:30",
+            ),
+            (
+                "15 30 2 * * *",
+                "2026-03-28T12:00:00Z",
+                &["2026-03-29T01:00:00Z"],
+                "six fields: the gap's 02:30:15 runs at 03:00:00",
+            ),
+        ];
+        for (expr, after, want, why) in cases {
+            let s = berlin(expr);
+            let mut t = utc(after);
+            for w in *want {
+                t = s.next_after(t).unwrap();
+                assert_eq!(t, utc(w), "{expr} ({why})");
+            }
+        }
+        // From inside the second pass of the repeated hour, the repeated 02:30 is not next.
+        assert_eq!(
+            s.next_after(utc("2026-10-25T01:15:00Z")).unwrap(),
+            utc("2026-10-26T01:30:00Z")
+        );
         // Wildcard hour: follows the wall clock (Vixie: "run based on the new time").
         let hourly = berlin("0 * * * *");
-        let mut t = utc("2026-10-24T23:30:00Z"); // 01:30 CEST
-        let mut fall = vec![];
-        for _ in 0..4 {
-            t = hourly.next_after(t).unwrap();
-            fall.push(t);
-        }
         assert_eq!(
-            fall,
+            runs(&hourly, "2026-10-24T23:30:00Z", 4), // from 01:30 CEST
             [
                 utc("2026-10-25T00:00:00Z"), // 02:00 CEST
                 utc("2026-10-25T01:00:00Z"), // 02:00 CET
@@ -483,14 +608,8 @@ mod tests {
             ],
             "an hourly job keeps running hourly through the repeated hour"
         );
-        let mut t = utc("2026-03-28T23:30:00Z"); // 00:30 CET
-        let mut spring = vec![];
-        for _ in 0..3 {
-            t = hourly.next_after(t).unwrap();
-            spring.push(t);
-        }
         assert_eq!(
-            spring,
+            runs(&hourly, "2026-03-28T23:30:00Z", 3), // from 00:30 CET
             [
                 utc("2026-03-29T00:00:00Z"), // 01:00 CET
                 utc("2026-03-29T01:00:00Z"), // 03:00 CEST: no 02:00
@@ -521,7 +640,16 @@ mod tests {
     fn missed_run_after_a_downtime() {
         let hourly = berlin("0 * * * *");
         let daily = berlin("30 2 * * *");
-        let cases: &[(&Schedule, Option<&str>, &str, Option<&str>, &str)] = &[
+        let listed = berlin("30 1,2,14 * * *");
+        /// (schedule, last start, now, the missed run, why)
+        type Case<'a> = (
+            &'a Schedule,
+            Option<&'a str>,
+            &'a str,
+            Option<&'a str>,
+            &'a str,
+        );
+        let cases: &[Case] = &[
             (
                 &hourly,
                 Some("2026-06-01T10:00:00Z"),
@@ -592,6 +720,34 @@ mod tests {
                 None,
                 "the repeated 02:30 is not a missed run",
             ),
+            (
+                &listed,
+                Some("2026-10-24T23:30:00Z"),
+                "2026-10-25T01:15:00Z",
+                Some("2026-10-25T00:30:00Z"),
+                "inside the repeated hour: its first 02:30",
+            ),
+            (
+                &listed,
+                Some("2026-10-25T00:30:00Z"),
+                "2026-10-25T01:45:00Z",
+                None,
+                "the repeated 02:30 of a list is not missed",
+            ),
+            (
+                &listed,
+                Some("2026-03-28T13:30:00Z"),
+                "2026-03-29T01:10:00Z",
+                Some("2026-03-29T01:00:00Z"),
+                "a list's gap run, moved after the gap",
+            ),
+            (
+                &hourly,
+                Some("2026-10-25T00:00:00Z"),
+                "2026-10-25T01:30:00Z",
+                Some("2026-10-25T01:00:00Z"),
+                "an hourly job's second 02:00",
+            ),
         ];
         for (s, last, now, want, why) in cases {
             assert_eq!(
@@ -612,7 +768,20 @@ mod tests {
             ),
             Some(utc("2026-06-01T00:00:00Z"))
         );
-        assert!(started.elapsed() < Duration::from_secs(2));
+        let dense_fixed = berlin("0-59 0-59 0-23 * * *");
+        assert_eq!(
+            missed_run(
+                &dense_fixed,
+                Some(utc("2026-05-01T00:00:00Z")),
+                utc("2026-06-01T00:00:00.7Z")
+            ),
+            Some(utc("2026-06-01T00:00:00Z"))
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

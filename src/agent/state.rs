@@ -307,7 +307,8 @@ mod tests {
     fn failing_means_the_last_finished_run_failed() {
         let t1 = utc("2026-06-01T10:00:00Z");
         let t2 = utc("2026-06-01T11:00:00Z");
-        let cases: &[(Option<DateTime<Utc>>, Option<DateTime<Utc>>, bool, &str)] = &[
+        type When = Option<DateTime<Utc>>;
+        let cases: &[(When, When, bool, &str)] = &[
             (None, None, false, "never ran"),
             (Some(t1), None, false, "only successes"),
             (None, Some(t1), true, "only failures"),
