@@ -10,10 +10,10 @@
 //! of the restore point. Rows of drills older than [`KEEP_ROWS`] are deleted as new ones are
 //! written, so the table stays small.
 
+use crate::drill::checks::table_sql;
 use crate::drill::report::Markers;
 use crate::drill::source::SourceDb;
 use crate::pg::Lsn;
-use crate::pg::conn::quote_ident;
 use anyhow::{Context as _, Result, bail};
 
 pub const DEFAULT_TABLE: &str = "pgward_drill";
@@ -23,15 +23,6 @@ const KEEP_ROWS: &str = "90 days";
 /// The restore point of the drill labelled `label`.
 pub fn restore_point_name(label: &str) -> String {
     format!("pgward-drill-{label}")
-}
-
-/// `schema.table` or `table`, each part quoted.
-pub fn quoted_table(table: &str) -> String {
-    table
-        .split('.')
-        .map(quote_ident)
-        .collect::<Vec<_>>()
-        .join(".")
 }
 
 /// An SQL string literal.
@@ -47,7 +38,7 @@ pub fn place(
     table: &str,
     label: &str,
 ) -> Result<(Markers, String)> {
-    let t = quoted_table(table);
+    let t = table_sql(table);
     let l = literal(label);
     source
         .psql(
@@ -99,7 +90,7 @@ pub fn place(
 pub fn table_exists_sql(table: &str) -> String {
     format!(
         "select to_regclass({}) is not null",
-        literal(&quoted_table(table))
+        literal(&table_sql(table))
     )
 }
 
@@ -107,7 +98,7 @@ pub fn table_exists_sql(table: &str) -> String {
 pub fn count_sql(table: &str, label: &str, marker: &str) -> String {
     format!(
         "select count(*) from {} where label = {} and marker = {}",
-        quoted_table(table),
+        table_sql(table),
         literal(label),
         literal(marker)
     )
@@ -185,7 +176,6 @@ mod tests {
 
     #[test]
     fn names_are_quoted() {
-        assert_eq!(quoted_table("ops.drill"), "\"ops\".\"drill\"");
         assert_eq!(literal("it's"), "'it''s'");
         assert_eq!(
             count_sql("pgward_drill", "L", "A"),
