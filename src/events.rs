@@ -139,6 +139,23 @@ pub enum Event {
         failure: Option<String>,
         duration_ms: u64,
     },
+    /// The agent started one of its jobs (`kind`: backup, dump, expire, verify, drill).
+    JobStarted {
+        job: String,
+        kind: String,
+    },
+    /// One of the agent's jobs ended. `recovered`: it succeeded and its previous run had
+    /// failed. `summary` is one line (the error's, for a failure); `details` what the job
+    /// reported (a backup's label and sizes, a drill's RTO, …) as a JSON object.
+    JobFinished {
+        job: String,
+        kind: String,
+        succeeded: bool,
+        recovered: bool,
+        summary: String,
+        duration_ms: u64,
+        details: serde_json::Value,
+    },
     /// A wait that has lasted a while (WAL to reach the repository, a lease, …), repeated
     /// while it lasts.
     Waiting {
@@ -394,6 +411,21 @@ impl EventSink for LogSink {
                 "drill FAILED: {}",
                 failure.as_deref().unwrap_or("a check failed")
             ),
+            Event::JobStarted { job, kind } => tracing::info!(job, kind, "job started"),
+            Event::JobFinished {
+                job,
+                succeeded: true,
+                recovered,
+                summary,
+                duration_ms,
+                ..
+            } => tracing::info!(job, ms = duration_ms, recovered, "job succeeded: {summary}"),
+            Event::JobFinished {
+                job,
+                summary,
+                duration_ms,
+                ..
+            } => tracing::error!(job, ms = duration_ms, "job failed: {summary}"),
             Event::Waiting {
                 what,
                 waited_ms,

@@ -23,6 +23,7 @@ pub mod process;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod status;
 pub mod storage;
 pub mod units;
 pub mod verify;

@@ -10,12 +10,22 @@ use crate::drill::run::{DrillOptions, run_drill};
 use crate::retention::policy::{Job, JobKind};
 use anyhow::{Result, bail};
 
-/// What a run left for the metrics beside success or failure.
+/// What a run left for the metrics and the event beside success or failure.
 #[derive(Debug, Default)]
 pub struct RunFacts {
     pub summary: String,
     /// Problems a verify found.
     pub verify_problems: Option<usize>,
+    /// What the job reported, for the `job_finished` event's `details` (a JSON object;
+    /// bounded: labels and sizes, never file lists).
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+fn details(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
 }
 
 pub fn kind_name(kind: JobKind) -> &'static str {
@@ -41,6 +51,15 @@ pub async fn run_job(ctx: &Context, job: &Job) -> Result<RunFacts> {
             let o = crate::backup::run_backup(ctx).await?;
             Ok(RunFacts {
                 summary: format!("backup {} complete", o.label),
+                details: details(serde_json::json!({
+                    "label": o.label,
+                    "timeline": o.timeline.0,
+                    "start_lsn": o.start_lsn.to_string(),
+                    "stop_lsn": o.stop_lsn.to_string(),
+                    "total_bytes": o.stats.total_bytes,
+                    "new_bytes": o.stats.new_bytes,
+                    "stored_bytes": o.stats.stored_bytes,
+                })),
                 ..RunFacts::default()
             })
         }
@@ -49,8 +68,13 @@ pub async fn run_job(ctx: &Context, job: &Job) -> Result<RunFacts> {
                 databases: job.databases.clone().unwrap_or_default(),
             };
             let o = crate::dump::run_dump(ctx, &req).await?;
+            let m = &o.manifest;
             Ok(RunFacts {
-                summary: format!("dump {} complete", o.manifest.label),
+                summary: format!("dump {} complete", m.label),
+                details: details(serde_json::json!({
+                    "label": m.label.to_string(),
+                    "databases": m.databases.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
+                })),
                 ..RunFacts::default()
             })
         }
@@ -63,12 +87,16 @@ pub async fn run_job(ctx: &Context, job: &Job) -> Result<RunFacts> {
             let report = crate::commands::expire::run_expire(ctx, &args).await?;
             crate::commands::expire::deletion_failures(&report)?;
             let deleted = report.deleted.as_ref();
+            let (manifests, wal) = (
+                deleted.map_or(0, |d| d.manifests),
+                deleted.map_or(0, |d| d.wal),
+            );
             Ok(RunFacts {
-                summary: format!(
-                    "expire: {} manifests, {} WAL files deleted",
-                    deleted.map_or(0, |d| d.manifests),
-                    deleted.map_or(0, |d| d.wal)
-                ),
+                summary: format!("expire: {manifests} manifests, {wal} WAL files deleted"),
+                details: details(serde_json::json!({
+                    "deleted_manifests": manifests,
+                    "deleted_wal": wal,
+                })),
                 ..RunFacts::default()
             })
         }
@@ -89,16 +117,25 @@ pub async fn run_job(ctx: &Context, job: &Job) -> Result<RunFacts> {
             Ok(RunFacts {
                 summary: "verify: no problem".into(),
                 verify_problems: Some(n),
+                details: details(serde_json::json!({ "problems": n, "full": job.full })),
             })
         }
         JobKind::Drill => {
             let dir = file::tests_dir(&ctx.config, &ctx.config_path);
-            let names: Vec<String> = job.drill.iter().cloned().collect();
+            let names: Vec<String> = job.drill.clone().unwrap_or_default();
             let drills = file::select(file::load_dir(&dir)?, &names, names.is_empty())?;
             let mut failed = Vec::new();
+            let mut reports = Vec::new();
             for d in &drills {
                 let (report, stored) = run_drill(ctx, d, &DrillOptions::default()).await;
                 stored?;
+                reports.push(serde_json::json!({
+                    "drill": report.drill,
+                    "label": report.label,
+                    "passed": report.verdict != Verdict::Failed,
+                    "rto_seconds": report.rto_seconds,
+                    "rpo_seconds": report.rpo_seconds,
+                }));
                 if report.verdict == Verdict::Failed {
                     let why = report
                         .failure
@@ -112,6 +149,7 @@ pub async fn run_job(ctx: &Context, job: &Job) -> Result<RunFacts> {
             }
             Ok(RunFacts {
                 summary: format!("{} drill(s) passed", drills.len()),
+                details: details(serde_json::json!({ "drills": reports })),
                 ..RunFacts::default()
             })
         }

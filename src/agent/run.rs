@@ -23,6 +23,7 @@ use crate::agent::metrics::{ArchiverFacts, Metrics, RepoFacts};
 use crate::agent::schedule::{self, Schedule};
 use crate::agent::state::{AgentState, JobState};
 use crate::context::Context;
+use crate::events::Event;
 use crate::retention::policy::{Job, JobKind, Policy};
 use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, Utc};
@@ -225,14 +226,19 @@ async fn run_one(
 ) -> (Result<RunFacts>, bool) {
     let start = Utc::now();
     let clock = Instant::now();
-    {
-        let js = state.jobs.entry(name.to_string()).or_default();
-        js.last_start = Some(start);
-    }
+    state
+        .jobs
+        .entry(name.to_string())
+        .or_default()
+        .started(start);
     if let Err(e) = state.save(state_dir) {
         return (Err(e), false);
     }
-    tracing::info!(job = name, kind = jobs::kind_name(job.kind), "job started");
+    let kind = jobs::kind_name(job.kind).to_string();
+    ctx.events.emit(&Event::JobStarted {
+        job: name.to_string(),
+        kind: kind.clone(),
+    });
     let mut job_ctx = Context::with_storage(
         ctx.config.clone(),
         ctx.config_path.clone(),
@@ -265,21 +271,36 @@ async fn run_one(
         }
     };
     let js = state.jobs.entry(name.to_string()).or_default();
-    js.last_duration_seconds = Some(clock.elapsed().as_secs_f64());
-    match &result {
+    let was_failing = js.failing();
+    let finished = match &result {
         Ok(f) => {
-            js.last_success = Some(Utc::now());
-            js.last_error = None;
-            js.runs_success += 1;
-            tracing::info!(job = name, "job succeeded: {}", f.summary);
+            js.succeeded(Utc::now(), clock.elapsed());
+            (
+                true,
+                f.summary.clone(),
+                serde_json::Value::Object(f.details.clone()),
+            )
         }
         Err(e) => {
-            js.last_failure = Some(Utc::now());
-            js.last_error = Some(crate::output::error_text(e));
-            js.runs_failure += 1;
-            tracing::error!(job = name, "job failed: {e:#}");
+            let text = crate::output::error_text(e);
+            js.failed(Utc::now(), clock.elapsed(), &text);
+            (
+                false,
+                format!("{e:#}"),
+                serde_json::json!({ "error": text }),
+            )
         }
-    }
+    };
+    let (succeeded, summary, details) = finished;
+    ctx.events.emit(&Event::JobFinished {
+        job: name.to_string(),
+        kind,
+        succeeded,
+        recovered: succeeded && was_failing,
+        summary,
+        duration_ms: clock.elapsed().as_millis() as u64,
+        details,
+    });
     if let Err(e) = state.save(state_dir) {
         tracing::error!("{e:#}");
     }

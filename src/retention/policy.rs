@@ -90,8 +90,10 @@ pub struct Job {
     /// crontab(5) syntax, optionally with seconds; checked by the agent.
     pub schedule: String,
     pub name: Option<String>,
-    /// The drill to run (`kind = "drill"`).
-    pub drill: Option<String>,
+    /// The drills to run (`kind = "drill"`): `drill = "a"` or `drill = ["a", "b"]`; none
+    /// given means every drill in `[drill] tests`.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub drill: Option<Vec<String>>,
     /// The databases to dump (`kind = "dump"`).
     pub databases: Option<Vec<String>>,
     /// Read everything, not a rotating sample (`kind = "verify"`).
@@ -107,6 +109,20 @@ pub enum JobKind {
     Expire,
     Verify,
     Drill,
+}
+
+/// `"a"` or `["a", "b"]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Some(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    }))
 }
 
 /// The file as written.
@@ -265,6 +281,8 @@ mod tests {
         let drills: Vec<&str> = (b.jobs.iter())
             .filter(|j| j.kind == JobKind::Drill)
             .filter_map(|j| j.drill.as_deref())
+            .flatten()
+            .map(String::as_str)
             .collect();
         assert_eq!(drills, ["weekly-latest", "pitr-marker", "dump-daily"]);
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("restore-tests");
@@ -312,7 +330,13 @@ mod tests {
             p.jobs[0].databases.as_deref(),
             Some(&["app".to_string()][..])
         );
-        assert_eq!(p.jobs[1].drill.as_deref(), Some("weekly-pitr"));
+        assert_eq!(p.jobs[1].drill, Some(vec!["weekly-pitr".to_string()]));
+        let listed = Policy::parse(
+            "[[job]]\nkind = \"drill\"\nschedule = \"0 4 * * 0\"\ndrill = [\"a\", \"b\"]\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(listed.jobs[0].drill, Some(vec!["a".into(), "b".into()]));
 
         let empty = Policy::parse("[retention.backups]\n", "p.toml").unwrap();
         assert_eq!(empty.retention.backups, Some(KeepRules::default()));
