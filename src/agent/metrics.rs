@@ -8,6 +8,7 @@
 
 use crate::agent::state::JobState;
 use crate::drill::report::{DrillReport, Verdict};
+pub use crate::pg::archiver::ArchiverFacts;
 use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -53,16 +54,6 @@ pub struct RepoFacts {
     pub window_start: Option<DateTime<Utc>>,
     pub window_end: Option<DateTime<Utc>>,
     pub wal_gap_segments: i64,
-}
-
-/// What the server's archiver said (`pg_stat_archiver`, `pg_wal/archive_status`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ArchiverFacts {
-    pub archived_count: u64,
-    pub failed_count: u64,
-    pub pending_segments: i64,
-    /// now − mtime of the oldest `.ready` file; 0 when none.
-    pub rpo_seconds: f64,
 }
 
 pub struct Metrics {
@@ -429,12 +420,14 @@ mod tests {
             failed_count: 1,
             pending_segments: 2,
             rpo_seconds: 30.0,
+            ..ArchiverFacts::default()
         });
         m.observe_archiver(&ArchiverFacts {
             archived_count: 12,
             failed_count: 1,
             pending_segments: 0,
             rpo_seconds: 0.0,
+            ..ArchiverFacts::default()
         });
         m.observe_drills(&[crate::drill::report::testing::sample(
             "L",

@@ -19,7 +19,7 @@
 
 use crate::agent::http::{self, Endpoints, Readiness};
 use crate::agent::jobs::{self, RunFacts};
-use crate::agent::metrics::{ArchiverFacts, Metrics, RepoFacts};
+use crate::agent::metrics::{Metrics, RepoFacts};
 use crate::agent::schedule::{self, Schedule};
 use crate::agent::state::{AgentState, JobState};
 use crate::context::Context;
@@ -332,7 +332,7 @@ type Refreshed = std::result::Result<RepoFacts, String>;
 
 /// Reads the catalog, the newest drill reports and the archiver; updates the metrics.
 async fn refresh(ctx: &Context, metrics: &Metrics) -> Refreshed {
-    let archiver = archiver_facts(ctx).await;
+    let archiver = crate::pg::archiver::read(&ctx.config).await;
     if let Some(a) = &archiver {
         metrics.observe_archiver(a);
     }
@@ -377,57 +377,6 @@ async fn refresh(ctx: &Context, metrics: &Metrics) -> Refreshed {
         metrics.observe_drills(&reports);
     }
     facts
-}
-
-/// `pg_stat_archiver` and `pg_wal/archive_status` of the configured server; `None` when it is
-/// not configured or does not answer (the metrics keep their last values).
-async fn archiver_facts(ctx: &Context) -> Option<ArchiverFacts> {
-    let conninfo = ctx.config.postgres.conninfo.as_deref()?;
-    let client = crate::pg::conn::connect(conninfo, Duration::from_secs(5))
-        .await
-        .ok()?;
-    let row = client
-        .query_one(
-            "select archived_count, failed_count from pg_stat_archiver",
-            &[],
-        )
-        .await
-        .ok()?;
-    let (archived, failed): (i64, i64) = (row.get(0), row.get(1));
-    let (pending, oldest) = ctx
-        .config
-        .postgres
-        .pgdata
-        .as_deref()
-        .map(|d| ready_files(&d.join("pg_wal/archive_status")))
-        .unwrap_or((0, None));
-    let rpo = oldest
-        .and_then(|t| t.elapsed().ok())
-        .map_or(0.0, |d| d.as_secs_f64());
-    Some(ArchiverFacts {
-        archived_count: archived.max(0) as u64,
-        failed_count: failed.max(0) as u64,
-        pending_segments: pending,
-        rpo_seconds: rpo,
-    })
-}
-
-/// How many `.ready` files there are, and the oldest one's mtime.
-fn ready_files(dir: &Path) -> (i64, Option<std::time::SystemTime>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return (0, None);
-    };
-    let mut n = 0;
-    let mut oldest: Option<std::time::SystemTime> = None;
-    for e in entries.flatten() {
-        if e.file_name().to_string_lossy().ends_with(".ready") {
-            n += 1;
-            if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
-                oldest = Some(oldest.map_or(m, |o| o.min(m)));
-            }
-        }
-    }
-    (n, oldest)
 }
 
 /// `/readyz`'s reasons (pure): the repository unreachable, a job whose last run failed, a job

@@ -12,6 +12,7 @@
 //! `src/include/catalog/pg_control.h` (control file) and
 //! `src/backend/access/transam/timeline.c` (history files).
 
+pub mod archiver;
 pub mod backup_label;
 pub mod binaries;
 pub mod conf;

@@ -1,0 +1,93 @@
+//! What the server's archiver says: `pg_stat_archiver` over `[postgres] conninfo`, and the
+//! `.ready` files of `pg_wal/archive_status` under `[postgres] pgdata`. The agent's metrics and
+//! `pgward status` read the same facts, so their RPO is the same number.
+
+use crate::config::Config;
+use chrono::{DateTime, Utc};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// What the archiver said at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ArchiverFacts {
+    pub archived_count: u64,
+    pub failed_count: u64,
+    /// The last segment (or history file) archived, and when.
+    pub last_archived_wal: Option<String>,
+    pub last_archived_time: Option<DateTime<Utc>>,
+    /// The last one whose archiving failed, and when.
+    pub last_failed_wal: Option<String>,
+    pub last_failed_time: Option<DateTime<Utc>>,
+    /// `.ready` files waiting in `pg_wal/archive_status`.
+    pub pending_segments: i64,
+    /// now − mtime of the oldest `.ready` file; 0 when none (an idle database never alarms).
+    pub rpo_seconds: f64,
+}
+
+impl ArchiverFacts {
+    /// Whether the newest attempt failed (a failure after the last success).
+    pub fn failing(&self) -> bool {
+        match (self.last_failed_time, self.last_archived_time) {
+            (Some(f), Some(a)) => f > a,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The archiver's facts, or `None` when `[postgres] conninfo` is not set or the server does
+/// not answer within a few seconds.
+pub async fn read(config: &Config) -> Option<ArchiverFacts> {
+    let conninfo = config.postgres.conninfo.as_deref()?;
+    let client = crate::pg::conn::connect(conninfo, Duration::from_secs(5))
+        .await
+        .ok()?;
+    let row = client
+        .query_one(
+            "select archived_count, failed_count, last_archived_wal, \
+             extract(epoch from last_archived_time)::float8, last_failed_wal, \
+             extract(epoch from last_failed_time)::float8 from pg_stat_archiver",
+            &[],
+        )
+        .await
+        .ok()?;
+    let time =
+        |secs: Option<f64>| secs.and_then(|s| DateTime::from_timestamp_millis((s * 1000.0) as i64));
+    let (pending, oldest) = config
+        .postgres
+        .pgdata
+        .as_deref()
+        .map(|d| ready_files(&d.join("pg_wal/archive_status")))
+        .unwrap_or((0, None));
+    let rpo = oldest
+        .and_then(|t| t.elapsed().ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    Some(ArchiverFacts {
+        archived_count: row.get::<_, i64>(0).max(0) as u64,
+        failed_count: row.get::<_, i64>(1).max(0) as u64,
+        last_archived_wal: row.get(2),
+        last_archived_time: time(row.get(3)),
+        last_failed_wal: row.get(4),
+        last_failed_time: time(row.get(5)),
+        pending_segments: pending,
+        rpo_seconds: rpo,
+    })
+}
+
+/// How many `.ready` files there are, and the oldest one's mtime.
+fn ready_files(dir: &Path) -> (i64, Option<SystemTime>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, None);
+    };
+    let mut n = 0;
+    let mut oldest: Option<SystemTime> = None;
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().ends_with(".ready") {
+            n += 1;
+            if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                oldest = Some(oldest.map_or(m, |o| o.min(m)));
+            }
+        }
+    }
+    (n, oldest)
+}
