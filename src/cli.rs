@@ -14,9 +14,10 @@ pub struct Cli {
     /// Configuration file [default: $PGWARD_CONFIG, else /etc/pgward/pgward.toml]
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
-    /// Log format on standard error.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Log format on standard error [default: json when standard error is the systemd
+    /// journal, else text].
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// More detail in logs (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -2,6 +2,7 @@
 
 use crate::config::{Config, RepoUrl};
 use crate::events::{Events, LogSink};
+use crate::retention::policy::Policy;
 use crate::storage::DynStorage;
 use crate::storage::local::LocalStorage;
 use crate::storage::retry::{self, RetryPolicy};
@@ -24,6 +25,9 @@ pub struct Context {
     /// Cancels long work (a backup, a restore) cleanly: SIGINT/SIGTERM on the command line,
     /// the agent's shutdown, a test.
     pub cancel: CancellationToken,
+    /// The policy in force when it is not the file's current text: the agent's, which keeps
+    /// the last valid one when a reload finds the file broken. `None`: read the file.
+    pub policy: Option<Arc<Policy>>,
 }
 
 /// Whether the repository directory may be created (only `init` does that).
@@ -48,6 +52,16 @@ impl Context {
             storage,
             events: Arc::new(LogSink::new(false)),
             cancel: CancellationToken::new(),
+            policy: None,
+        }
+    }
+
+    /// The retention and schedule policy in force: the agent's loaded one, else the file's
+    /// (`policy` in the configuration, or the built-in default).
+    pub fn policy(&self) -> Result<Policy> {
+        match &self.policy {
+            Some(p) => Ok(Policy::clone(p)),
+            None => Policy::for_config(&self.config, &self.config_path),
         }
     }
 

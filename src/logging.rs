@@ -1,11 +1,18 @@
 //! tracing setup: human text or JSON on standard error (PostgreSQL copies an archive_command's
-//! stderr into its server log, so one line per event is what operators read there).
+//! stderr into its server log, so one line per event is what operators read there). Without
+//! `--log-format`, JSON when standard error is the systemd journal (the agent's unit: one
+//! object per line with its fields, for the journal's and log shippers' parsers), else text.
 
 use crate::cli::LogFormat;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
-pub fn init(format: LogFormat, verbose: u8) {
+pub fn init(format: Option<LogFormat>, verbose: u8) {
+    let format = format.unwrap_or(if stderr_is_journal() {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    });
     let default = match verbose {
         0 => "info",
         1 => "debug",
@@ -26,4 +33,20 @@ pub fn init(format: LogFormat, verbose: u8) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Whether standard error is the journal's stream: systemd sets `JOURNAL_STREAM` to its
+/// `device:inode`, and a child whose stderr was redirected elsewhere inherits the variable but
+/// not the stream (sd_journal_stream_fd(3) says to compare, as here).
+fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let Ok(st) = rustix::fs::fstat(std::io::stderr()) else {
+        return false;
+    };
+    dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
 }

@@ -1,114 +1,96 @@
-//! `pgward agent` end to end (issue 14): a real PostgreSQL 15 source archiving into a local
-//! repository, and a policy whose jobs run every few seconds. Within a bounded time a backup,
-//! a dump, an expire and a verify have each succeeded, as `/metrics` shows; `/healthz` and
-//! `/readyz` answer 200; SIGTERM stops the agent with exit 0; its state persists.
+//! `pgward agent` end to end (issue 14), against real PostgreSQL 15 sources.
+//!
+//! Local repository: a policy whose jobs run every few seconds; within a bounded time a backup,
+//! a dump, an expire and a verify have each succeeded, as `/metrics` shows with every metric's
+//! type; `/healthz` and `/readyz` answer 200; systemd hears READY, WATCHDOG, RELOADING and
+//! STOPPING; SIGHUP with a broken policy keeps the old one (and its jobs keep running), with a
+//! good one takes it; a repository the agent cannot read makes `/readyz` 503 with the reason
+//! and `pgward_repo_up 0`, and it recovers; SIGTERM exits 0; the state persists.
+//!
+//! S3 repository: an agent restarted after missing a scheduled run runs it once; SIGTERM
+//! during a backup (slow store, short stop_timeout) cancels it, exits 0 in time, and leaves no
+//! manifest.
 
 mod common;
 
+use common::agent::{Agent, NotifySocket, job};
 use common::backup_scenarios::Source;
-use common::pg::{
-    RepoSpec, TestDir, as_postgres, free_port, reachable_binary, write_postgres_file,
-};
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use common::pg::{RepoSpec, TestDir, free_port, pgward_ok, write_postgres_file};
+use common::s3_server::{Faults, S3Server};
+use rustix::process::Signal;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// `GET path` on the agent: (status, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string())?;
-    Some((status, body))
-}
-
-/// The value of the series `series` (name with labels, exactly as exposed) in `metrics`.
-fn value(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| {
-        let (name, v) = l.rsplit_once(' ')?;
-        (name == series).then(|| v.parse().ok())?
-    })
-}
 
 const KINDS: [&str; 4] = ["backup", "dump", "expire", "verify"];
 
-#[test]
-fn the_agent_runs_its_jobs_and_serves_its_endpoints_local() {
-    let dir = TestDir::new("agent");
-    let src = Source::start(&dir, "src", RepoSpec::Local(dir.path().join("repo")));
-    let policy = dir.write_file(
-        "policy.toml",
-        "timezone = \"UTC\"\n\
-         [[job]]\nkind = \"backup\"\nschedule = \"*/4 * * * * *\"\n\
-         [[job]]\nkind = \"dump\"\nschedule = \"*/4 * * * * *\"\n\
-         [[job]]\nkind = \"expire\"\nschedule = \"*/5 * * * * *\"\n\
-         [[job]]\nkind = \"verify\"\nschedule = \"*/5 * * * * *\"\n",
-    );
-    let port = free_port();
-    let state = dir.subdir("state");
+/// The source's configuration with `policy`, and an `[agent]` section.
+fn agent_config(src: &Source, policy: &Path, state: &Path, port: u16, stop_timeout: &str) {
+    let base = std::fs::read_to_string(&src.cfg).unwrap();
+    let base = base.split("\n[agent]").next().unwrap();
+    let base: String = base
+        .lines()
+        .filter(|l| !l.starts_with("policy = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let text = format!(
-        "policy = {:?}\n{}\n[agent]\nlisten = \"127.0.0.1:{port}\"\nstate_dir = {:?}\nstop_timeout = \"60s\"\n",
+        "policy = {:?}\n{base}\n[agent]\nlisten = \"127.0.0.1:{port}\"\nstate_dir = {:?}\n\
+         stop_timeout = \"{stop_timeout}\"\n",
         policy.display().to_string(),
-        std::fs::read_to_string(&src.cfg).unwrap(),
         state.display().to_string()
     );
     write_postgres_file(&src.cfg, text.as_bytes());
+}
 
-    let mut cmd = Command::new(reachable_binary());
-    cmd.args(["--config", src.cfg.to_str().unwrap(), "agent"])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    as_postgres(&mut cmd);
-    let mut agent = cmd.spawn().unwrap();
-    let stderr = agent.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut s = String::new();
-        let mut r = stderr;
-        let _ = r.read_to_string(&mut s);
-        s
+fn policy(backup_every: u32) -> String {
+    format!(
+        "timezone = \"UTC\"\n\
+         [[job]]\nkind = \"backup\"\nschedule = \"*/{backup_every} * * * * *\"\n\
+         [[job]]\nkind = \"dump\"\nschedule = \"*/4 * * * * *\"\n\
+         [[job]]\nkind = \"expire\"\nschedule = \"*/5 * * * * *\"\n\
+         [[job]]\nkind = \"verify\"\nschedule = \"*/5 * * * * *\"\n"
+    )
+}
+
+fn runs(a: &Agent, kind: &str, result: &str) -> f64 {
+    a.value(&format!(
+        "pgward_job_runs_total{{job=\"{kind}\",kind=\"{kind}\",result=\"{result}\"}}"
+    ))
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn the_agent_runs_its_jobs_reloads_and_reports_a_broken_store_local() {
+    let dir = TestDir::new("agent");
+    let repo = dir.path().join("repo");
+    let src = Source::start(&dir, "src", RepoSpec::Local(repo.clone()));
+    let policy_file = dir.write_file("policy.toml", policy(4));
+    let port = free_port();
+    let state = dir.subdir("state");
+    agent_config(&src, &policy_file, &state, port, "60s");
+    let systemd = NotifySocket::bind(&dir.path().join("notify.sock"));
+    let mut agent = Agent::start(
+        &src.cfg,
+        dir.path(),
+        port,
+        &[
+            ("NOTIFY_SOCKET", systemd.path.display().to_string()),
+            ("WATCHDOG_USEC", "1000000".into()),
+        ],
+    );
+
+    agent.wait_for("every job succeeded", Duration::from_secs(180), |a| {
+        let m = a.metrics();
+        KINDS.iter().all(|k| {
+            common::agent::value(
+                &m,
+                &format!("pgward_job_last_success_timestamp_seconds{}", job(k)),
+            )
+            .is_some_and(|v| v > 0.0)
+        })
     });
-
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let metrics = loop {
-        assert!(
-            agent.try_wait().unwrap().is_none(),
-            "the agent exited early:\n{}",
-            log.join().unwrap()
-        );
-        if let Some((200, m)) = get(port, "/metrics") {
-            let done = KINDS.iter().all(|k| {
-                value(
-                    &m,
-                    &format!(
-                        "pgward_job_last_success_timestamp_seconds{{job=\"{k}\",kind=\"{k}\"}}"
-                    ),
-                )
-                .is_some_and(|v| v > 0.0)
-            });
-            if done {
-                break m;
-            }
-        }
-        if Instant::now() > deadline {
-            let _ = agent.kill();
-            panic!(
-                "not every job succeeded in time:\n{}\n{}",
-                get(port, "/metrics").map(|x| x.1).unwrap_or_default(),
-                log.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let metrics = agent.metrics();
     for (name, kind) in [
         ("pgward_build_info", "gauge"),
         ("pgward_agent_start_time_seconds", "gauge"),
@@ -128,57 +110,199 @@ fn the_agent_runs_its_jobs_and_serves_its_endpoints_local() {
         ("pgward_wal_archived", "counter"),
         ("pgward_wal_archive_pending_segments", "gauge"),
         ("pgward_rpo_seconds", "gauge"),
+        ("pgward_config_last_reload_successful", "gauge"),
     ] {
         assert!(
             metrics.contains(&format!("# TYPE {name} {kind}\n")),
             "{name} {kind}:\n{metrics}"
         );
     }
-    assert_eq!(value(&metrics, "pgward_repo_up"), Some(1.0), "{metrics}");
+    let value = |series: &str| common::agent::value(&metrics, series);
+    assert_eq!(value("pgward_repo_up"), Some(1.0), "{metrics}");
+    assert!(value("pgward_backups").unwrap() >= 1.0, "{metrics}");
     assert!(
-        value(&metrics, "pgward_backups").unwrap() >= 1.0,
+        value("pgward_wal_archived_total").unwrap() >= 1.0,
         "{metrics}"
     );
-    assert!(
-        value(&metrics, "pgward_wal_archived_total").unwrap() >= 1.0,
-        "{metrics}"
-    );
-    assert_eq!(
-        value(
-            &metrics,
-            "pgward_job_interval_seconds{job=\"backup\",kind=\"backup\"}"
-        ),
-        Some(4.0),
-        "{metrics}"
-    );
-    assert_eq!(get(port, "/healthz").map(|x| x.0), Some(200));
-    let (status, body) = get(port, "/readyz").unwrap();
+    let interval = format!("pgward_job_interval_seconds{}", job("backup"));
+    assert_eq!(value(&interval), Some(4.0), "{metrics}");
+    assert_eq!(agent.get("/healthz").map(|x| x.0), Some(200));
+    let (status, body) = agent.get("/readyz").unwrap();
     assert_eq!(status, 200, "{body}");
-    assert_eq!(get(port, "/nothing").map(|x| x.0), Some(404));
+    assert_eq!(agent.get("/nothing").map(|x| x.0), Some(404));
 
-    // SIGTERM: the agent lets a running job finish and exits 0.
-    let pid = rustix::process::Pid::from_raw(agent.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let stopped = Instant::now();
-    let status = loop {
-        if let Some(s) = agent.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(90),
-            "the agent did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let log = log.join().unwrap();
-    assert!(status.success(), "the agent exited with {status}:\n{log}");
+    // systemd: ready once listening, the watchdog fed at half of WATCHDOG_USEC.
+    assert_eq!(systemd.count("READY=1"), 1, "{:?}", systemd.all());
+    agent.wait_for("the watchdog fed", Duration::from_secs(10), |_| {
+        systemd.count("WATCHDOG=1") >= 2
+    });
+
+    // SIGHUP with a broken policy: refused, the old one runs on — its jobs too (expire reads
+    // the agent's policy, not the broken file).
+    write_postgres_file(
+        &policy_file,
+        b"[retention.backups]\nkeep_last = \"three\"\n\
+          [[job]]\nkind = \"backup\"\nschedule = \"every now and then\"\n",
+    );
+    let expires = runs(&agent, "expire", "success");
+    agent.signal(Signal::HUP);
+    agent.wait_for("the reload refused", Duration::from_secs(30), |a| {
+        a.value("pgward_config_last_reload_successful") == Some(0.0)
+    });
+    assert!(agent.log().contains("reload refused"), "{}", agent.log());
+    assert_eq!(agent.value(&interval), Some(4.0));
+    agent.wait_for(
+        "an expire under the old policy",
+        Duration::from_secs(60),
+        |a| runs(a, "expire", "success") > expires,
+    );
+    assert_eq!(agent.get("/readyz").map(|x| x.0), Some(200));
+
+    // SIGHUP with a good policy: taken.
+    write_postgres_file(&policy_file, policy(6).as_bytes());
+    agent.signal(Signal::HUP);
+    agent.wait_for("the new policy", Duration::from_secs(30), |a| {
+        a.value(&interval) == Some(6.0)
+            && a.value("pgward_config_last_reload_successful") == Some(1.0)
+    });
+    assert_eq!(systemd.count("RELOADING=1"), 2, "{:?}", systemd.all());
+    assert_eq!(systemd.count("READY=1"), 3, "{:?}", systemd.all());
+
+    // A repository the agent cannot read: not ready, with the reason; then it recovers.
+    let mode = std::fs::metadata(&repo).unwrap().permissions().mode();
+    std::fs::set_permissions(&repo, std::fs::Permissions::from_mode(0o000)).unwrap();
+    agent.wait_for("the store reported down", Duration::from_secs(60), |a| {
+        a.value("pgward_repo_up") == Some(0.0) && a.get("/readyz").is_some_and(|r| r.0 == 503)
+    });
+    let (_, body) = agent.get("/readyz").unwrap();
+    let reasons: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        reasons
+            .to_string()
+            .contains("the repository cannot be read"),
+        "{reasons:#}"
+    );
+    std::fs::set_permissions(&repo, std::fs::Permissions::from_mode(mode)).unwrap();
+    agent.wait_for("the store back", Duration::from_secs(90), |a| {
+        a.value("pgward_repo_up") == Some(1.0) && a.get("/readyz").is_some_and(|r| r.0 == 200)
+    });
+
+    // SIGTERM: the running job finishes, the agent tells systemd and exits 0.
+    agent.signal(Signal::TERM);
+    let status = agent.wait_exit(Duration::from_secs(90));
+    assert!(status.success(), "exit {status}:\n{}", agent.log());
+    assert_eq!(systemd.count("STOPPING=1"), 1, "{:?}", systemd.all());
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(state.join("jobs.json")).unwrap()).unwrap();
     for k in KINDS {
         assert!(
-            saved.to_string().contains(k),
+            saved["jobs"][k]["runs_success"].as_u64() >= Some(1),
             "jobs.json keeps the {k} job: {saved:#}"
         );
     }
+    common::verify::assert_repo_verifies(dir.path(), &src.cfg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_catches_up_once_and_cancels_a_backup_on_sigterm_s3() {
+    let server = S3Server::start().await;
+    server.storage("agent", "lifecycle").await;
+    let repo = RepoSpec::S3 {
+        endpoint: server.endpoint.clone(),
+        bucket: "agent".into(),
+        prefix: "lifecycle".into(),
+        access_key: server.access_key.clone(),
+        secret_key: server.secret_key.clone(),
+    };
+    let faults = server.faults.clone();
+    let result = tokio::task::spawn_blocking(move || lifecycle(faults, repo)).await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+fn lifecycle(faults: Arc<Faults>, repo: RepoSpec) {
+    let dir = TestDir::new("agent-life");
+    let src = Source::start(&dir, "src", repo);
+    let state = dir.subdir("state");
+    let port = free_port();
+
+    // A daily expire whose last run was two days ago: the agent down since then missed one.
+    let policy_file = dir.write_file(
+        "policy.toml",
+        "timezone = \"UTC\"\n[[job]]\nkind = \"expire\"\nschedule = \"0 3 * * *\"\n",
+    );
+    let two_days_ago = (chrono::Utc::now() - chrono::Duration::days(2)).to_rfc3339();
+    write_postgres_file(
+        &state.join("jobs.json"),
+        format!(
+            "{{\"format\": 1, \"jobs\": {{\"expire\": {{\"last_start\": \"{two_days_ago}\", \
+             \"last_success\": \"{two_days_ago}\", \"runs_success\": 1}}}}}}"
+        )
+        .as_bytes(),
+    );
+    agent_config(&src, &policy_file, &state, port, "1s");
+    let mut agent = Agent::start(&src.cfg, dir.path(), port, &[]);
+    agent.wait_for("the missed run made", Duration::from_secs(60), |a| {
+        runs(a, "expire", "success") == 2.0
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(runs(&agent, "expire", "success"), 2.0, "once, not again");
+    let next = agent
+        .value(&format!(
+            "pgward_job_next_run_timestamp_seconds{}",
+            job("expire")
+        ))
+        .unwrap();
+    assert!(
+        next > chrono::Utc::now().timestamp() as f64,
+        "next run {next}"
+    );
+    assert!(agent.log().contains("missed"), "{}", agent.log());
+    agent.signal(Signal::TERM);
+    assert!(agent.wait_exit(Duration::from_secs(30)).success());
+    // Restarted again: nothing was missed this time.
+    let mut agent = Agent::start(&src.cfg, dir.path(), port, &[]);
+    agent.wait_for("the agent up", Duration::from_secs(30), |a| {
+        a.get("/healthz").is_some()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(runs(&agent, "expire", "success"), 2.0, "{}", agent.log());
+    agent.signal(Signal::TERM);
+    assert!(agent.wait_exit(Duration::from_secs(30)).success());
+
+    // SIGTERM during a backup on a slow store with a 1 s stop_timeout: cancelled cleanly.
+    write_postgres_file(
+        &policy_file,
+        b"timezone = \"UTC\"\n[[job]]\nkind = \"backup\"\nschedule = \"* * * * * *\"\n",
+    );
+    faults.set_latency(Duration::from_millis(250));
+    let mut agent = Agent::start(&src.cfg, dir.path(), port, &[]);
+    agent.wait_for("a backup running", Duration::from_secs(60), |a| {
+        a.log().contains("backup started")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    agent.signal(Signal::TERM);
+    let asked = Instant::now();
+    let status = agent.wait_exit(Duration::from_secs(60));
+    let took = asked.elapsed();
+    let log = agent.log();
+    assert!(status.success(), "exit {status}:\n{log}");
+    assert!(log.contains("cancelling the running job"), "{log}");
+    assert!(
+        took < Duration::from_secs(20),
+        "stop_timeout 1 s, stopped after {took:?}:\n{log}"
+    );
+    faults.set_latency(Duration::ZERO);
+    let info = pgward_ok(
+        dir.path(),
+        &["--config", src.cfg.to_str().unwrap(), "info", "--json"],
+    );
+    let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+    assert_eq!(
+        info["backups"].as_array().map(Vec::len),
+        Some(0),
+        "a cancelled backup leaves no manifest: {info:#}"
+    );
     common::verify::assert_repo_verifies(dir.path(), &src.cfg);
 }

@@ -76,6 +76,7 @@ pub struct Metrics {
     window_end: Seconds,
     wal_gap_segments: Gauge,
     verify_problems: Gauge,
+    reload_ok: Gauge,
     wal_archived: Counter,
     wal_archive_failed: Counter,
     wal_pending: Gauge,
@@ -116,6 +117,7 @@ impl Metrics {
             window_end: Seconds::default(),
             wal_gap_segments: Gauge::default(),
             verify_problems: Gauge::default(),
+            reload_ok: Gauge::default(),
             wal_archived: Counter::default(),
             wal_archive_failed: Counter::default(),
             wal_pending: Gauge::default(),
@@ -135,6 +137,7 @@ impl Metrics {
             .set(1);
         r.register("pgward_build_info", "pgward's version (always 1)", build);
         m.start_time.set(ts(Some(started)));
+        m.reload_ok.set(1);
         r.register(
             "pgward_agent_start_time_seconds",
             "When the agent started",
@@ -211,6 +214,11 @@ impl Metrics {
                 "pgward_verify_problems",
                 "Problems the last verify found",
                 &m.verify_problems,
+            ),
+            (
+                "pgward_config_last_reload_successful",
+                "Whether the last SIGHUP reload was taken (1; also before any) or refused (0)",
+                &m.reload_ok,
             ),
             (
                 "pgward_wal_archive_pending_segments",
@@ -314,6 +322,36 @@ impl Metrics {
                 c.inc_by(n - have);
             }
         }
+    }
+
+    /// A job the reloaded policy no longer has: its series go (no stale "overdue" alert).
+    pub fn forget_job(&self, job: &str, kind: &str) {
+        let l = JobLabels {
+            job: job.into(),
+            kind: kind.into(),
+        };
+        for f in [
+            &self.job_last_start,
+            &self.job_last_success,
+            &self.job_last_failure,
+            &self.job_next_run,
+            &self.job_interval,
+            &self.job_last_duration,
+        ] {
+            f.remove(&l);
+        }
+        for result in ["success", "failure", "skipped"] {
+            self.job_runs.remove(&RunLabels {
+                job: job.into(),
+                kind: kind.into(),
+                result: result.into(),
+            });
+        }
+    }
+
+    /// Whether the last SIGHUP reload was taken (1) or refused (0; the old policy runs).
+    pub fn observe_reload(&self, ok: bool) {
+        self.reload_ok.set(i64::from(ok));
     }
 
     pub fn observe_repo(&self, facts: Option<&RepoFacts>) {

@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod run;
 pub mod schedule;
 pub mod state;
+pub mod systemd;

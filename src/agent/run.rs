@@ -22,6 +22,8 @@ use crate::agent::jobs::{self, RunFacts};
 use crate::agent::metrics::{Metrics, RepoFacts};
 use crate::agent::schedule::{self, Schedule};
 use crate::agent::state::{AgentState, JobState};
+use crate::agent::systemd;
+use crate::config::Config;
 use crate::context::Context;
 use crate::events::Event;
 use crate::retention::policy::{Job, JobKind, Policy};
@@ -50,35 +52,109 @@ struct Slot {
     next: Option<DateTime<Utc>>,
 }
 
+/// What SIGHUP replaces: the configuration, the policy, and the jobs built from them.
+struct Plan {
+    config: Config,
+    policy: Arc<Policy>,
+    slots: Vec<Slot>,
+}
+
+impl Plan {
+    /// `config`'s policy and its jobs with their schedules parsed; any error refuses the whole.
+    fn build(config: Config, config_path: &Path) -> Result<Plan> {
+        let policy = Policy::for_config(&config, config_path)?;
+        let mut slots: Vec<Slot> = Vec::new();
+        for job in &policy.jobs {
+            let name = jobs::job_name(job);
+            let schedule = Schedule::parse(&job.schedule, policy.retention.timezone)
+                .with_context(|| format!("job {name} in {}", policy.origin))?;
+            if slots.iter().any(|s| s.name == name) {
+                bail!(
+                    "two jobs are named {name} in {}\nhint: give one a `name`",
+                    policy.origin
+                );
+            }
+            slots.push(Slot {
+                kind: jobs::kind_name(job.kind),
+                job: job.clone(),
+                name,
+                schedule,
+                next: None,
+            });
+        }
+        Ok(Plan {
+            config,
+            policy: Arc::new(policy),
+            slots,
+        })
+    }
+
+    /// A context for work under this plan: its configuration and policy (never the files'
+    /// current text, which a refused reload found broken), the agent's storage and events.
+    fn context(&self, agent: &Context) -> Context {
+        let mut c = Context::with_storage(
+            self.config.clone(),
+            agent.config_path.clone(),
+            agent.storage.clone(),
+        );
+        c.events = agent.events.clone();
+        c.policy = Some(self.policy.clone());
+        c
+    }
+}
+
+/// The configuration and policy read again for SIGHUP. What only a restart can change (the
+/// repository, `[agent] listen` and `allow_remote`, `state_dir`) keeps its running value and
+/// is named in the second value. A job whose name and schedule are unchanged keeps its next
+/// run; a new or rescheduled one is next due at its schedule's next time after `now`.
+fn reload(
+    current: &Plan,
+    config_path: &Path,
+    now: DateTime<Utc>,
+) -> Result<(Plan, Vec<&'static str>)> {
+    let (mut config, _) = Config::load(Some(config_path))?;
+    let mut kept = Vec::new();
+    if format!("{:?}", config.repo) != format!("{:?}", current.config.repo) {
+        kept.push("[repo]");
+        config.repo = current.config.repo.clone();
+    }
+    let (old, new) = (&current.config.agent, &mut config.agent);
+    if (new.listen, new.allow_remote) != (old.listen, old.allow_remote) {
+        kept.push("[agent] listen");
+        (new.listen, new.allow_remote) = (old.listen, old.allow_remote);
+    }
+    if new.state_dir != old.state_dir {
+        kept.push("[agent] state_dir");
+        new.state_dir = old.state_dir.clone();
+    }
+    let mut plan = Plan::build(config, config_path)?;
+    let same_zone = plan.policy.retention.timezone == current.policy.retention.timezone;
+    for s in &mut plan.slots {
+        let unchanged = current
+            .slots
+            .iter()
+            .find(|o| same_zone && o.name == s.name && o.job.schedule == s.job.schedule);
+        s.next = match unchanged {
+            Some(o) => o.next,
+            None => s.schedule.next_after(now),
+        };
+    }
+    Ok((plan, kept))
+}
+
 pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
     let started = Utc::now();
-    let policy = Policy::for_config(&ctx.config, &ctx.config_path)?;
-    let agent = &ctx.config.agent;
-    let state_dir = agent.state_dir.clone();
+    // SIGHUP's default action ends the process: watch it before anything can take long.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| tracing::warn!("cannot watch for SIGHUP; reloads need a restart: {e}"))
+        .ok();
+    let mut plan = Plan::build(ctx.config.clone(), &ctx.config_path)?;
+    let state_dir = plan.config.agent.state_dir.clone();
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create [agent] state_dir {}", state_dir.display()))?;
     let mut state = AgentState::load(&state_dir)?;
-    let mut slots = Vec::new();
-    for job in &policy.jobs {
-        let name = jobs::job_name(job);
-        let schedule = Schedule::parse(&job.schedule, policy.retention.timezone)
-            .with_context(|| format!("job {name} in {}", policy.origin))?;
-        if slots.iter().any(|s: &Slot| s.name == name) {
-            bail!(
-                "two jobs are named {name} in {}\nhint: give one a `name`",
-                policy.origin
-            );
-        }
-        slots.push(Slot {
-            kind: jobs::kind_name(job.kind),
-            job: job.clone(),
-            name,
-            schedule,
-            next: None,
-        });
-    }
     if let Some(kind) = opts.once {
-        let slot = slots.iter().find(|s| s.job.kind == kind);
+        let slot = plan.slots.iter().find(|s| s.job.kind == kind);
         let job = slot.map(|s| s.job.clone()).unwrap_or(Job {
             kind,
             schedule: "0 0 * * *".into(),
@@ -88,36 +164,39 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
             full: false,
         });
         let name = jobs::job_name(&job);
-        let (result, _) = run_one(ctx, &job, &name, &mut state, &state_dir, None).await;
+        let (result, _) = run_one(ctx, &plan, &job, &name, &mut state, &state_dir, None).await;
         return result.map(|f| crate::say!("{name}: {}", f.summary));
     }
-    if slots.is_empty() {
+    if plan.slots.is_empty() {
         tracing::warn!(
             "the policy {} has no [[job]]: the agent only serves its endpoints",
-            policy.origin
+            plan.policy.origin
         );
     }
 
     let metrics = Arc::new(Metrics::new(started));
     let readiness = Arc::new(Mutex::new(Readiness::default()));
-    let listener = http::bind(agent.listen).await?;
-    let stop_http = CancellationToken::new();
+    let listen = plan.config.agent.listen;
+    let listener = http::bind(listen).await?;
+    let stop_tasks = CancellationToken::new();
     let server = tokio::spawn(http::serve(
         listener,
         Endpoints {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
         },
-        stop_http.clone(),
+        stop_tasks.clone(),
     ));
-    tracing::info!(listen = %agent.listen, jobs = slots.len(), "agent started");
+    systemd::spawn_watchdog(stop_tasks.clone());
+    tracing::info!(listen = %listen, jobs = plan.slots.len(), "agent started");
+    systemd::ready();
 
     let now = Utc::now();
-    for s in &mut slots {
+    for s in &mut plan.slots {
         let js = state.jobs.get(&s.name).cloned().unwrap_or_default();
         let missed = schedule::missed_run(&s.schedule, js.last_start, now);
         s.next = match missed {
-            Some(at) if agent.catch_up => {
+            Some(at) if plan.config.agent.catch_up => {
                 tracing::info!(job = %s.name, missed = %at, "a run was missed while the agent was down: running it now");
                 Some(now)
             }
@@ -125,15 +204,16 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
         };
         metrics.observe_job(&s.name, s.kind, &js, s.next, s.schedule.interval(now));
     }
-    let facts = refresh(ctx, &metrics).await;
-    set_readiness(&readiness, &facts, &slots, &state, started, Utc::now());
+    let mut facts = refresh(&plan.context(ctx), &metrics).await;
+    set_readiness(&readiness, &facts, &plan.slots, &state, started, Utc::now());
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut last_refresh = Instant::now();
     loop {
         let now = Utc::now();
-        let due = slots
+        let due = plan
+            .slots
             .iter()
             .enumerate()
             .filter_map(|(i, s)| s.next.map(|t| (t, i)))
@@ -142,25 +222,65 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
             .map(|(t, _)| (t - now).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(REFRESH_EVERY)
             .min(REFRESH_EVERY.saturating_sub(last_refresh.elapsed()));
+        let hup = async {
+            match &mut hangup {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = &mut shutdown => break,
+            Some(()) = hup => {
+                systemd::reloading();
+                match reload(&plan, &ctx.config_path, Utc::now()) {
+                    Ok((new, kept)) => {
+                        for k in kept {
+                            tracing::warn!("{k} changed: that takes a restart; the running value is kept");
+                        }
+                        for old in &plan.slots {
+                            if !new.slots.iter().any(|s| s.name == old.name) {
+                                metrics.forget_job(&old.name, old.kind);
+                            }
+                        }
+                        for s in &new.slots {
+                            let js = state.jobs.get(&s.name).cloned().unwrap_or_default();
+                            metrics.observe_job(&s.name, s.kind, &js, s.next, s.schedule.interval(Utc::now()));
+                        }
+                        metrics.observe_reload(true);
+                        tracing::info!(jobs = new.slots.len(), policy = %new.policy.origin, "configuration and policy reloaded");
+                        plan = new;
+                    }
+                    Err(e) => {
+                        metrics.observe_reload(false);
+                        tracing::error!(
+                            "reload refused; the running configuration and policy are kept: {}",
+                            crate::output::error_text(&e)
+                        );
+                    }
+                }
+                systemd::ready();
+                set_readiness(&readiness, &facts, &plan.slots, &state, started, Utc::now());
+                continue;
+            }
             () = tokio::time::sleep(wait) => {}
         }
         let now = Utc::now();
         let Some(i) = due.filter(|(t, _)| *t <= now).map(|(_, i)| i) else {
-            let facts = refresh(ctx, &metrics).await;
-            set_readiness(&readiness, &facts, &slots, &state, started, now);
+            facts = refresh(&plan.context(ctx), &metrics).await;
+            set_readiness(&readiness, &facts, &plan.slots, &state, started, now);
             last_refresh = Instant::now();
             continue;
         };
-        let (job, name) = (slots[i].job.clone(), slots[i].name.clone());
+        let (job, name) = (plan.slots[i].job.clone(), plan.slots[i].name.clone());
+        systemd::status(&format!("running {name}"));
         let (result, stopped) = run_one(
             ctx,
+            &plan,
             &job,
             &name,
             &mut state,
             &state_dir,
-            Some((&mut shutdown, agent.stop_timeout)),
+            Some((&mut shutdown, plan.config.agent.stop_timeout)),
         )
         .await;
         let ended = Utc::now();
@@ -169,40 +289,38 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
         {
             metrics.observe_verify(n);
         }
-        if let Err(e) = &result
-            && job.kind == JobKind::Verify
-        {
-            tracing::warn!(job = %name, "{e:#}");
-        }
+        let slot = &mut plan.slots[i];
         // Starts of this job that fell inside its own run were not made: skipped.
         let js = state.jobs.entry(name.clone()).or_default();
         let run_start = js.last_start.unwrap_or(ended);
-        let mut t = slots[i].schedule.next_after(run_start);
+        let mut t = slot.schedule.next_after(run_start);
         while let Some(at) = t.filter(|at| *at <= ended) {
-            js.runs_skipped += 1;
-            t = slots[i].schedule.next_after(at);
+            js.skipped();
+            t = slot.schedule.next_after(at);
         }
         let js = js.clone();
         if let Err(e) = state.save(&state_dir) {
             tracing::error!("{e:#}");
         }
-        slots[i].next = slots[i].schedule.next_after(ended);
+        slot.next = slot.schedule.next_after(ended);
         metrics.observe_job(
             &name,
-            slots[i].kind,
+            slot.kind,
             &js,
-            slots[i].next,
-            slots[i].schedule.interval(ended),
+            slot.next,
+            slot.schedule.interval(ended),
         );
-        let facts = refresh(ctx, &metrics).await;
-        set_readiness(&readiness, &facts, &slots, &state, started, Utc::now());
+        facts = refresh(&plan.context(ctx), &metrics).await;
+        set_readiness(&readiness, &facts, &plan.slots, &state, started, Utc::now());
         last_refresh = Instant::now();
+        systemd::status("idle");
         if stopped {
             break;
         }
     }
     tracing::info!("agent stopping");
-    stop_http.cancel();
+    systemd::stopping();
+    stop_tasks.cancel();
     let _ = server.await;
     if let Err(e) = state.save(&state_dir) {
         tracing::error!("{e:#}");
@@ -213,8 +331,10 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
 /// Runs `job`, recording its start before and its end after (persisted). With `shutdown`, a
 /// signal during the run gives it `stop_timeout` to finish, then cancels it; the second value
 /// says a shutdown was asked for.
+#[allow(clippy::too_many_arguments)]
 async fn run_one(
     ctx: &Context,
+    plan: &Plan,
     job: &Job,
     name: &str,
     state: &mut AgentState,
@@ -239,12 +359,7 @@ async fn run_one(
         job: name.to_string(),
         kind: kind.clone(),
     });
-    let mut job_ctx = Context::with_storage(
-        ctx.config.clone(),
-        ctx.config_path.clone(),
-        ctx.storage.clone(),
-    );
-    job_ctx.events = ctx.events.clone();
+    let mut job_ctx = plan.context(ctx);
     let cancel = CancellationToken::new();
     job_ctx.cancel = cancel.clone();
     let work = jobs::run_job(&job_ctx, job);

@@ -81,7 +81,7 @@ pub struct ExpireReport {
 /// Plans and (with `args.confirm`) carries out the retention policy under the expire lease:
 /// the command's work, and the agent's `expire` job.
 pub async fn run_expire(ctx: &Context, args: &Args) -> Result<ExpireReport> {
-    let policy = Policy::for_config(&ctx.config, &ctx.config_path)?;
+    let policy = ctx.policy()?;
     let storage = &ctx.storage;
     // Renewed in the background, and checked before each deletion step: an expire that was
     // paused past its lease (another one may have taken over) deletes nothing more.

@@ -9,7 +9,6 @@
 use crate::context::Context;
 use crate::output;
 use crate::retention::gc::{self, Gc, MarkOutcome, SweepOutcome};
-use crate::retention::policy::Policy;
 use crate::units;
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
@@ -39,11 +38,7 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
         clock: crate::clock::system(),
         grace: match args.grace {
             Some(g) => g,
-            None => {
-                Policy::for_config(&ctx.config, &ctx.config_path)?
-                    .retention
-                    .gc_grace
-            }
+            None => ctx.policy()?.retention.gc_grace,
         },
     };
     let sweep = gc::sweep(&run).await?;

@@ -251,7 +251,7 @@ pub async fn report(ctx: &Context) -> Result<InfoReport> {
     let recoverable = recoverable_windows(&loaded);
     let mut warnings = loaded.warnings.clone();
     warnings.extend(fork_warnings(&loaded));
-    let retention = match Policy::for_config(&ctx.config, &ctx.config_path) {
+    let retention = match ctx.policy() {
         Ok(policy) => Some(retention_info(&loaded, &policy)),
         Err(e) => {
             warnings.push(format!("no retention verdicts: {e:#}"));

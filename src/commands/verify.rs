@@ -9,7 +9,6 @@ use crate::repo::label::Label;
 use crate::repo::lock::hostname;
 use crate::repo::snapshot::Snapshot;
 use crate::retention::plan::{self, SnapshotInputs};
-use crate::retention::policy::Policy;
 use crate::units;
 use crate::verify::{self, DEFAULT_ROTATION, VerifyRequest};
 use anyhow::{Context as _, Result, bail};
@@ -72,7 +71,7 @@ pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
 /// each older kept backup for its own range). Without a usable policy or snapshot: `None`,
 /// every backup's range onward is checked.
 async fn pitr_base(ctx: &Context) -> Option<Label> {
-    let policy = match Policy::for_config(&ctx.config, &ctx.config_path) {
+    let policy = match ctx.policy() {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!("checking every backup's WAL onward: {e:#}");

@@ -43,6 +43,11 @@ const CLIENT_ENV: [&str; 10] = [
     "PGSSLMODE",
 ];
 
+/// The agent's systemd notification socket and watchdog: a drill's scratch postmaster (Debian
+/// builds PostgreSQL with systemd support) would otherwise tell the agent's unit it is ready
+/// or stopping.
+const SYSTEMD_ENV: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+
 /// An OS user, as listed in `/etc/passwd`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OsUser {
@@ -179,7 +184,7 @@ impl PgBinaries {
     /// (messages pgward may parse stay in English).
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.path(program));
-        for var in CLIENT_ENV {
+        for var in CLIENT_ENV.iter().chain(&SYSTEMD_ENV) {
             cmd.env_remove(var);
         }
         cmd.env("LC_ALL", "C");

@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests.
 
+pub mod agent;
 pub mod backup_scenarios;
 pub mod drill;
 pub mod pg;
