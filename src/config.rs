@@ -202,6 +202,10 @@ pub struct AgentConfig {
         deserialize_with = "de_duration"
     )]
     pub stop_timeout: Duration,
+    /// How long a job waits for a lease held by another run of its kind (a backup or an
+    /// expire started by hand) before it fails.
+    #[serde(default = "default_agent_lease_wait", deserialize_with = "de_duration")]
+    pub lease_wait: Duration,
     /// Whether a run missed while the agent was down runs once at start.
     #[serde(default = "default_agent_catch_up")]
     pub catch_up: bool,
@@ -216,6 +220,9 @@ fn default_agent_state_dir() -> PathBuf {
 fn default_agent_stop_timeout() -> Duration {
     Duration::from_secs(120)
 }
+fn default_agent_lease_wait() -> Duration {
+    Duration::from_secs(600)
+}
 fn default_agent_catch_up() -> bool {
     true
 }
@@ -227,6 +234,7 @@ impl Default for AgentConfig {
             allow_remote: false,
             state_dir: default_agent_state_dir(),
             stop_timeout: default_agent_stop_timeout(),
+            lease_wait: default_agent_lease_wait(),
             catch_up: default_agent_catch_up(),
         }
     }

@@ -28,6 +28,10 @@ pub struct Context {
     /// The policy in force when it is not the file's current text: the agent's, which keeps
     /// the last valid one when a reload finds the file broken. `None`: read the file.
     pub policy: Option<Arc<Policy>>,
+    /// How long work waits for a lease held by another run of its own kind (a backup for a
+    /// backup started by hand, an expire for an expire): zero on the command line (refused at
+    /// once, naming the holder), `[agent] lease_wait` in the agent's jobs.
+    pub lease_wait: Duration,
 }
 
 /// Whether the repository directory may be created (only `init` does that).
@@ -53,6 +57,7 @@ impl Context {
             events: Arc::new(LogSink::new(false)),
             cancel: CancellationToken::new(),
             policy: None,
+            lease_wait: Duration::ZERO,
         }
     }
 

@@ -159,3 +159,49 @@ async fn pins_are_checked_shown_by_info_with_the_policy_and_removed() {
     let e = format!("{:#}", commands::info::report(&ctx).await.unwrap_err());
     assert!(e.contains("pins/20261130T120000Z.json"), "{e}");
 }
+
+/// The agent's expire waits for one started by hand ([agent] lease_wait) and stops waiting
+/// when cancelled; the command line's is refused at once, naming the holder.
+#[tokio::test]
+async fn the_agents_expire_waits_for_a_running_one_and_the_command_lines_does_not() {
+    use pgward::repo::lock::Lease;
+    use std::time::Duration;
+    let (mut ctx, mem) = context().await;
+    let args = commands::expire::Args {
+        confirm: true,
+        force: false,
+        json: false,
+    };
+    let held = Lease::acquire(mem.clone(), "expire", "expire")
+        .await
+        .unwrap();
+    let e = format!(
+        "{:#}",
+        commands::expire::run_expire(&ctx, &args).await.unwrap_err()
+    );
+    assert!(e.contains("another expire is running"), "{e}");
+
+    ctx.lease_wait = Duration::from_secs(30);
+    let (got, ()) = tokio::join!(commands::expire::run_expire(&ctx, &args), async {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        held.release().await.unwrap();
+    });
+    got.unwrap();
+
+    let _held = Lease::acquire(mem.clone(), "expire", "expire")
+        .await
+        .unwrap();
+    let cancel = ctx.cancel.clone();
+    let started = std::time::Instant::now();
+    let (got, ()) = tokio::join!(commands::expire::run_expire(&ctx, &args), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cancel.cancel();
+    });
+    let e = format!("{:#}", got.unwrap_err());
+    assert!(e.contains("cancelled while waiting for the lock"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -99,6 +99,7 @@ impl Plan {
         );
         c.events = agent.events.clone();
         c.policy = Some(self.policy.clone());
+        c.lease_wait = self.config.agent.lease_wait;
         c
     }
 }

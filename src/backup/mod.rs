@@ -142,12 +142,18 @@ async fn backup(
     let server = probe(&client).await?;
     check_same_cluster(&identity, &control, &pgdata, &server)?;
 
-    // A garbage-collection sweep holds this lease briefly: wait for it rather than fail.
+    // A garbage-collection sweep holds this lease briefly: wait for it rather than fail. The
+    // agent's backup also waits for one started by hand ([agent] lease_wait).
     let wait = LeaseWait {
-        for_purposes: &["gc"],
-        max: GC_WAIT,
+        for_purposes: if ctx.lease_wait.is_zero() {
+            &["gc"]
+        } else {
+            &["gc", "backup"]
+        },
+        max: GC_WAIT.max(ctx.lease_wait),
         poll: Duration::from_secs(2),
         events: &ctx.events,
+        cancel: Some(&ctx.cancel),
     };
     let lease = Lease::acquire_waiting(
         storage.clone(),

@@ -28,7 +28,7 @@ use crate::context::Context;
 use crate::output;
 use crate::pg::WalSegmentName;
 use crate::repo::label::Label;
-use crate::repo::lock::{self, Lease, ReadLeaseInfo, Renewing, SAFETY_MARGIN, hostname};
+use crate::repo::lock::{self, Lease, LeaseWait, ReadLeaseInfo, Renewing, SAFETY_MARGIN, hostname};
 use crate::repo::snapshot::Snapshot;
 use crate::retention::gc::{self, Gc, delete_keys};
 use crate::retention::plan::{self, Deletions, Hold, Plan, SnapshotInputs};
@@ -85,9 +85,24 @@ pub async fn run_expire(ctx: &Context, args: &Args) -> Result<ExpireReport> {
     let storage = &ctx.storage;
     // Renewed in the background, and checked before each deletion step: an expire that was
     // paused past its lease (another one may have taken over) deletes nothing more.
-    let lease = Lease::acquire(storage.clone(), "expire", "expire")
-        .await?
-        .keep_renewed();
+    // The agent's expire waits for one started by hand ([agent] lease_wait); the command
+    // line's is refused at once, naming the holder.
+    let wait = LeaseWait {
+        for_purposes: &["expire"],
+        max: ctx.lease_wait,
+        poll: std::time::Duration::from_secs(2),
+        events: &ctx.events,
+        cancel: Some(&ctx.cancel),
+    };
+    let lease = Lease::acquire_waiting(
+        storage.clone(),
+        "expire",
+        "expire",
+        crate::clock::system(),
+        &wait,
+    )
+    .await?
+    .keep_renewed();
     let result = expire(ctx, args, &policy, &lease).await;
     if let Err(e) = lease.release().await {
         tracing::warn!("cannot release the expire lease: {e:#}");

@@ -49,6 +49,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// How long a lease is valid after it was written or renewed.
 pub const LEASE_TTL: Duration = Duration::from_secs(300);
@@ -254,6 +255,8 @@ pub struct LeaseWait<'a> {
     /// How often to try again.
     pub poll: Duration,
     pub events: &'a Events,
+    /// Ends the wait early (the agent's shutdown): the holder's refusal is returned.
+    pub cancel: Option<&'a CancellationToken>,
 }
 
 impl Lease {
@@ -362,7 +365,15 @@ impl Lease {
                     limit_ms: wait.max.as_millis() as u64,
                 });
             }
-            tokio::time::sleep(wait.poll).await;
+            match wait.cancel {
+                Some(token) => tokio::select! {
+                    () = token.cancelled() => {
+                        return Err(err.context("cancelled while waiting for the lock"));
+                    }
+                    () = tokio::time::sleep(wait.poll) => {}
+                },
+                None => tokio::time::sleep(wait.poll).await,
+            }
         }
     }
 
@@ -1019,6 +1030,7 @@ mod tests {
             max: Duration::from_secs(10),
             poll: Duration::from_millis(20),
             events: &events,
+            cancel: None,
         };
         let (got, ()) = tokio::join!(
             Lease::acquire_waiting(s.clone(), "backup", "backup", clock::system(), &wait),
