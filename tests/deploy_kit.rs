@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Every metric the agent exports, as issue 14 names them. Nothing in `deploy/` may query
+/// Every metric the agent exports (issue 14's, and the reload gauge). Nothing in `deploy/` may query
 /// another `pgward_*` name.
 const AGENT_METRICS: &[&str] = &[
     "pgward_build_info",
     "pgward_agent_start_time_seconds",
+    "pgward_config_last_reload_successful",
     "pgward_job_last_start_timestamp_seconds",
     "pgward_job_last_success_timestamp_seconds",
     "pgward_job_last_failure_timestamp_seconds",
@@ -71,6 +72,7 @@ const ALERTS: &[&str] = &[
     "PgwardWalGap",
     "PgwardRepoDown",
     "PgwardAbsent",
+    "PgwardConfigReloadFailed",
 ];
 
 fn deploy(file: &str) -> PathBuf {
