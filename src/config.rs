@@ -70,7 +70,7 @@ pub struct RepoConfig {
     pub s3: Option<S3Config>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     pub endpoint: Option<String>,

@@ -25,6 +25,10 @@ pub struct Context {
     /// Cancels long work (a backup, a restore) cleanly: SIGINT/SIGTERM on the command line,
     /// the agent's shutdown, a test.
     pub cancel: CancellationToken,
+    /// A stop was asked for: waits for a lease end now. On the command line the same token as
+    /// `cancel`; in the agent it fires at the signal, `cancel` only after `stop_timeout`, so a
+    /// job that has not begun (waiting for a lease) never begins, and one under way may end.
+    pub stopping: CancellationToken,
     /// The policy in force when it is not the file's current text: the agent's, which keeps
     /// the last valid one when a reload finds the file broken. `None`: read the file.
     pub policy: Option<Arc<Policy>>,
@@ -50,12 +54,14 @@ impl Context {
 
     /// A context over a given storage (tests inject memory or faulty storage here).
     pub fn with_storage(config: Config, config_path: PathBuf, storage: DynStorage) -> Context {
+        let cancel = CancellationToken::new();
         Context {
             config,
             config_path,
             storage,
             events: Arc::new(LogSink::new(false)),
-            cancel: CancellationToken::new(),
+            cancel: cancel.clone(),
+            stopping: cancel,
             policy: None,
             lease_wait: Duration::ZERO,
         }

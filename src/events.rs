@@ -156,6 +156,13 @@ pub enum Event {
         duration_ms: u64,
         details: serde_json::Value,
     },
+    /// A job was ended by the agent's shutdown before it finished (neither a success nor a
+    /// failure; a restart runs it again).
+    JobCancelled {
+        job: String,
+        kind: String,
+        duration_ms: u64,
+    },
     /// A wait that has lasted a while (WAL to reach the repository, a lease, …), repeated
     /// while it lasts.
     Waiting {
@@ -424,8 +431,17 @@ impl EventSink for LogSink {
                 job,
                 summary,
                 duration_ms,
+                details,
                 ..
-            } => tracing::error!(job, ms = duration_ms, "job failed: {summary}"),
+            } => tracing::error!(
+                job,
+                ms = duration_ms,
+                "job failed: {}",
+                details["error"].as_str().unwrap_or(summary)
+            ),
+            Event::JobCancelled {
+                job, duration_ms, ..
+            } => tracing::warn!(job, ms = duration_ms, "job cancelled by the shutdown"),
             Event::Waiting {
                 what,
                 waited_ms,

@@ -1,18 +1,14 @@
 //! tracing setup: human text or JSON on standard error (PostgreSQL copies an archive_command's
 //! stderr into its server log, so one line per event is what operators read there). Without
-//! `--log-format`, JSON when standard error is the systemd journal (the agent's unit: one
-//! object per line with its fields, for the journal's and log shippers' parsers), else text.
+//! `--log-format`, the agent logs JSON when its standard error is the systemd journal (its
+//! unit: one object per line with its fields, for the journal's and log shippers' parsers);
+//! everything else logs text.
 
 use crate::cli::LogFormat;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
-pub fn init(format: Option<LogFormat>, verbose: u8) {
-    let format = format.unwrap_or(if stderr_is_journal() {
-        LogFormat::Json
-    } else {
-        LogFormat::Text
-    });
+pub fn init(format: LogFormat, verbose: u8) {
     let default = match verbose {
         0 => "info",
         1 => "debug",
@@ -33,6 +29,17 @@ pub fn init(format: Option<LogFormat>, verbose: u8) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// The format without `--log-format`: JSON for the agent when its standard error is the
+/// journal; text otherwise — `wal-push` and `wal-fetch` write into PostgreSQL's log, whose
+/// readers expect its text lines even when that log goes to the journal.
+pub fn default_format(agent: bool) -> LogFormat {
+    if agent && stderr_is_journal() {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    }
 }
 
 /// Whether standard error is the journal's stream: systemd sets `JOURNAL_STREAM` to its

@@ -23,7 +23,11 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    pgward::logging::init(cli.log_format, cli.verbose);
+    let agent = matches!(cli.command, Command::Agent(_));
+    let format = cli
+        .log_format
+        .unwrap_or_else(|| pgward::logging::default_format(agent));
+    pgward::logging::init(format, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

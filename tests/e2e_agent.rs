@@ -144,18 +144,23 @@ fn the_agent_runs_its_jobs_reloads_and_reports_a_broken_store_local() {
         b"[retention.backups]\nkeep_last = \"three\"\n\
           [[job]]\nkind = \"backup\"\nschedule = \"every now and then\"\n",
     );
-    let expires = runs(&agent, "expire", "success");
     agent.signal(Signal::HUP);
     agent.wait_for("the reload refused", Duration::from_secs(30), |a| {
         a.value("pgward_config_last_reload_successful") == Some(0.0)
     });
     assert!(agent.log().contains("reload refused"), "{}", agent.log());
     assert_eq!(agent.value(&interval), Some(4.0));
+    // Counted once the refusal is known: every expire from here on starts with the file broken.
+    let (expires, expire_failures) = (
+        runs(&agent, "expire", "success"),
+        runs(&agent, "expire", "failure"),
+    );
     agent.wait_for(
         "an expire under the old policy",
         Duration::from_secs(60),
         |a| runs(a, "expire", "success") > expires,
     );
+    assert_eq!(runs(&agent, "expire", "failure"), expire_failures);
     assert_eq!(agent.get("/readyz").map(|x| x.0), Some(200));
 
     // SIGHUP with a good policy: taken.
@@ -215,13 +220,15 @@ async fn the_agent_catches_up_once_and_cancels_a_backup_on_sigterm_s3() {
         secret_key: server.secret_key.clone(),
     };
     let faults = server.faults.clone();
-    let result = tokio::task::spawn_blocking(move || lifecycle(faults, repo)).await;
+    let objects = server.root().join("agent/lifecycle");
+    let result = tokio::task::spawn_blocking(move || lifecycle(faults, repo, &objects)).await;
     if let Err(e) = result {
         std::panic::resume_unwind(e.into_panic());
     }
 }
 
-fn lifecycle(faults: Arc<Faults>, repo: RepoSpec) {
+/// `objects`: where the S3 server keeps the repository's objects.
+fn lifecycle(faults: Arc<Faults>, repo: RepoSpec, objects: &Path) {
     let dir = TestDir::new("agent-life");
     let src = Source::start(&dir, "src", repo);
     let state = dir.subdir("state");
@@ -290,9 +297,10 @@ fn lifecycle(faults: Arc<Faults>, repo: RepoSpec) {
     assert!(status.success(), "exit {status}:\n{log}");
     assert!(log.contains("cancelling the running job"), "{log}");
     assert!(
-        took < Duration::from_secs(20),
+        took < Duration::from_secs(10),
         "stop_timeout 1 s, stopped after {took:?}:\n{log}"
     );
+    eprintln!("SIGTERM to exit, with a 1 s stop_timeout and 250 ms store latency: {took:?}");
     faults.set_latency(Duration::ZERO);
     let info = pgward_ok(
         dir.path(),
@@ -304,5 +312,40 @@ fn lifecycle(faults: Arc<Faults>, repo: RepoSpec) {
         Some(0),
         "a cancelled backup leaves no manifest: {info:#}"
     );
+    // Nothing left behind for the next backup to wait for: no lease, no in-progress marker.
+    assert!(
+        objects.join("repo.json").exists(),
+        "objects are not under {objects:?}"
+    );
+    assert!(
+        !objects.join("locks/backup.json").exists(),
+        "the backup lease is left"
+    );
+    let markers: Vec<_> = walk(&objects.join("backups"))
+        .into_iter()
+        .filter(|p| p.ends_with("in-progress.json"))
+        .collect();
+    assert!(markers.is_empty(), "markers left: {markers:?}");
+    // A cancelled run is neither a success nor a failure, and its start is forgotten.
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("jobs.json")).unwrap()).unwrap();
+    let backup = &saved["jobs"]["backup"];
+    assert_eq!(backup["runs_failure"], 0, "{saved:#}");
+    assert!(backup["last_start"].is_null(), "{saved:#}");
+    assert!(log.contains("job cancelled by the shutdown"), "{log}");
     common::verify::assert_repo_verifies(dir.path(), &src.cfg);
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

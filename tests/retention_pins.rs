@@ -191,14 +191,14 @@ async fn the_agents_expire_waits_for_a_running_one_and_the_command_lines_does_no
     let _held = Lease::acquire(mem.clone(), "expire", "expire")
         .await
         .unwrap();
-    let cancel = ctx.cancel.clone();
+    let cancel = ctx.stopping.clone();
     let started = std::time::Instant::now();
     let (got, ()) = tokio::join!(commands::expire::run_expire(&ctx, &args), async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         cancel.cancel();
     });
     let e = format!("{:#}", got.unwrap_err());
-    assert!(e.contains("cancelled while waiting for the lock"), "{e}");
+    assert!(e.contains("stopped while waiting for the lock"), "{e}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",

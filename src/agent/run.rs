@@ -26,10 +26,11 @@ use crate::agent::systemd;
 use crate::config::Config;
 use crate::context::Context;
 use crate::events::Event;
+use crate::repo::lock::WaitCancelled;
 use crate::retention::policy::{Job, JobKind, Policy};
 use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, Utc};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -115,9 +116,16 @@ fn reload(
 ) -> Result<(Plan, Vec<&'static str>)> {
     let (mut config, _) = Config::load(Some(config_path))?;
     let mut kept = Vec::new();
-    if format!("{:?}", config.repo) != format!("{:?}", current.config.repo) {
-        kept.push("[repo]");
-        config.repo = current.config.repo.clone();
+    // The storage was built from these (secrets compared too: a rotated key needs a restart,
+    // and is not silently ignored).
+    let (repo, old_repo) = (&mut config.repo, &current.config.repo);
+    if (&repo.url, &repo.s3) != (&old_repo.url, &old_repo.s3) {
+        kept.push("[repo] url and [repo.s3]");
+        (repo.url, repo.s3) = (old_repo.url.clone(), old_repo.s3.clone());
+    }
+    if config.wal.timeout != current.config.wal.timeout {
+        kept.push("[wal] timeout (the repository's retries)");
+        config.wal.timeout = current.config.wal.timeout;
     }
     let (old, new) = (&current.config.agent, &mut config.agent);
     if (new.listen, new.allow_remote) != (old.listen, old.allow_remote) {
@@ -145,15 +153,21 @@ fn reload(
 
 pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
     let started = Utc::now();
-    // SIGHUP's default action ends the process: watch it before anything can take long.
+    // The default actions of SIGHUP, SIGTERM and SIGINT end the process: watch them before
+    // anything can take long.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| tracing::warn!("cannot watch for SIGHUP; reloads need a restart: {e}"))
         .ok();
     let mut plan = Plan::build(ctx.config.clone(), &ctx.config_path)?;
-    let state_dir = plan.config.agent.state_dir.clone();
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create [agent] state_dir {}", state_dir.display()))?;
-    let mut state = AgentState::load(&state_dir)?;
+    let dir = plan.config.agent.state_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create [agent] state_dir {}", dir.display()))?;
+    let mut book = Book {
+        state: AgentState::load(&dir)?,
+        dir,
+    };
     if let Some(kind) = opts.once {
         let slot = plan.slots.iter().find(|s| s.job.kind == kind);
         let job = slot.map(|s| s.job.clone()).unwrap_or(Job {
@@ -165,7 +179,9 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
             full: false,
         });
         let name = jobs::job_name(&job);
-        let (result, _) = run_one(ctx, &plan, &job, &name, &mut state, &state_dir, None).await;
+        let stop_timeout = plan.config.agent.stop_timeout;
+        let stop = Some((&mut shutdown as _, stop_timeout));
+        let (result, _) = run_one(ctx, &plan, &job, &name, &mut book, stop).await;
         return result.map(|f| crate::say!("{name}: {}", f.summary));
     }
     if plan.slots.is_empty() {
@@ -194,7 +210,7 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
 
     let now = Utc::now();
     for s in &mut plan.slots {
-        let js = state.jobs.get(&s.name).cloned().unwrap_or_default();
+        let js = book.state.jobs.get(&s.name).cloned().unwrap_or_default();
         let missed = schedule::missed_run(&s.schedule, js.last_start, now);
         s.next = match missed {
             Some(at) if plan.config.agent.catch_up => {
@@ -206,10 +222,15 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
         metrics.observe_job(&s.name, s.kind, &js, s.next, s.schedule.interval(now));
     }
     let mut facts = refresh(&plan.context(ctx), &metrics).await;
-    set_readiness(&readiness, &facts, &plan.slots, &state, started, Utc::now());
+    set_readiness(
+        &readiness,
+        &facts,
+        &plan.slots,
+        &book.state,
+        started,
+        Utc::now(),
+    );
 
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
     let mut last_refresh = Instant::now();
     loop {
         let now = Utc::now();
@@ -239,12 +260,12 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
                             tracing::warn!("{k} changed: that takes a restart; the running value is kept");
                         }
                         for old in &plan.slots {
-                            if !new.slots.iter().any(|s| s.name == old.name) {
+                            if !new.slots.iter().any(|s| (&s.name, s.kind) == (&old.name, old.kind)) {
                                 metrics.forget_job(&old.name, old.kind);
                             }
                         }
                         for s in &new.slots {
-                            let js = state.jobs.get(&s.name).cloned().unwrap_or_default();
+                            let js = book.state.jobs.get(&s.name).cloned().unwrap_or_default();
                             metrics.observe_job(&s.name, s.kind, &js, s.next, s.schedule.interval(Utc::now()));
                         }
                         metrics.observe_reload(true);
@@ -260,7 +281,7 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
                     }
                 }
                 systemd::ready();
-                set_readiness(&readiness, &facts, &plan.slots, &state, started, Utc::now());
+                set_readiness(&readiness, &facts, &plan.slots, &book.state, started, Utc::now());
                 continue;
             }
             () = tokio::time::sleep(wait) => {}
@@ -268,7 +289,7 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
         let now = Utc::now();
         let Some(i) = due.filter(|(t, _)| *t <= now).map(|(_, i)| i) else {
             facts = refresh(&plan.context(ctx), &metrics).await;
-            set_readiness(&readiness, &facts, &plan.slots, &state, started, now);
+            set_readiness(&readiness, &facts, &plan.slots, &book.state, started, now);
             last_refresh = Instant::now();
             continue;
         };
@@ -279,8 +300,7 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
             &plan,
             &job,
             &name,
-            &mut state,
-            &state_dir,
+            &mut book,
             Some((&mut shutdown, plan.config.agent.stop_timeout)),
         )
         .await;
@@ -292,7 +312,7 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
         }
         let slot = &mut plan.slots[i];
         // Starts of this job that fell inside its own run were not made: skipped.
-        let js = state.jobs.entry(name.clone()).or_default();
+        let js = book.job(&name);
         let run_start = js.last_start.unwrap_or(ended);
         let mut t = slot.schedule.next_after(run_start);
         while let Some(at) = t.filter(|at| *at <= ended) {
@@ -300,7 +320,7 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
             t = slot.schedule.next_after(at);
         }
         let js = js.clone();
-        if let Err(e) = state.save(&state_dir) {
+        if let Err(e) = book.save() {
             tracing::error!("{e:#}");
         }
         slot.next = slot.schedule.next_after(ended);
@@ -312,7 +332,14 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
             slot.schedule.interval(ended),
         );
         facts = refresh(&plan.context(ctx), &metrics).await;
-        set_readiness(&readiness, &facts, &plan.slots, &state, started, Utc::now());
+        set_readiness(
+            &readiness,
+            &facts,
+            &plan.slots,
+            &book.state,
+            started,
+            Utc::now(),
+        );
         last_refresh = Instant::now();
         systemd::status("idle");
         if stopped {
@@ -323,36 +350,51 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
     systemd::stopping();
     stop_tasks.cancel();
     let _ = server.await;
-    if let Err(e) = state.save(&state_dir) {
+    if let Err(e) = book.save() {
         tracing::error!("{e:#}");
     }
     Ok(())
 }
 
+/// The jobs' persisted state, and the directory it lives in.
+struct Book {
+    state: AgentState,
+    dir: PathBuf,
+}
+
+impl Book {
+    fn save(&self) -> Result<()> {
+        self.state.save(&self.dir)
+    }
+
+    fn job(&mut self, name: &str) -> &mut JobState {
+        self.state.jobs.entry(name.to_string()).or_default()
+    }
+}
+
 /// Runs `job`, recording its start before and its end after (persisted). With `shutdown`, a
-/// signal during the run gives it `stop_timeout` to finish, then cancels it; the second value
-/// says a shutdown was asked for.
-#[allow(clippy::too_many_arguments)]
+/// signal during the run stops any wait for a lease at once (the job never begins), gives work
+/// under way `stop_timeout` to finish, then cancels it; the second value says a shutdown was
+/// asked for. A run ended by the shutdown is neither a success nor a failure: its start is
+/// forgotten (a restart catches it up) and `job_cancelled` is said instead of `job_finished`.
 async fn run_one(
     ctx: &Context,
     plan: &Plan,
     job: &Job,
     name: &str,
-    state: &mut AgentState,
-    state_dir: &Path,
+    book: &mut Book,
     shutdown: Option<(
         &mut (dyn std::future::Future<Output = ()> + Unpin),
         Duration,
     )>,
 ) -> (Result<RunFacts>, bool) {
-    let start = Utc::now();
     let clock = Instant::now();
-    state
-        .jobs
-        .entry(name.to_string())
-        .or_default()
-        .started(start);
-    if let Err(e) = state.save(state_dir) {
+    let js = book.job(name);
+    let previous_start = js.last_start;
+    js.started(Utc::now());
+    if let Err(e) = book.save() {
+        let e = e.context(format!("job {name} not started"));
+        tracing::error!("{}", crate::output::error_text(&e));
         return (Err(e), false);
     }
     let kind = jobs::kind_name(job.kind).to_string();
@@ -361,8 +403,9 @@ async fn run_one(
         kind: kind.clone(),
     });
     let mut job_ctx = plan.context(ctx);
-    let cancel = CancellationToken::new();
+    let (cancel, stopping) = (CancellationToken::new(), CancellationToken::new());
     job_ctx.cancel = cancel.clone();
+    job_ctx.stopping = stopping.clone();
     let work = jobs::run_job(&job_ctx, job);
     tokio::pin!(work);
     let mut stopped = false;
@@ -373,6 +416,7 @@ async fn run_one(
                 r = &mut work => r,
                 () = signal => {
                     stopped = true;
+                    stopping.cancel();
                     tracing::info!(job = name, "stopping: the running job gets {} to finish", humantime::format_duration(stop_timeout));
                     match tokio::time::timeout(stop_timeout, &mut work).await {
                         Ok(r) => r,
@@ -386,59 +430,71 @@ async fn run_one(
             }
         }
     };
-    let js = state.jobs.entry(name.to_string()).or_default();
-    let was_failing = js.failing();
-    let finished = match &result {
-        Ok(f) => {
-            js.succeeded(Utc::now(), clock.elapsed());
-            (
-                true,
-                f.summary.clone(),
-                serde_json::Value::Object(f.details.clone()),
-            )
-        }
-        Err(e) => {
-            let text = crate::output::error_text(e);
-            js.failed(Utc::now(), clock.elapsed(), &text);
-            (
-                false,
-                format!("{e:#}"),
-                serde_json::json!({ "error": text }),
-            )
-        }
+    let duration_ms = clock.elapsed().as_millis() as u64;
+    let js = book.job(name);
+    let cancelled = match &result {
+        Ok(_) => false,
+        Err(e) => cancel.is_cancelled() || e.downcast_ref::<WaitCancelled>().is_some(),
     };
-    let (succeeded, summary, details) = finished;
-    ctx.events.emit(&Event::JobFinished {
-        job: name.to_string(),
-        kind,
-        succeeded,
-        recovered: succeeded && was_failing,
-        summary,
-        duration_ms: clock.elapsed().as_millis() as u64,
-        details,
-    });
-    if let Err(e) = state.save(state_dir) {
+    if cancelled {
+        js.last_start = previous_start;
+        ctx.events.emit(&Event::JobCancelled {
+            job: name.to_string(),
+            kind,
+            duration_ms,
+        });
+    } else {
+        let was_failing = js.failing();
+        let (succeeded, summary, details) = match &result {
+            Ok(f) => {
+                js.succeeded(Utc::now(), clock.elapsed());
+                let details = serde_json::Value::Object(f.details.clone());
+                (true, f.summary.clone(), details)
+            }
+            Err(e) => {
+                let text = crate::output::error_text(e);
+                js.failed(Utc::now(), clock.elapsed(), &text);
+                let first = text.lines().next().unwrap_or_default().to_string();
+                (false, first, serde_json::json!({ "error": text }))
+            }
+        };
+        ctx.events.emit(&Event::JobFinished {
+            job: name.to_string(),
+            kind,
+            succeeded,
+            recovered: succeeded && was_failing,
+            summary,
+            duration_ms,
+            details,
+        });
+    }
+    if let Err(e) = book.save() {
         tracing::error!("{e:#}");
     }
     (result, stopped)
 }
 
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT. The handlers are installed when this is called (before the agent does
+/// anything slow: a signal before then would end the process with its default action); the
+/// future completes at the first signal.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let streams = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    );
+    async move {
+        match streams {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        _ => {
-            tracing::warn!("cannot watch for SIGTERM/SIGINT; stop the agent with SIGKILL");
-            std::future::pending::<()>().await
+            _ => {
+                tracing::warn!("cannot watch for SIGTERM/SIGINT; stop the agent with SIGKILL");
+                std::future::pending::<()>().await
+            }
         }
     }
 }

@@ -153,7 +153,7 @@ async fn backup(
         max: GC_WAIT.max(ctx.lease_wait),
         poll: Duration::from_secs(2),
         events: &ctx.events,
-        cancel: Some(&ctx.cancel),
+        cancel: Some(&ctx.stopping),
     };
     let lease = Lease::acquire_waiting(
         storage.clone(),

@@ -92,7 +92,7 @@ pub async fn run_expire(ctx: &Context, args: &Args) -> Result<ExpireReport> {
         max: ctx.lease_wait,
         poll: std::time::Duration::from_secs(2),
         events: &ctx.events,
-        cancel: Some(&ctx.cancel),
+        cancel: Some(&ctx.stopping),
     };
     let lease = Lease::acquire_waiting(
         storage.clone(),

@@ -35,9 +35,24 @@ impl ArchiverFacts {
     }
 }
 
+/// How long the whole read may take: a server that accepts the connection and never answers
+/// must not stall the agent's loop.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The archiver's facts, or `None` when `[postgres] conninfo` is not set or the server does
-/// not answer within a few seconds.
+/// not answer (connection and query together bounded by [`READ_TIMEOUT`]; the first failure
+/// is logged at debug level — the metrics keep their last values).
 pub async fn read(config: &Config) -> Option<ArchiverFacts> {
+    match tokio::time::timeout(READ_TIMEOUT, read_unbounded(config)).await {
+        Ok(facts) => facts,
+        Err(_) => {
+            tracing::debug!("pg_stat_archiver did not answer within {READ_TIMEOUT:?}");
+            None
+        }
+    }
+}
+
+async fn read_unbounded(config: &Config) -> Option<ArchiverFacts> {
     let conninfo = config.postgres.conninfo.as_deref()?;
     let client = crate::pg::conn::connect(conninfo, Duration::from_secs(5))
         .await

@@ -346,6 +346,28 @@ mod tests {
         assert_eq!(found, from_pg_config.path());
     }
 
+    /// A drill's postmaster must not tell the agent's unit it is ready or stopping, and no
+    /// client may be redirected by the caller's PG* variables.
+    #[test]
+    fn commands_drop_the_callers_systemd_and_client_environment() {
+        let bins = PgBinaries::new(PathBuf::from("/nonexistent/bin"), RunAs::CurrentUser);
+        let cmd = bins.command("postgres");
+        let removed: Vec<String> = cmd
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        for var in [
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "PGHOST",
+            "PGPASSWORD",
+        ] {
+            assert!(removed.iter().any(|r| r == var), "{var} kept: {removed:?}");
+        }
+    }
+
     #[test]
     fn nothing_found_names_every_place() {
         let empty = tempfile::tempdir().unwrap();

@@ -246,6 +246,14 @@ fn process_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// How often a wait for a lease says it still waits.
+const WAITING_EVERY: Duration = Duration::from_secs(30);
+
+/// A wait for a lease ended by a stop (the agent's shutdown, Ctrl-C) before the holder let go.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped while waiting for the lock (nothing was started)")]
+pub struct WaitCancelled;
+
 /// How [`Lease::acquire_waiting`] waits for a holder.
 pub struct LeaseWait<'a> {
     /// Holders with these purposes are waited for; any other holder is a refusal at once.
@@ -343,6 +351,7 @@ impl Lease {
         wait: &LeaseWait<'_>,
     ) -> Result<Lease> {
         let started = Instant::now();
+        let mut last_said = None;
         loop {
             let err = match Lease::acquire_at(storage.clone(), name, purpose, clock.clone()).await {
                 Ok(lease) => return Ok(lease),
@@ -355,7 +364,12 @@ impl Lease {
             if !waitable || waited >= wait.max {
                 return Err(err);
             }
-            if let Some(h) = err.downcast_ref::<Held>() {
+            // Said at the first try and then every WAITING_EVERY, not at each poll.
+            let due = last_said.is_none_or(|t: Instant| t.elapsed() >= WAITING_EVERY);
+            if let Some(h) = err.downcast_ref::<Held>()
+                && due
+            {
+                last_said = Some(Instant::now());
                 wait.events.emit(&Event::Waiting {
                     what: format!(
                         "lock {} held by {} (pid {} on {})",
@@ -367,9 +381,7 @@ impl Lease {
             }
             match wait.cancel {
                 Some(token) => tokio::select! {
-                    () = token.cancelled() => {
-                        return Err(err.context("cancelled while waiting for the lock"));
-                    }
+                    () = token.cancelled() => return Err(err.context(WaitCancelled)),
                     () = tokio::time::sleep(wait.poll) => {}
                 },
                 None => tokio::time::sleep(wait.poll).await,
