@@ -136,15 +136,18 @@ impl fmt::Debug for Target {
 /// `scheme://host[:port]/…`: what of a URL may be logged. The path and query of a webhook or
 /// ping URL are often the credential itself (a healthchecks UUID, a Slack hook path).
 pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("?", url));
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     // Userinfo (`user:password@host`) is a credential too.
     let authority = &rest[..end];
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     if end < rest.len() {
-        format!("{scheme}://{host}/…")
+        format!("{scheme}{host}/…")
     } else {
-        format!("{scheme}://{host}")
+        format!("{scheme}{host}")
     }
 }
 
@@ -252,8 +255,8 @@ impl RawNotify {
             ] {
                 if given {
                     return Err(format!(
-                        "[[notify]] `{key}` is for webhook and ping entries, not for a command\n\
-                         hint: remove it (a command gets one attempt within `timeout`)"
+                        "[[notify]] `{key}` does not apply to a command\nhint: remove it (a \
+                         command gets one attempt within `timeout`)"
                     ));
                 }
             }
@@ -375,7 +378,10 @@ mod tests {
                 "webhook = \"ftp://example.com/x\"",
                 &["webhook = \"ftp://example.com/…\"", "http:// or https://"],
             ),
-            ("webhook = \"example.com/hook\"", &["webhook = ", "hint: "]),
+            (
+                "webhook = \"example.com/SEKRET\"",
+                &["webhook = \"example.com/…\"", "hint: "],
+            ),
             ("ping = \"https://\"", &["ping = ", "hint: "]),
             (
                 "webhook = \"https://a.example/x\"\nping = \"https://b.example/y\"",
@@ -388,7 +394,7 @@ mod tests {
             ),
             (
                 "command = [\"/bin/true\"]\nsecret_file = \"/etc/s\"",
-                &["`secret_file` is for webhook and ping entries"],
+                &["`secret_file` does not apply to a command"],
             ),
             (
                 "command = [\"/bin/true\"]\ntimeout = \"soon\"",
@@ -409,6 +415,31 @@ mod tests {
                 assert!(err.contains(want), "{entry}: want `{want}`, got: {err}");
             }
         }
+    }
+
+    /// The commented examples in deploy/pgward.toml.example, uncommented, are valid entries.
+    #[test]
+    fn the_shipped_examples_parse() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/pgward.toml.example");
+        let text = std::fs::read_to_string(path).unwrap();
+        let start = text.find("# [[notify]]").expect("a [[notify]] example");
+        let block: String = text[start..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c =
+            Config::parse(&format!("{MINIMAL}{block}"), path).unwrap_or_else(|e| panic!("{e:#}"));
+        let kinds: Vec<&str> = c
+            .notify
+            .iter()
+            .map(|n| match n.target {
+                Target::Command { .. } => "command",
+                Target::Webhook { .. } => "webhook",
+                Target::Ping { .. } => "ping",
+            })
+            .collect();
+        assert_eq!(kinds, ["command", "webhook", "ping"]);
     }
 
     #[test]

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 use webhook::{HttpClient, Post, SigningKey};
 
 /// Events an entry may have waiting before new ones are dropped.
@@ -196,6 +197,7 @@ impl Notifier {
 
     /// New events go to these entries (SIGHUP). All or nothing: when a secret file cannot be
     /// read the old entries stay and the error says why. Deliveries already queued finish.
+    /// Call it inside the agent's tokio runtime (it starts the new entries' tasks).
     pub fn reload(&self, configs: Vec<NotifyConfig>) -> anyhow::Result<()> {
         let hooks = prepare(configs)?;
         let entries = spawn_entries(hooks, &self.shared);
@@ -246,8 +248,10 @@ fn spawn_entries(hooks: Vec<Hook>, shared: &Arc<Shared>) -> Vec<Entry> {
 async fn worker(hook: Arc<Hook>, shared: Arc<Shared>, mut rx: mpsc::Receiver<Delivery>) {
     while let Some(d) = rx.recv().await {
         let started = Instant::now();
-        let result = deliver(&hook, &shared.client, &d).await;
         let e = &d.envelope;
+        // Retry lines of this delivery carry the target and the event id.
+        let span = tracing::info_span!("notify", target = %hook.name, id = %e.id);
+        let result = deliver(&hook, &shared.client, &d).instrument(span).await;
         match &result {
             Ok(()) => tracing::info!(
                 notify = %hook.name,
