@@ -9,7 +9,7 @@
 //! - a failure's log line names the target as scheme://host only: no URL path, no secret;
 //! - a command gets the event on stdin and in `PGWARD_EVENT_*`; a non-zero exit is a failure
 //!   reported with its stderr; one that outlives its timeout is killed with its process group;
-//! - a ping sees `/start`, `/` and `/fail`;
+//! - a ping sees `/start`, `/` and `/fail`; an https URL is spoken to over TLS;
 //! - `emit` never waits for a target.
 //!
 //! Backoffs are set to milliseconds so the whole file runs in a few seconds.
@@ -491,4 +491,45 @@ async fn reload_swaps_the_targets_and_refuses_an_unreadable_secret() {
         Arc::new(|_: &str| {}),
     );
     assert!(start.is_err());
+}
+
+#[tokio::test]
+async fn an_https_target_is_spoken_to_over_tls() {
+    // A plain-text server on the https port: the TLS handshake fails, which proves the
+    // client spoke TLS (with the system's roots loaded) rather than refusing the scheme.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            use tokio::io::AsyncWriteExt as _;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let (logs, _guard) = Logs::capture();
+    let configs = entries(&format!(
+        "[[notify]]\nwebhook = \"https://127.0.0.1:{port}/SEKRETPATH\"\nretries = 1\n\
+         backoff = \"10ms\"\ntimeout = \"2s\"\n"
+    ));
+    let (n, metrics) = notifier(configs);
+    n.emit(&finished("backup", false, false));
+    n.flush(Duration::from_secs(10)).await;
+    server.abort();
+    assert_eq!(counted(&metrics, "failure"), 1);
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("notification failed"))
+        .unwrap();
+    assert!(
+        line.contains("after 2 attempts") && !text.contains("no system root certificates"),
+        "{text}"
+    );
+    // rustls's words for a server that answered in plain text.
+    assert!(line.contains("InvalidContentType"), "{line}");
+    assert!(!text.contains("SEKRETPATH"), "{text}");
 }
