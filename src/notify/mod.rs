@@ -250,7 +250,7 @@ async fn worker(hook: Arc<Hook>, shared: Arc<Shared>, mut rx: mpsc::Receiver<Del
         let started = Instant::now();
         let e = &d.envelope;
         // Retry lines of this delivery carry the target and the event id.
-        let span = tracing::info_span!("notify", target = %hook.name, id = %e.id);
+        let span = tracing::info_span!("notify", hook = %hook.name, id = %e.id);
         let result = deliver(&hook, &shared.client, &d).instrument(span).await;
         match &result {
             Ok(()) => tracing::info!(
