@@ -34,6 +34,9 @@ pub struct Config {
     /// The retention and schedule policy file, relative to the configuration file's directory
     /// (see [`Config::policy_path`]); none means the built-in `policies/default.toml`.
     pub policy: Option<PathBuf>,
+    /// `[[notify]]`: where the agent's job events go (see [`crate::notify`]).
+    #[serde(default)]
+    pub notify: Vec<crate::notify::NotifyConfig>,
 }
 
 #[derive(Clone, Deserialize, Default)]

@@ -16,6 +16,7 @@ pub mod dump;
 pub mod events;
 pub mod fsutil;
 pub mod logging;
+pub mod notify;
 pub mod output;
 pub mod owner;
 pub mod pg;

@@ -39,6 +39,12 @@ pub struct DrillLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `success` or `failure`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: String,
 }
@@ -85,6 +91,7 @@ pub struct Metrics {
     drill_last_rto: Family<DrillLabels, Seconds>,
     drill_last_rpo: Family<DrillLabels, Seconds>,
     drill_last_passed: Family<DrillLabels, Gauge>,
+    notifications: Family<ResultLabels, Counter>,
     /// The server's counters at the last look: Prometheus counters only go up, so the
     /// difference is added (a statistics reset on the server is skipped over).
     seen_archived: std::sync::Mutex<(u64, u64)>,
@@ -126,6 +133,7 @@ impl Metrics {
             drill_last_rto: Family::default(),
             drill_last_rpo: Family::default(),
             drill_last_passed: Family::default(),
+            notifications: Family::default(),
             seen_archived: std::sync::Mutex::new((0, 0)),
             registry: Registry::default(),
         };
@@ -277,6 +285,16 @@ impl Metrics {
             "1 when the drill's last run passed",
             m.drill_last_passed.clone(),
         );
+        for result in ["success", "failure"] {
+            let _ = m.notifications.get_or_create(&ResultLabels {
+                result: result.into(),
+            });
+        }
+        r.register(
+            "pgward_notifications",
+            "Notification deliveries by final result (success, failure: after the retries)",
+            m.notifications.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -418,6 +436,15 @@ impl Metrics {
         }
     }
 
+    /// One notification's final result, `success` or `failure` (the notifier's `on_result`).
+    pub fn observe_notification(&self, result: &str) {
+        self.notifications
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
     /// The OpenMetrics text Prometheus scrapes.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -506,5 +533,20 @@ mod tests {
         assert!(text.contains("pgward_repo_up 1"), "{text}");
         m.observe_repo(None);
         assert!(m.encode().contains("pgward_repo_up 0"));
+        // Both results exist from the start (0), so an alert on failures has a series.
+        assert!(
+            text.contains("# TYPE pgward_notifications counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pgward_notifications_total{result=\"failure\"} 0"),
+            "{text}"
+        );
+        m.observe_notification("success");
+        m.observe_notification("success");
+        assert!(
+            m.encode()
+                .contains("pgward_notifications_total{result=\"success\"} 2")
+        );
     }
 }
