@@ -497,6 +497,19 @@ pub fn dump_line(done: u64, total: u64, bytes: u64, elapsed_ms: u64) -> String {
     )
 }
 
+/// Several sinks as one: each event goes to every one, in order (the agent's log and its
+/// notifications hear the same events).
+#[derive(Debug)]
+pub struct Fanout(pub Vec<Events>);
+
+impl EventSink for Fanout {
+    fn emit(&self, event: &Event) {
+        for sink in &self.0 {
+            sink.emit(event);
+        }
+    }
+}
+
 /// A sink that keeps every event, for tests.
 #[derive(Debug, Default)]
 pub struct TestSink {

@@ -16,6 +16,7 @@ mod common;
 use common::agent::{Agent, NotifySocket, job};
 use common::backup_scenarios::Source;
 use common::pg::{RepoSpec, TestDir, free_port, pgward_ok, write_postgres_file};
+use common::receiver::Receiver;
 use common::s3_server::{Faults, S3Server};
 use rustix::process::Signal;
 use std::os::unix::fs::PermissionsExt;
@@ -26,7 +27,15 @@ use std::time::{Duration, Instant};
 const KINDS: [&str; 4] = ["backup", "dump", "expire", "verify"];
 
 /// The source's configuration with `policy`, and an `[agent]` section.
-fn agent_config(src: &Source, policy: &Path, state: &Path, port: u16, stop_timeout: &str) {
+/// `extra` is appended (`[[notify]]` entries).
+fn agent_config(
+    src: &Source,
+    policy: &Path,
+    state: &Path,
+    port: u16,
+    stop_timeout: &str,
+    extra: &str,
+) {
     let base = std::fs::read_to_string(&src.cfg).unwrap();
     let base = base.split("\n[agent]").next().unwrap();
     let base: String = base
@@ -36,7 +45,7 @@ fn agent_config(src: &Source, policy: &Path, state: &Path, port: u16, stop_timeo
         .collect();
     let text = format!(
         "policy = {:?}\n{base}\n[agent]\nlisten = \"127.0.0.1:{port}\"\nstate_dir = {:?}\n\
-         stop_timeout = \"{stop_timeout}\"\n",
+         stop_timeout = \"{stop_timeout}\"\n{extra}",
         policy.display().to_string(),
         state.display().to_string()
     );
@@ -60,15 +69,49 @@ fn runs(a: &Agent, kind: &str, result: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
-#[test]
-fn the_agent_runs_its_jobs_reloads_and_reports_a_broken_store_local() {
+/// The Standard Webhooks secret the webhook entry signs with.
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_runs_its_jobs_reloads_and_reports_a_broken_store_local() {
+    // A webhook receiver that fails the first two attempts: the first delivery needs a retry.
+    let receiver = Arc::new(Receiver::statuses(&[503, 503]).await);
+    let r = receiver.clone();
+    let result = tokio::task::spawn_blocking(move || local(&r)).await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+fn local(receiver: &Receiver) {
     let dir = TestDir::new("agent");
     let repo = dir.path().join("repo");
     let src = Source::start(&dir, "src", RepoSpec::Local(repo.clone()));
     let policy_file = dir.write_file("policy.toml", policy(4));
     let port = free_port();
     let state = dir.subdir("state");
-    agent_config(&src, &policy_file, &state, port, "60s");
+    // Hooks on the verify job's failures and recoveries: a command that keeps what it got,
+    // and the signed webhook.
+    let hooks = dir.subdir("hooks");
+    let script = dir.write_file(
+        "hook.sh",
+        format!(
+            "#!/bin/sh\ncat >> {0}/events.jsonl\necho >> {0}/events.jsonl\n\
+             echo \"$PGWARD_EVENT_EVENT $PGWARD_EVENT_JOB $PGWARD_EVENT_SCHEMA\" >> {0}/env.txt\n",
+            hooks.display()
+        ),
+    );
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = dir.write_file("webhook.secret", format!("{SECRET}\n"));
+    let notify = format!(
+        "[[notify]]\ncommand = [{:?}]\non = [\"failure\", \"recovered\"]\nkinds = [\"verify\"]\n\
+         [[notify]]\nwebhook = {:?}\nsecret_file = {:?}\non = [\"failure\", \"recovered\"]\n\
+         kinds = [\"verify\"]\nbackoff = \"100ms\"\n",
+        script.display().to_string(),
+        receiver.url("/hook"),
+        secret.display().to_string()
+    );
+    agent_config(&src, &policy_file, &state, port, "60s", &notify);
     let systemd = NotifySocket::bind(&dir.path().join("notify.sock"));
     let mut agent = Agent::start(
         &src.cfg,
@@ -187,10 +230,76 @@ fn the_agent_runs_its_jobs_reloads_and_reports_a_broken_store_local() {
             .contains("the repository cannot be read"),
         "{reasons:#}"
     );
+    // The failing verify reaches the webhook: 503, 503, then delivered, one event id, signed.
+    agent.wait_for("the webhook's retries", Duration::from_secs(60), |_| {
+        receiver.requests().len() >= 3
+    });
+    let got = receiver.requests();
+    let first = got[0].json();
+    assert_eq!(first["schema"], "pgward.event.v1");
+    assert_eq!(first["event"], "job_failed", "{first:#}");
+    assert_eq!(
+        (&first["job"], &first["kind"]),
+        (&"verify".into(), &"verify".into())
+    );
+    assert!(first["details"]["error"].as_str().is_some(), "{first:#}");
+    for r in &got[..3] {
+        let id = r.header("webhook-id").unwrap();
+        assert_eq!(id, first["id"].as_str().unwrap(), "retries carry one id");
+        let (ts, sig) = (
+            r.header("webhook-timestamp").unwrap(),
+            r.header("webhook-signature").unwrap(),
+        );
+        assert!(
+            common::receiver::verify_signature(SECRET, id, ts, &r.body, sig),
+            "{sig}"
+        );
+    }
     std::fs::set_permissions(&repo, std::fs::Permissions::from_mode(mode)).unwrap();
     agent.wait_for("the store back", Duration::from_secs(90), |a| {
         a.value("pgward_repo_up") == Some(1.0) && a.get("/readyz").is_some_and(|r| r.0 == 200)
     });
+    // The recovery is told too, to both hooks; the command got the events on stdin and in its
+    // environment.
+    agent.wait_for("the recovery notified", Duration::from_secs(60), |_| {
+        receiver
+            .requests()
+            .iter()
+            .any(|r| r.json()["event"] == "job_recovered")
+    });
+    agent.wait_for(
+        "the command hook's recovery",
+        Duration::from_secs(30),
+        |_| {
+            std::fs::read_to_string(hooks.join("env.txt"))
+                .is_ok_and(|t| t.contains("job_recovered"))
+        },
+    );
+    let env = std::fs::read_to_string(hooks.join("env.txt")).unwrap();
+    assert!(
+        env.starts_with("job_failed verify pgward.event.v1\n"),
+        "{env}"
+    );
+    let stdin = std::fs::read_to_string(hooks.join("events.jsonl")).unwrap();
+    let events: Vec<serde_json::Value> = stdin
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events[0]["event"], "job_failed", "{stdin}");
+    assert!(
+        events.iter().any(|e| e["event"] == "job_recovered"),
+        "{stdin}"
+    );
+    assert!(
+        agent.value("pgward_notifications_total{result=\"success\"}") >= Some(4.0),
+        "{}",
+        agent.metrics()
+    );
+    assert_eq!(
+        agent.value("pgward_notifications_total{result=\"failure\"}"),
+        Some(0.0)
+    );
 
     // SIGTERM: the running job finishes, the agent tells systemd and exits 0.
     agent.signal(Signal::TERM);
@@ -248,7 +357,7 @@ fn lifecycle(faults: Arc<Faults>, repo: RepoSpec, objects: &Path) {
         )
         .as_bytes(),
     );
-    agent_config(&src, &policy_file, &state, port, "1s");
+    agent_config(&src, &policy_file, &state, port, "1s", "");
     let mut agent = Agent::start(&src.cfg, dir.path(), port, &[]);
     agent.wait_for("the missed run made", Duration::from_secs(60), |a| {
         runs(a, "expire", "success") == 2.0

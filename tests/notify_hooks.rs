@@ -16,8 +16,7 @@
 
 mod common;
 
-use base64::Engine as _;
-use common::receiver::{Receiver, Script};
+use common::receiver::{Receiver, Script, verify_signature};
 use pgward::agent::metrics::Metrics;
 use pgward::config::Config;
 use pgward::events::{Event, EventSink};
@@ -84,21 +83,6 @@ fn secret_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
     let p = dir.path().join("hook.secret");
     std::fs::write(&p, format!("{SECRET}\n")).unwrap();
     p
-}
-
-/// Verifies a Standard Webhooks signature independently of pgward's signer.
-fn verify_signature(secret: &str, id: &str, ts: &str, body: &[u8], header: &str) -> bool {
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret.strip_prefix("whsec_").unwrap())
-        .unwrap();
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key);
-    let mut signed = format!("{id}.{ts}.").into_bytes();
-    signed.extend_from_slice(body);
-    let want = base64::engine::general_purpose::STANDARD
-        .encode(aws_lc_rs::hmac::sign(&key, &signed).as_ref());
-    header
-        .split(' ')
-        .any(|s| s.strip_prefix("v1,") == Some(want.as_str()))
 }
 
 /// Log lines written while the guard lives (this thread only: the tests run on a

@@ -25,7 +25,8 @@ use crate::agent::state::{AgentState, JobState};
 use crate::agent::systemd;
 use crate::config::Config;
 use crate::context::Context;
-use crate::events::Event;
+use crate::events::{Event, Fanout};
+use crate::notify::Notifier;
 use crate::repo::lock::WaitCancelled;
 use crate::retention::policy::{Job, JobKind, Policy};
 use anyhow::{Context as _, Result, bail};
@@ -34,6 +35,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// How long queued notifications may still be delivered at shutdown (a job's failure that
+/// made the agent stop deserves its page; a dead webhook must not hold the stop).
+const NOTIFY_FLUSH: Duration = Duration::from_secs(10);
 
 /// How often an idle agent refreshes the repository and archiver facts.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
@@ -168,6 +173,21 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
         state: AgentState::load(&dir)?,
         dir,
     };
+    let metrics = Arc::new(Metrics::new(started));
+    // The hooks hear the agent's events beside its log: one stream for both.
+    let counted = metrics.clone();
+    let notifier = Notifier::start(
+        plan.config.notify.clone(),
+        crate::repo::lock::hostname(),
+        Arc::new(move |result: &str| counted.observe_notification(result)),
+    )?;
+    let mut agent_ctx = Context::with_storage(
+        ctx.config.clone(),
+        ctx.config_path.clone(),
+        ctx.storage.clone(),
+    );
+    agent_ctx.events = Arc::new(Fanout(vec![ctx.events.clone(), notifier.clone()]));
+    let ctx = &agent_ctx;
     if let Some(kind) = opts.once {
         let slot = plan.slots.iter().find(|s| s.job.kind == kind);
         let job = slot.map(|s| s.job.clone()).unwrap_or(Job {
@@ -182,6 +202,7 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
         let stop_timeout = plan.config.agent.stop_timeout;
         let stop = Some((&mut shutdown as _, stop_timeout));
         let (result, _) = run_one(ctx, &plan, &job, &name, &mut book, stop).await;
+        notifier.flush(NOTIFY_FLUSH).await;
         return result.map(|f| crate::say!("{name}: {}", f.summary));
     }
     if plan.slots.is_empty() {
@@ -191,7 +212,6 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
         );
     }
 
-    let metrics = Arc::new(Metrics::new(started));
     let readiness = Arc::new(Mutex::new(Readiness::default()));
     let listen = plan.config.agent.listen;
     let listener = http::bind(listen).await?;
@@ -254,7 +274,12 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
             () = &mut shutdown => break,
             Some(()) = hup => {
                 systemd::reloading();
-                match reload(&plan, &ctx.config_path, Utc::now()) {
+                let reloaded = reload(&plan, &ctx.config_path, Utc::now()).and_then(|r| {
+                    // All or nothing: new hooks (their secret files read) or none of it.
+                    notifier.reload(r.0.config.notify.clone())?;
+                    Ok(r)
+                });
+                match reloaded {
                     Ok((new, kept)) => {
                         for k in kept {
                             tracing::warn!("{k} changed: that takes a restart; the running value is kept");
@@ -348,6 +373,7 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
     }
     tracing::info!("agent stopping");
     systemd::stopping();
+    notifier.flush(NOTIFY_FLUSH).await;
     stop_tasks.cancel();
     let _ = server.await;
     if let Err(e) = book.save() {

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -144,4 +146,18 @@ impl Receiver {
         }
         self.requests()
     }
+}
+
+/// Verifies a Standard Webhooks signature independently of pgward's signer.
+pub fn verify_signature(secret: &str, id: &str, ts: &str, body: &[u8], header: &str) -> bool {
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key);
+    let mut signed = format!("{id}.{ts}.").into_bytes();
+    signed.extend_from_slice(body);
+    let want = STANDARD.encode(aws_lc_rs::hmac::sign(&key, &signed).as_ref());
+    header
+        .split(' ')
+        .any(|s| s.strip_prefix("v1,") == Some(want.as_str()))
 }
