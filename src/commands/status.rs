@@ -15,7 +15,7 @@ use crate::status::facts::{self, JobFacts, StatusInput};
 use crate::status::verdict::{self, describe_interval};
 use crate::status::{Level, Verdict};
 use crate::units;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -44,7 +44,8 @@ pub struct StatusJson<'a> {
 
 /// Gathers, judges and prints; returns the verdict's level for `main.rs` to exit with.
 pub async fn run(config: Option<&Path>, args: &Args) -> Level {
-    let now = Utc::now();
+    // Whole seconds: what the screen and the JSON show.
+    let now = Utc::now().trunc_subsecs(0);
     let input = collect(config, now).await;
     let verdict = verdict::judge(&input, now);
     let text = if args.nagios {

@@ -423,13 +423,14 @@ pub fn repo_facts(s: &Snapshot) -> RepoFacts {
     }
 }
 
-/// The oldest backup the planner accepts for an end-of-archive restore onto `tli`, and how
-/// far that restore goes (as `info`'s recoverable window: the two never disagree).
+/// The oldest backup the planner accepts for a restore onto `tli`, and how far its recovery
+/// can go. The plan asks for `immediate`: an end-of-archive plan is refused outright when a
+/// hole lies after the backup, and the hole is exactly what status must name.
 fn window(view: &ArchiveView<'_>, tli: crate::pg::Timeline) -> Option<Window> {
     view.backups.iter().find_map(|b| {
         let req = PlanRequest {
             backup: Some(b.label.to_string()),
-            target: RecoveryTarget::EndOfArchive,
+            target: RecoveryTarget::Immediate,
             timeline: TimelineChoice::Number(tli),
             timeline_given: true,
         };
@@ -444,11 +445,12 @@ fn window(view: &ArchiveView<'_>, tli: crate::pg::Timeline) -> Option<Window> {
     })
 }
 
-/// A restore of backup `label` to the end of the archive on the latest timeline it leads to.
+/// A restore of backup `label` onto the latest timeline it leads to: whether its own WAL is
+/// there (else `error`), and how far recovery can go (`immediate`, as in [`window`]).
 fn reach(view: &ArchiveView<'_>, label: &str) -> Reach {
     let req = PlanRequest {
         backup: Some(label.to_string()),
-        target: RecoveryTarget::EndOfArchive,
+        target: RecoveryTarget::Immediate,
         timeline: TimelineChoice::Latest,
         timeline_given: false,
     };
