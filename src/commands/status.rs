@@ -328,10 +328,10 @@ pub fn render_text(input: &StatusInput, v: &Verdict, now: DateTime<Utc>) -> Stri
     }
     for kind in ["expire", "verify"] {
         let note = job_note(job_of(kind));
-        let note = if note.is_empty() {
-            "  (no agent state: runs from cron are not recorded)".to_string()
-        } else {
-            note
+        let note = match (note.is_empty(), input.agent.present) {
+            (false, _) => note,
+            (true, true) => "  (the policy has no such job)".to_string(),
+            (true, false) => "  (no agent state: runs from cron are not recorded)".to_string(),
         };
         let _ = writeln!(s, "  {kind:<6}{note}");
     }

@@ -602,3 +602,121 @@ impl StatusInput {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{Level, judge};
+    use crate::storage::faulty::FaultyStorage;
+    use crate::storage::memory::MemoryStorage;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    fn config(dir: &Path, extra: &str) -> (Config, PathBuf) {
+        let path = dir.join("pgward.toml");
+        let text = format!(
+            "{extra}\n[repo]\nurl = \"file://{}/repo\"\n[wal]\ntimeout = \"1s\"\n[agent]\n\
+             state_dir = \"{}/agent\"\n",
+            dir.display(),
+            dir.display()
+        );
+        (Config::parse(&text, "pgward.toml").unwrap(), path)
+    }
+
+    #[tokio::test]
+    async fn a_stuck_store_is_unknown_within_the_wal_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, path) = config(dir.path(), "");
+        let store = FaultyStorage::new(Arc::new(MemoryStorage::new()));
+        store.hang(Some(Duration::from_secs(60)));
+        let now = Utc::now();
+        let started = Instant::now();
+        let input = gather_from(&cfg, &path, Ok(&store), now).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(input.repo.is_none());
+        assert_eq!(
+            input.repository_error.as_deref(),
+            Some("the repository faulty(memory) did not answer within 1s ([wal] timeout)"),
+        );
+        let v = judge(&input, now);
+        assert_eq!(v.level, Level::Unknown, "{v:?}");
+        assert!(
+            v.reasons[0]
+                .text
+                .starts_with("the state cannot be read: the repository"),
+            "{v:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn agent_state_and_schedules_are_read_when_jobs_json_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("policy.toml"),
+            "[[job]]\nkind = \"backup\"\nschedule = \"0 * * * *\"\n\
+             [[job]]\nkind = \"verify\"\nname = \"nightly\"\nschedule = \"30 2 * * *\"\n",
+        )
+        .unwrap();
+        let (cfg, path) = config(dir.path(), "policy = \"policy.toml\"");
+        let now = DateTime::parse_from_rfc3339("2026-12-02T12:10:00Z")
+            .unwrap()
+            .to_utc();
+        let storage = MemoryStorage::new();
+
+        // No jobs.json: not present, and no job has a state.
+        let input = gather_from(&cfg, &path, Ok(&storage), now).await;
+        assert!(!input.agent.present && input.agent.error.is_none());
+        let jobs: Vec<(&str, &str, Option<f64>, bool)> = (input.policy.jobs.iter())
+            .map(|j| {
+                (
+                    j.name.as_str(),
+                    j.kind.as_str(),
+                    j.interval_seconds,
+                    j.state.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            jobs,
+            [
+                ("backup", "backup", Some(3600.0), false),
+                ("nightly", "verify", Some(86_400.0), false)
+            ]
+        );
+        assert_eq!(
+            input.policy.jobs[1].next_run.map(|t| t.to_rfc3339()),
+            Some("2026-12-03T02:30:00+00:00".to_string())
+        );
+        // A memory store without repo.json cannot be read.
+        assert!(input.repo.is_none() && input.repository_error.is_some());
+
+        let mut state = AgentState::default();
+        state.job_mut("nightly").started(now);
+        state.save(&dir.path().join("agent")).unwrap();
+        let input = gather_from(&cfg, &path, Ok(&storage), now).await;
+        assert!(input.agent.present, "{:?}", input.agent);
+        assert_eq!(
+            input.policy.jobs[1].state.as_ref().unwrap().last_start,
+            Some(now)
+        );
+        assert!(input.policy.jobs[0].state.is_none());
+
+        std::fs::write(dir.path().join("agent/jobs.json"), "{").unwrap();
+        let input = gather_from(&cfg, &path, Ok(&storage), now).await;
+        assert!(!input.agent.present);
+        assert!(
+            input
+                .agent
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .contains("is unusable"),
+            "{:?}",
+            input.agent
+        );
+    }
+}
