@@ -109,7 +109,7 @@ fn status_nagios_exit_codes_from_a_real_repository_in_each_state() {
     assert_eq!(v["verdict"]["level"], "OK", "{v:#}");
     assert_eq!(v["verdict"]["reasons"], serde_json::json!([]), "{v:#}");
     assert_eq!(v["repo"]["backups"].as_array().unwrap().len(), 1, "{v:#}");
-    assert_eq!(v["server"]["archiver"]["failing"], false, "{v:#}");
+    assert_eq!(v["server"]["archiver"]["failed_count"], 0, "{v:#}");
     let text = status(&dir, &ok, &[]);
     assert_eq!(text.status.code(), Some(0), "{}", text.describe());
     for part in [

@@ -198,7 +198,7 @@ pub fn render_text(input: &StatusInput, v: &Verdict, now: DateTime<Utc>) -> Stri
                 let _ = writeln!(s, "             last archived {w} at {}", ago(t));
             }
             if let (Some(w), Some(t)) = (&a.last_failed_wal, a.last_failed_time) {
-                let now_failing = if a.failing { "  FAILING" } else { "" };
+                let now_failing = if a.failing() { "  FAILING" } else { "" };
                 let _ = writeln!(s, "             last failed {w} at {}{now_failing}", ago(t));
             }
         }

@@ -230,40 +230,7 @@ pub struct ServerFacts {
     /// `[postgres] conninfo` is set, so the archiver is expected to answer.
     pub conninfo_set: bool,
     /// `None` without conninfo, or when the server did not answer.
-    pub archiver: Option<ArchiverStatus>,
-}
-
-/// [`ArchiverFacts`], serializable.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct ArchiverStatus {
-    pub archived_count: u64,
-    pub failed_count: u64,
-    pub last_archived_wal: Option<String>,
-    pub last_archived_time: Option<DateTime<Utc>>,
-    pub last_failed_wal: Option<String>,
-    pub last_failed_time: Option<DateTime<Utc>>,
-    /// `.ready` files waiting in `pg_wal/archive_status`.
-    pub pending_segments: i64,
-    /// now − mtime of the oldest `.ready` file (`pgward_rpo_seconds`); 0 when none.
-    pub rpo_seconds: f64,
-    /// The newest attempt failed.
-    pub failing: bool,
-}
-
-impl ArchiverStatus {
-    pub fn of(f: &ArchiverFacts) -> ArchiverStatus {
-        ArchiverStatus {
-            archived_count: f.archived_count,
-            failed_count: f.failed_count,
-            last_archived_wal: f.last_archived_wal.clone(),
-            last_archived_time: f.last_archived_time,
-            last_failed_wal: f.last_failed_wal.clone(),
-            last_failed_time: f.last_failed_time,
-            pending_segments: f.pending_segments,
-            rpo_seconds: f.rpo_seconds,
-            failing: f.failing(),
-        }
-    }
+    pub archiver: Option<ArchiverFacts>,
 }
 
 /// Gathers the facts through an open repository.
@@ -296,10 +263,7 @@ pub async fn gather_from(
     let policy = policy_facts(config, config_path, state.as_ref(), now);
     let server = ServerFacts {
         conninfo_set: config.postgres.conninfo.is_some(),
-        archiver: archiver::read(config)
-            .await
-            .as_ref()
-            .map(ArchiverStatus::of),
+        archiver: archiver::read(config).await,
     };
     StatusInput {
         generated_at: now,
@@ -354,7 +318,7 @@ async fn read_repository(
 
 /// The catalog's facts (pure: the snapshot holds everything).
 pub fn repo_facts(s: &Snapshot) -> RepoFacts {
-    let pinned = |label: &str| s.pins.iter().any(|p| p.label.to_string() == label);
+    let pinned = |label: &str| s.pins.iter().any(|p| p.label == *label);
     let backups = (s.catalog.backups.iter())
         .map(|b| {
             let label = b.label.to_string();

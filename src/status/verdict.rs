@@ -248,7 +248,7 @@ fn server(input: &StatusInput, out: &mut Vec<Reason>) {
         }
         return;
     };
-    if a.failing {
+    if a.failing() {
         let last_ok = match (&a.last_archived_wal, a.last_archived_time) {
             (Some(w), Some(t)) => format!("; the last success was {w} at {}", hhmm(t)),
             _ => "; nothing was archived since the statistics were reset".to_string(),
@@ -339,6 +339,7 @@ fn unknown(text: String) -> Reason {
 mod tests {
     use super::*;
     use crate::agent::state::JobState;
+    use crate::pg::archiver::ArchiverFacts;
     use crate::repo::wal_catalog::SegmentRange;
     use crate::status::facts::*;
 
@@ -432,11 +433,11 @@ mod tests {
             },
             server: ServerFacts {
                 conninfo_set: true,
-                archiver: Some(ArchiverStatus {
+                archiver: Some(ArchiverFacts {
                     archived_count: 9,
                     last_archived_wal: Some(seg(9)),
                     last_archived_time: Some(t("2026-12-02T11:59:00Z")),
-                    ..ArchiverStatus::default()
+                    ..ArchiverFacts::default()
                 }),
             },
             warnings: vec![],
@@ -634,7 +635,6 @@ mod tests {
         a.failed_count = 3;
         a.last_failed_wal = Some(seg(10));
         a.last_failed_time = Some(t("2026-12-02T11:59:30Z"));
-        a.failing = true;
         cases.push((
             "archiver failing",
             i,
