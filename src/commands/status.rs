@@ -224,12 +224,13 @@ pub fn render_text(input: &StatusInput, v: &Verdict, now: DateTime<Utc>) -> Stri
                     };
                     let _ = writeln!(
                         s,
-                        "  timeline {}: from {} ({}, backup {}) to {} ({end})",
+                        "  timeline {}: from {} ({}, backup {}) to {} (at least {}; {end})",
                         tl.timeline,
                         w.from_lsn,
                         rfc3339(&w.from_time),
                         w.from_backup,
-                        w.to_lsn
+                        w.to_lsn,
+                        rfc3339(&w.to_time_at_least)
                     );
                 }
                 None => {
@@ -441,4 +442,136 @@ pub fn render_text(input: &StatusInput, v: &Verdict, now: DateTime<Utc>) -> Stri
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::facts::testing::{healthy, now, seg};
+    use crate::status::judge;
+
+    #[test]
+    fn the_nagios_line_is_one_line_with_perfdata() {
+        let ok = healthy();
+        let v = judge(&ok, now());
+        assert_eq!(
+            nagios_line(&ok, &v),
+            "PGWARD OK - newest backup 20261202T110000Z is 60 min old, recoverable to 0/A000000 \
+             on timeline 1, RPO 0 s | rpo=0s;900;1800;0 backup_age=3600s;;;0 backups=1;;;0 \
+             wal_gaps=0;;;0"
+        );
+
+        let mut bad = healthy();
+        bad.server.archiver = None;
+        bad.server.conninfo_set = false;
+        let reach = bad
+            .repo
+            .as_mut()
+            .unwrap()
+            .newest_backup_reach
+            .as_mut()
+            .unwrap();
+        reach.hole = Some(seg(7));
+        reach.until = "0/7000000".parse().unwrap();
+        bad.drills = vec![];
+        bad.policy.jobs = vec![];
+        let mut v = judge(&bad, now());
+        // A reason with `|` or a newline cannot break the plugin's line.
+        v.reasons.push(crate::status::Reason {
+            level: Level::Warning,
+            text: "a | b\nc".into(),
+        });
+        assert_eq!(
+            nagios_line(&bad, &v),
+            "PGWARD CRITICAL - WAL hole after the newest backup at 000000010000000000000007: \
+             nothing after 0/6FFFFFF is recoverable; a / b c | backup_age=3600s;;;0 \
+             backups=1;;;0 wal_gaps=0;;;0"
+        );
+
+        let mut gone = healthy();
+        gone.repo = None;
+        gone.server.archiver = None;
+        gone.repository_error = Some("repository directory /r does not exist\nhint: x".into());
+        let v = judge(&gone, now());
+        assert_eq!(
+            nagios_line(&gone, &v),
+            "PGWARD UNKNOWN - the state cannot be read: repository directory /r does not exist; \
+             the server does not answer at [postgres] conninfo: archiving and RPO are not judged"
+        );
+    }
+
+    #[test]
+    fn the_json_has_the_documented_top_level_fields() {
+        let input = healthy();
+        let v = judge(&input, now());
+        let doc = serde_json::to_value(StatusJson {
+            format: FORMAT,
+            verdict: &v,
+            facts: &input,
+        })
+        .unwrap();
+        let keys: Vec<&str> = doc
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        let mut want = [
+            "format",
+            "verdict",
+            "generated_at",
+            "repository",
+            "repo",
+            "repository_error",
+            "drills",
+            "drill_definitions",
+            "agent",
+            "policy",
+            "server",
+            "warnings",
+        ];
+        want.sort();
+        let mut keys = keys;
+        keys.sort();
+        assert_eq!(keys, want);
+        assert_eq!(doc["format"], 1);
+        assert_eq!(
+            doc["verdict"],
+            serde_json::json!({"level": "OK", "reasons": []})
+        );
+        assert_eq!(doc["generated_at"], "2026-12-02T12:00:00Z");
+        assert_eq!(doc["repo"]["backups"][0]["start_lsn"], "0/3000028");
+        assert_eq!(
+            doc["repo"]["timelines"][0]["ranges"][0],
+            serde_json::json!({
+                "first": "000000010000000000000001",
+                "last": "000000010000000000000009",
+                "segments": 9,
+                "start_lsn": "0/1000000",
+                "end_lsn": "0/A000000",
+            })
+        );
+    }
+
+    #[test]
+    fn the_screen_puts_the_verdict_on_top_and_names_every_hole() {
+        let mut input = healthy();
+        let tl = &mut input.repo.as_mut().unwrap().timelines[0];
+        tl.gaps = vec![crate::status::facts::testing::range(5, 6)];
+        let v = judge(&input, now());
+        let text = render_text(&input, &v, now());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "PGWARD OK  (2026-12-02T12:00:00Z)", "{text}");
+        assert!(
+            text.contains(
+                "    HOLE 000000010000000000000005 .. 000000010000000000000006  2 segments \
+                 missing  0/5000000 - 0/7000000"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Archiving    RPO 0 s (0 segments waiting); 9 archived, 0 failures"),
+            "{text}"
+        );
+    }
 }

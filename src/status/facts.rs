@@ -124,6 +124,10 @@ pub struct Window {
     pub from_time: DateTime<Utc>,
     /// The end of the WAL archived contiguously from that backup.
     pub to_lsn: Lsn,
+    /// A time the window reaches at least (the WAL listing has no times): when the
+    /// archiver's last archived segment is on this timeline inside the window, its archive
+    /// time; else the end of the newest backup inside the window.
+    pub to_time_at_least: DateTime<Utc>,
     /// The first missing segment when later WAL is archived (the window ends in a hole).
     pub hole: Option<String>,
 }
@@ -265,6 +269,10 @@ pub async fn gather_from(
         conninfo_set: config.postgres.conninfo.is_some(),
         archiver: archiver::read(config).await,
     };
+    let mut repo = repo;
+    if let Some(r) = repo.as_mut() {
+        window_times(r, server.archiver.as_ref());
+    }
     StatusInput {
         generated_at: now,
         repository,
@@ -387,6 +395,33 @@ pub fn repo_facts(s: &Snapshot) -> RepoFacts {
     }
 }
 
+/// Sets each window's `to_time_at_least` from the backups inside it and the archiver's last
+/// archived segment (pure).
+pub fn window_times(repo: &mut RepoFacts, archiver: Option<&ArchiverFacts>) {
+    let seg_size = repo.wal_segment_size;
+    let last = archiver.and_then(|a| {
+        let name = crate::pg::WalSegmentName::parse(a.last_archived_wal.as_deref()?).ok()?;
+        Some((name, a.last_archived_time?))
+    });
+    for tl in &mut repo.timelines {
+        let Some(w) = tl.window.as_mut() else {
+            continue;
+        };
+        let backups = (repo.backups.iter())
+            .filter(|b| b.stop_lsn <= w.to_lsn && b.stop_lsn >= w.from_lsn)
+            .map(|b| b.stop_time);
+        let archived = last
+            .filter(|(name, _)| {
+                name.tli.0 == tl.timeline
+                    && Lsn::from_segment(name.segno(seg_size) + 1, seg_size) <= w.to_lsn
+            })
+            .map(|(_, t)| t);
+        if let Some(t) = backups.chain(archived).max() {
+            w.to_time_at_least = w.to_time_at_least.max(t);
+        }
+    }
+}
+
 /// The oldest backup the planner accepts for a restore onto `tli`, and how far its recovery
 /// can go. The plan asks for `immediate`: an end-of-archive plan is refused outright when a
 /// hole lies after the backup, and the hole is exactly what status must name.
@@ -403,6 +438,7 @@ fn window(view: &ArchiveView<'_>, tli: crate::pg::Timeline) -> Option<Window> {
             from_backup: b.label.to_string(),
             from_lsn: b.stop_lsn,
             from_time: b.stop_time,
+            to_time_at_least: b.stop_time,
             to_lsn: p.wal_available_until,
             hole: p.wal_hole,
         })
@@ -567,6 +603,114 @@ impl StatusInput {
     }
 }
 
+/// Facts for tests elsewhere (the verdict's table, the command's lines, the report).
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+    use crate::repo::wal_catalog::SegmentRange;
+
+    pub const SEG: u64 = 16 << 20;
+
+    pub fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    pub fn now() -> DateTime<Utc> {
+        t("2026-12-02T12:00:00Z")
+    }
+
+    pub fn seg(n: u64) -> String {
+        format!("00000001{:08X}{:08X}", n >> 8, n & 0xff)
+    }
+
+    pub fn range(first: u64, last: u64) -> SegmentRange {
+        SegmentRange {
+            first: seg(first),
+            last: seg(last),
+            segments: last - first + 1,
+            start_lsn: Lsn::from_segment(first, SEG),
+            end_lsn: Lsn::from_segment(last + 1, SEG),
+        }
+    }
+
+    /// A backup on timeline 1 that starts in segment `segno` and ends at `stopped`.
+    pub fn backup(label: &str, segno: u64, stopped: &str) -> BackupFacts {
+        BackupFacts {
+            label: label.into(),
+            timeline: 1,
+            start_time: t(stopped) - chrono::Duration::seconds(30),
+            stop_time: t(stopped),
+            duration_seconds: 30.0,
+            start_lsn: Lsn(Lsn::from_segment(segno, SEG).0 + 0x28),
+            stop_lsn: Lsn(Lsn::from_segment(segno, SEG).0 + 0x100),
+            start_wal: seg(segno),
+            stop_wal: seg(segno),
+            total_bytes: 1 << 30,
+            stored_bytes: 1 << 28,
+            pinned: false,
+        }
+    }
+
+    /// One backup at segment 3 an hour ago, WAL 1..=9 continuous, the archiver fine, no
+    /// agent state, no drills: OK.
+    pub fn healthy() -> StatusInput {
+        let b = backup("20261202T110000Z", 3, "2026-12-02T11:00:00Z");
+        StatusInput {
+            generated_at: now(),
+            repository: "file:///repo".into(),
+            repo: Some(RepoFacts {
+                system_identifier: "7300000000000000001".into(),
+                pg_major: 15,
+                wal_segment_size: SEG,
+                newest_backup_reach: Some(Reach {
+                    backup: b.label.clone(),
+                    timeline: 1,
+                    until: Lsn::from_segment(10, SEG),
+                    hole: None,
+                    error: None,
+                }),
+                backups: vec![b],
+                backups_in_progress: vec![],
+                dumps: vec![],
+                timelines: vec![TimelineFacts {
+                    timeline: 1,
+                    segments: 9,
+                    stored_bytes: 9 << 20,
+                    ranges: vec![range(1, 9)],
+                    gaps: vec![],
+                    window: None,
+                }],
+                conflicts: vec![],
+                warnings: vec![],
+            }),
+            repository_error: None,
+            drills: vec![],
+            drill_definitions: vec![],
+            agent: AgentFacts {
+                state_dir: "/var/lib/pgward/agent".into(),
+                present: false,
+                error: None,
+            },
+            policy: PolicyFacts {
+                origin: Some("policy.toml".into()),
+                error: None,
+                timezone: "UTC".into(),
+                jobs: vec![],
+            },
+            server: ServerFacts {
+                conninfo_set: true,
+                archiver: Some(ArchiverFacts {
+                    archived_count: 9,
+                    last_archived_wal: Some(seg(9)),
+                    last_archived_time: Some(t("2026-12-02T11:59:00Z")),
+                    ..ArchiverFacts::default()
+                }),
+            },
+            warnings: vec![],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,6 +729,53 @@ mod tests {
             dir.display()
         );
         (Config::parse(&text, "pgward.toml").unwrap(), path)
+    }
+
+    #[test]
+    fn a_window_reaches_at_least_the_last_archived_segment_inside_it() {
+        use testing::*;
+        let mut input = healthy();
+        let repo = input.repo.as_mut().unwrap();
+        let b = repo.backups[0].clone();
+        let window = Window {
+            from_backup: b.label.clone(),
+            from_lsn: b.stop_lsn,
+            from_time: b.stop_time,
+            to_time_at_least: b.stop_time,
+            to_lsn: Lsn::from_segment(10, SEG),
+            hole: None,
+        };
+        repo.timelines[0].window = Some(window.clone());
+        let archived = |wal: &str, at: &str| ArchiverFacts {
+            last_archived_wal: Some(wal.into()),
+            last_archived_time: Some(t(at)),
+            ..ArchiverFacts::default()
+        };
+        let cases = [
+            (None, b.stop_time, "no server: the newest backup's end"),
+            (
+                Some(archived(&seg(9), "2026-12-02T11:59:00Z")),
+                t("2026-12-02T11:59:00Z"),
+                "the last archived segment ends the window",
+            ),
+            (
+                Some(archived(&seg(12), "2026-12-02T11:59:00Z")),
+                b.stop_time,
+                "the last archived segment lies past a hole",
+            ),
+            (
+                Some(archived("00000002.history", "2026-12-02T11:59:00Z")),
+                b.stop_time,
+                "a history file",
+            ),
+        ];
+        for (a, want, why) in cases {
+            let repo = input.repo.as_mut().unwrap();
+            repo.timelines[0].window = Some(window.clone());
+            window_times(repo, a.as_ref());
+            let got = repo.timelines[0].window.as_ref().unwrap().to_time_at_least;
+            assert_eq!(got, want, "{why}");
+        }
     }
 
     #[tokio::test]
