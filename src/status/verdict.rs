@@ -26,7 +26,8 @@
 //! - RPO above its bound: the smallest `max_rpo` of the drill files, else
 //!   [`DEFAULT_RPO_BOUND`] (15 min);
 //! - `[postgres] conninfo` is set and the server does not answer (archiving is not judged);
-//! - the agent's state file exists but cannot be read (staleness is not judged).
+//! - the agent's state file exists but cannot be read, or with agent state the policy cannot
+//!   be read (staleness is not judged).
 //!
 //! Without agent state (pgward driven from cron) staleness is not judged. A repository with a
 //! complete backup, continuous WAL after it and no failures is OK.
@@ -169,6 +170,12 @@ fn agent(input: &StatusInput, now: DateTime<Utc>, out: &mut Vec<Reason>) {
     if !input.agent.present {
         return;
     }
+    if let Some(e) = &input.policy.error {
+        out.push(warning(format!(
+            "the policy cannot be read, so the agent's jobs are not judged: {}",
+            first_line(e)
+        )));
+    }
     for job in &input.policy.jobs {
         let Some(state) = &job.state else {
             continue;
@@ -223,7 +230,7 @@ fn agent(input: &StatusInput, now: DateTime<Utc>, out: &mut Vec<Reason>) {
                 units::span(seconds(now - t))
             ),
             _ if state.last_success.is_none() => format!(
-                "job {} has not succeeded since it first started {}, schedule is {schedule}",
+                "job {} has never succeeded: it last started {}, schedule is {schedule}",
                 job.name,
                 ago(since, now)
             ),
@@ -677,6 +684,41 @@ mod tests {
                  cannot connect to the server",
                 "WARNING: job dump is failing since 10 h ago (2026-12-02T02:00:00Z): pg_dump \
                  exited 1",
+            ],
+        ));
+
+        // Started three days ago, never finished (a run that hangs, or a crash mid-run).
+        let i = with_agent(
+            healthy(),
+            vec![job(
+                "verify",
+                86_400.0,
+                JobState {
+                    last_start: Some(t("2026-11-29T12:00:00Z")),
+                    ..JobState::default()
+                },
+            )],
+        );
+        cases.push((
+            "a job that never succeeded",
+            i,
+            Level::Warning,
+            vec![
+                "WARNING: job verify has never succeeded: it last started 3 d ago \
+                 (2026-11-29T12:00:00Z), schedule is daily",
+            ],
+        ));
+
+        let mut i = with_agent(healthy(), vec![]);
+        i.policy.origin = None;
+        i.policy.error = Some("invalid policy in p.toml: unknown field `jb`\nhint: x".into());
+        cases.push((
+            "an unreadable policy with agent state",
+            i,
+            Level::Warning,
+            vec![
+                "WARNING: the policy cannot be read, so the agent's jobs are not judged: \
+                 invalid policy in p.toml: unknown field `jb`",
             ],
         ));
 
