@@ -63,6 +63,9 @@ pub enum Command {
     Gc(commands::gc::Args),
     /// Run the policy's jobs on their schedules; serve /metrics, /healthz and /readyz.
     Agent(commands::agent::Args),
+    /// The verdict (OK/WARNING/CRITICAL/UNKNOWN) with its reasons: recoverable window, RPO,
+    /// last runs, drills. --nagios for a monitoring check.
+    Status(commands::status::Args),
     /// Run the whole loop on a throwaway cluster: archive, backup, PITR restore, check.
     Demo(commands::demo::Args),
     /// Internal: the detached prefetcher started by wal-fetch.

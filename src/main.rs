@@ -5,6 +5,7 @@
 //! (<https://www.postgresql.org/docs/15/continuous-archiving.html>). `wal-fetch` exits 1 quietly
 //! for "not archived", and for any failure 1 on a standby but 200 in archive recovery, so that
 //! PostgreSQL stops recovery instead of ending it early (`wal::fetch` explains why).
+//! `status --nagios` exits 0/1/2/3 as a Nagios plugin (3: the state cannot be read).
 
 use clap::Parser;
 use pgward::cli::{Cli, Command};
@@ -40,6 +41,13 @@ fn main() -> ExitCode {
     };
     // PostgreSQL runs restore_command in the data directory, whose signal files say whether a
     // failure must stop recovery; read before anything can fail (a bad config fails too).
+    // `status` never takes the error path below: what it cannot read is its UNKNOWN verdict,
+    // and a monitoring check must get its line and its exit status whatever happens.
+    if let Command::Status(a) = &cli.command {
+        let level = runtime.block_on(commands::status::run(cli.config.as_deref(), a));
+        runtime.shutdown_timeout(SHUTDOWN_GRACE);
+        return ExitCode::from(status_exit(level, a.nagios));
+    }
     let fetch_mode =
         matches!(cli.command, Command::WalFetch(_)).then(|| RecoveryMode::detect(Path::new(".")));
     let result = runtime.block_on(run(cli));
@@ -62,6 +70,18 @@ fn main() -> ExitCode {
             tracing::error!("{}", pgward::output::error_text(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+/// `status`'s exit status: with `--nagios` the plugin convention (0 OK, 1 WARNING, 2 CRITICAL,
+/// 3 UNKNOWN); without it 0 unless the verdict is CRITICAL or UNKNOWN, then 1 (an ordinary
+/// failure, for cron and scripts).
+fn status_exit(level: pgward::status::Level, nagios: bool) -> u8 {
+    use pgward::status::Level;
+    match (nagios, level) {
+        (true, l) => l.nagios_code() as u8,
+        (false, Level::Ok | Level::Warning) => 0,
+        (false, Level::Critical | Level::Unknown) => 1,
     }
 }
 
@@ -152,5 +172,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::WalPrefetch(a) => commands::wal_prefetch::run(&ctx, a).await,
         Command::WalPushAhead(a) => commands::wal_push_ahead::run(&ctx, a).await,
         Command::Demo(_) => unreachable!("the demo runs before the configuration is loaded"),
+        Command::Status(_) => unreachable!("status runs before the configuration is loaded"),
     }
 }

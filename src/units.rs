@@ -34,6 +34,18 @@ pub fn count(n: u64, singular: &str, plural: &str) -> String {
     }
 }
 
+/// A span of time in the largest unit that keeps it readable, rounded down: `45 s`,
+/// `12 min`, `26 h`, `3 d` (hours up to 48, so "26 h old" reads as it is said).
+pub fn span(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        7200..172_800 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
 /// Reads a size people type: `1048576`, `512KiB`, `64 MiB`, `2GiB`, `1TiB` (binary units, as
 /// [`bytes`] writes them; `K`/`M`/`G`/`T` mean the same).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -80,6 +92,23 @@ mod tests {
         assert_eq!(count(1, "segment", "segments"), "1 segment");
         assert_eq!(count(0, "segment", "segments"), "0 segments");
         assert_eq!(count(7, "directory", "directories"), "7 directories");
+    }
+
+    #[test]
+    fn spans_read_as_they_are_said() {
+        for (secs, want) in [
+            (-3.0, "0 s"),
+            (45.9, "45 s"),
+            (119.0, "119 s"),
+            (120.0, "2 min"),
+            (3599.0, "59 min"),
+            (7200.0, "2 h"),
+            (26.0 * 3600.0, "26 h"),
+            (172_800.0, "2 d"),
+            (10.0 * 86_400.0, "10 d"),
+        ] {
+            assert_eq!(span(secs), want, "{secs}");
+        }
     }
 
     #[test]

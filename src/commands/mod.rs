@@ -12,6 +12,7 @@ pub mod init;
 pub mod pin;
 pub mod restore;
 pub mod restore_dump;
+pub mod status;
 pub mod unpin;
 pub mod verify;
 pub mod wal_fetch;

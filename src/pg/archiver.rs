@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-/// What the archiver said at one moment.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What the archiver said at one moment (`status --json` prints it as it is).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ArchiverFacts {
     pub archived_count: u64,
     pub failed_count: u64,

@@ -1,6 +1,16 @@
 //! `pgward status`: one verdict (OK / WARNING / CRITICAL, or UNKNOWN when the state cannot be
 //! read) with its reasons, from the repository catalog, the agent's state and the server.
 //! The HTML report and the agent's `/` page show the same verdict.
+//!
+//! [`facts::gather`] reads every source once into a [`facts::StatusInput`] (never failing: an
+//! unreadable source is a reason string in its place); [`verdict::judge`] is the pure rule
+//! book over it. `commands/status.rs` prints them; the report draws them.
+
+pub mod facts;
+pub mod verdict;
+
+pub use facts::{StatusInput, gather};
+pub use verdict::judge;
 
 use serde::Serialize;
 
