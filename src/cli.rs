@@ -62,6 +62,8 @@ pub enum Command {
     Gc(commands::gc::Args),
     /// Run the policy's jobs on their schedules; serve /metrics, /healthz and /readyz.
     Agent(commands::agent::Args),
+    /// Write the recovery report: one self-contained HTML page (timeline, retention, drills).
+    Report(commands::report::Args),
     /// Run the whole loop on a throwaway cluster: archive, backup, PITR restore, check.
     Demo(commands::demo::Args),
     /// Internal: the detached prefetcher started by wal-fetch.
