@@ -160,10 +160,16 @@ fn ticks(h: &mut String, p: &Page, height: f64) {
         }
         if (day.num_days_from_ce() as i64 - from.num_days_from_ce() as i64) % step == 0 {
             let xx = x(p.axis.x(t));
+            // A label near the right edge ends at its tick instead of running off the chart.
+            let anchor = if p.axis.x(t) > WIDTH - 20.0 {
+                "end"
+            } else {
+                "middle"
+            };
             let _ = write!(
                 h,
                 "<line class=\"tick\" x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"12\" y2=\"{height:.0}\"/>\
-                 <text x=\"{xx:.1}\" y=\"10\" text-anchor=\"middle\">{}</text>",
+                 <text x=\"{xx:.1}\" y=\"10\" text-anchor=\"{anchor}\">{}</text>",
                 day.format("%m-%d")
             );
         }
@@ -222,7 +228,7 @@ fn pitr(h: &mut String, p: &Page, y: f64, height: f64) {
 }
 
 fn timelines(h: &mut String, p: &Page) {
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<section id=\"timelines\"><h2>Recovery timeline, last {} days</h2>\
          <p class=\"legend\"><span><i class=\"sw\" style=\"background:#4a90d9\"></i>WAL archived</span>\
@@ -232,7 +238,7 @@ fn timelines(h: &mut String, p: &Page) {
          <span><i class=\"sw\" style=\"background:#f9a825\"></i>pinned</span>\
          <span><i class=\"sw\" style=\"background:#2e7d32\"></i>drill passed</span>\
          <span><i class=\"sw\" style=\"background:#c62828\"></i>drill failed</span>\
-         <span><i class=\"sw\" style=\"background:#c8e6c9\"></i>PITR window</span></p>\n",
+         <span><i class=\"sw\" style=\"background:#c8e6c9\"></i>PITR window</span></p>",
         p.days
     );
     if p.lanes.is_empty() {
@@ -363,7 +369,7 @@ fn hole_text(hole: &HoleInfo) -> String {
         format!("{} … {}", hole.first, hole.last)
     };
     format!(
-        "hole: {names} missing ({}), WAL {} – {}: nothing after {} is recoverable past it",
+        "hole: {names} missing ({}), WAL {} – {}: recovery from a backup before it stops at {}",
         units::count(hole.segments, "segment", "segments"),
         hole.start_lsn,
         hole.end_lsn,
@@ -484,7 +490,7 @@ fn table(h: &mut String, p: &Page) {
     h.push_str(
         "<section id=\"retention\"><h2>Backups and dumps, and what keeps each</h2>\
          <table class=\"items\"><thead><tr><th>kind</th><th>label</th><th>started</th>\
-         <th></th><th>size</th><th>stored</th><th>retention</th></tr></thead><tbody>\n",
+         <th>timeline / databases</th><th>size</th><th>stored</th><th>retention</th></tr></thead><tbody>\n",
     );
     for r in &p.rows {
         let it = &r.item;
@@ -494,11 +500,11 @@ fn table(h: &mut String, p: &Page) {
             None => ("unknown", "—"),
         };
         let pin = if it.pinned { " pinned" } else { "" };
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<tr class=\"{} {class}{pin}\" data-kind=\"{}\" data-label=\"{}\"><td>{}</td><td>{}{}</td>\
              <td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-             <td class=\"decision\">{decision}: {}</td></tr>\n",
+             <td class=\"decision\">{decision}: {}</td></tr>",
             r.kind,
             r.kind,
             esc(&it.label),
@@ -549,11 +555,11 @@ fn drills(h: &mut String, p: &Page) {
             l.map(|l| format!(" (max {})", secs(l.as_secs_f64())))
                 .unwrap_or_default()
         };
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<tr class=\"drill\" data-drill-verdict=\"{v}\" data-label=\"{}\"><td>{}</td><td>{}</td>\
              <td class=\"{v}\">{v}</td><td>{} {}</td><td class=\"num\">{}{}</td>\
-             <td class=\"num\">{}{}</td><td>{}</td></tr>\n",
+             <td class=\"num\">{}{}</td><td>{}</td></tr>",
             esc(&d.label),
             esc(&d.drill),
             esc(&when(d.started_at, tz)),
