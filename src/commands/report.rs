@@ -20,8 +20,13 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Context, args: &Args) -> Result<()> {
-    if args.days == 0 {
-        bail!("--days 0 shows nothing\nhint: give a number of days of at least 1 (default 14)");
+    if !(1..=report::model::MAX_DAYS).contains(&args.days) {
+        bail!(
+            "--days {} is out of range\nhint: give a number of days from 1 to {} (default {})",
+            args.days,
+            report::model::MAX_DAYS,
+            report::DEFAULT_DAYS
+        );
     }
     let verdict = verdict_placeholder();
     let page = report::render(ctx, &verdict, args.days, chrono::Utc::now()).await?;

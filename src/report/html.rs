@@ -14,7 +14,7 @@ use super::model::{
 };
 use crate::drill::report::{Verdict as DrillVerdict, secs};
 use crate::units;
-use chrono::{DateTime, Datelike, TimeZone, Utc};
+use chrono::{DateTime, Days, TimeZone, Utc};
 use chrono_tz::Tz;
 use std::fmt::Write as _;
 
@@ -138,45 +138,40 @@ fn x(v: f64) -> f64 {
     LEFT + v
 }
 
-/// Day ticks at midnight in the policy's zone (every k days so that at most ~15 show).
+/// Day ticks at midnight in the policy's zone, every `k` days so that about 14 show.
 fn ticks(h: &mut String, p: &Page, height: f64) {
     let tz = p.timezone;
-    let step = (p.days as i64 / 14).max(1);
-    let from = p.axis.from.with_timezone(&tz).date_naive();
-    let mut day = from.succ_opt().unwrap_or(from);
-    let mut n = 0;
-    while n < 400 {
-        n += 1;
-        let Some(local) = tz
-            .from_local_datetime(&day.and_hms_opt(0, 0, 0).unwrap_or_default())
-            .earliest()
+    let step = u64::from(p.days.div_ceil(14).max(1));
+    let format = if p.days > 180 { "%Y-%m-%d" } else { "%m-%d" };
+    let first = p.axis.from.with_timezone(&tz).date_naive().succ_opt();
+    let days = std::iter::successors(first, |d| d.checked_add_days(Days::new(step)));
+    for day in days.take(32) {
+        // Midnight, or the first hour that exists when a DST change skips it.
+        let Some(t) = (0..3)
+            .find_map(|hour| {
+                tz.from_local_datetime(&day.and_hms_opt(hour, 0, 0)?)
+                    .earliest()
+            })
+            .map(|t| t.with_timezone(&Utc))
         else {
-            day = day.succ_opt().unwrap_or(day);
             continue;
         };
-        let t = local.with_timezone(&Utc);
         if t > p.axis.to {
             break;
         }
-        if (day.num_days_from_ce() as i64 - from.num_days_from_ce() as i64) % step == 0 {
-            let xx = x(p.axis.x(t));
-            // A label near the right edge ends at its tick instead of running off the chart.
-            let anchor = if p.axis.x(t) > WIDTH - 20.0 {
-                "end"
-            } else {
-                "middle"
-            };
-            let _ = write!(
-                h,
-                "<line class=\"tick\" x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"12\" y2=\"{height:.0}\"/>\
-                 <text x=\"{xx:.1}\" y=\"10\" text-anchor=\"{anchor}\">{}</text>",
-                day.format("%m-%d")
-            );
-        }
-        day = match day.succ_opt() {
-            Some(d) => d,
-            None => break,
+        let xx = x(p.axis.x(t));
+        // A label near the right edge ends at its tick instead of running off the chart.
+        let anchor = if p.axis.x(t) > WIDTH - 20.0 {
+            "end"
+        } else {
+            "middle"
         };
+        let _ = write!(
+            h,
+            "<line class=\"tick\" x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"12\" y2=\"{height:.0}\"/>\
+             <text x=\"{xx:.1}\" y=\"10\" text-anchor=\"{anchor}\">{}</text>",
+            day.format(format)
+        );
     }
     let now = x(WIDTH);
     let _ = write!(

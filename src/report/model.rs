@@ -32,6 +32,8 @@ pub const MARK_MERGE: f64 = 4.0;
 pub const MIN_HOLE_WIDTH: f64 = 3.0;
 /// Items named in one merged mark's hover text; the rest are counted.
 pub const HOVER_ITEMS: usize = 6;
+/// The longest period a page shows (ten years).
+pub const MAX_DAYS: u32 = 3660;
 /// Holes listed as text under a timeline; the rest are counted.
 pub const LISTED_HOLES: usize = 20;
 
@@ -66,9 +68,13 @@ pub struct Axis {
 }
 
 impl Axis {
+    /// The last `days` days before `now` (at least 1, at most [`MAX_DAYS`]).
     pub fn new(now: DateTime<Utc>, days: u32) -> Axis {
+        let back = chrono::Duration::days(i64::from(days.clamp(1, MAX_DAYS)));
         Axis {
-            from: now - chrono::Duration::days(i64::from(days.max(1))),
+            from: now
+                .checked_sub_signed(back)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
             to: now,
         }
     }

@@ -17,6 +17,7 @@ use crate::retention::plan::{self as retention_plan, KeepReason, PlanInput};
 use crate::retention::policy::Policy;
 use crate::status::{Level, Reason};
 use crate::storage::ObjectMeta;
+use std::collections::BTreeSet;
 
 const SEG: u64 = 16 << 20;
 
@@ -464,4 +465,80 @@ fn a_hundred_thousand_segments_stay_a_bounded_number_of_elements() {
         "model of 100k segments: {took:?}, {} bytes of HTML",
         html.len()
     );
+}
+
+#[test]
+fn any_number_of_days_gives_a_bounded_axis_and_a_few_ticks() {
+    let s = holed();
+    for (days, want_from) in [
+        (0, now() - chrono::Duration::days(1)),
+        (14, now() - chrono::Duration::days(14)),
+        (
+            u32::MAX,
+            now() - chrono::Duration::days(i64::from(MAX_DAYS)),
+        ),
+    ] {
+        let page = build_with(&s, None, &[], days);
+        assert_eq!(page.axis.from, want_from, "{days} days");
+        let html = super::super::html::page(&page);
+        let svgs = html.matches("<svg ").count();
+        let ticks = html.matches("class=\"tick\"").count();
+        assert!(svgs > 0);
+        // About 14 a chart; one midnight more or less with the zone.
+        assert!(
+            ticks / svgs <= 15 && ticks / svgs >= 1,
+            "{days} days: {ticks} ticks in {svgs} charts"
+        );
+    }
+}
+
+#[test]
+fn the_page_escapes_what_it_shows_and_links_nowhere() {
+    let mut s = holed();
+    let label = s.catalog.backups[0].label.clone();
+    s.pins = vec![Pin {
+        label,
+        reason: Some("\"><img src=x onerror=alert(1)>".into()),
+        created_at: now(),
+        created_by: "test".into(),
+    }];
+    s.warnings = vec!["<iframe src=\"https://example.com\">".into()];
+    let mut drill = drill_sample("x", "weekly", DrillVerdict::Failed);
+    drill.started_at = now() - minutes(5);
+    drill.failure = Some(crate::drill::report::Failure {
+        phase: "checks".into(),
+        reason: "<script>alert(1)</script>".into(),
+        server_log_tail: None,
+    });
+    let plan = plan_of(&s, &policy(""));
+    let mut page = build_with(&s, Some(&plan), &[drill], 14);
+    page.verdict = Verdict::from_reasons(vec![Reason {
+        level: Level::Critical,
+        text: "last drill failed: <b>block</b> & 'more'".into(),
+    }]);
+    let html = super::super::html::page(&page);
+    // Only the page's own elements: nothing that comes from the repository became markup.
+    let allowed = [
+        "!DOCTYPE", "html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3",
+        "p", "section", "ul", "li", "div", "span", "i", "svg", "g", "line", "rect", "circle",
+        "text", "table", "thead", "tbody", "tr", "th", "td",
+    ];
+    let tag = regex::Regex::new(r"</?([!A-Za-z][A-Za-z0-9]*)").unwrap();
+    let names: BTreeSet<&str> = tag
+        .captures_iter(&html)
+        .map(|c| c.get(1).unwrap().as_str())
+        .collect();
+    for name in &names {
+        assert!(allowed.contains(name), "the page has a <{name}> element");
+    }
+    assert!(!html.contains("url("), "the CSS loads nothing");
+    for escaped in [
+        "&lt;script&gt;alert(1)&lt;/script&gt;",
+        "pinned: &quot;&gt;&lt;img src=x onerror=alert(1)&gt;",
+        "&lt;iframe src=&quot;",
+        "CRITICAL: last drill failed: &lt;b&gt;block&lt;/b&gt; &amp; &#39;more&#39;",
+    ] {
+        assert!(html.contains(escaped), "{escaped} is not in the page");
+    }
+    assert!(html.contains("data-verdict=\"CRITICAL\""));
 }
