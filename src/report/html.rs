@@ -9,9 +9,7 @@
 //! stands for), `class="mark drill"` and `data-drill-verdict="passed|failed"`, `class="pitr"`,
 //! `data-verdict` on the verdict, `data-label` on table rows.
 
-use super::model::{
-    Chart, DrillGroup, DrillItem, HOVER_ITEMS, HoleInfo, Lane, MarkGroup, Page, WIDTH,
-};
+use super::model::{Chart, DrillGroup, DrillItem, HoleInfo, Lane, MarkGroup, Page, WIDTH};
 use crate::drill::report::{Verdict as DrillVerdict, secs};
 use crate::units;
 use chrono::{DateTime, Days, TimeZone, Utc};
@@ -544,7 +542,8 @@ fn drills(h: &mut String, p: &Page) {
         "<table class=\"drills\"><thead><tr><th>drill</th><th>started</th><th>verdict</th>\
          <th>restored</th><th>RTO</th><th>RPO</th><th>failure</th></tr></thead><tbody>\n",
     );
-    for d in p.drills.iter().take(HOVER_ITEMS * 50) {
+    // Bounded by what `render` reads (`MAX_DRILL_REPORTS`).
+    for d in &p.drills {
         let v = verdict_str(d.verdict);
         let limit = |l: Option<std::time::Duration>| {
             l.map(|l| format!(" (max {})", secs(l.as_secs_f64())))
