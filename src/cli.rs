@@ -66,6 +66,8 @@ pub enum Command {
     /// The verdict (OK/WARNING/CRITICAL/UNKNOWN) with its reasons: recoverable window, RPO,
     /// last runs, drills. --nagios for a monitoring check.
     Status(commands::status::Args),
+    /// Write the recovery report: one self-contained HTML page (timeline, retention, drills).
+    Report(commands::report::Args),
     /// Run the whole loop on a throwaway cluster: archive, backup, PITR restore, check.
     Demo(commands::demo::Args),
     /// Internal: the detached prefetcher started by wal-fetch.

@@ -22,6 +22,7 @@ pub mod owner;
 pub mod pg;
 pub mod process;
 pub mod repo;
+pub mod report;
 pub mod restore;
 pub mod retention;
 pub mod status;

@@ -169,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(a) => commands::agent::run(&ctx, a).await,
         Command::Gc(a) => commands::gc::run(&ctx, a).await,
         Command::Expire(a) => commands::expire::run(&ctx, a).await,
+        Command::Report(a) => commands::report::run(&ctx, a).await,
         Command::WalPrefetch(a) => commands::wal_prefetch::run(&ctx, a).await,
         Command::WalPushAhead(a) => commands::wal_push_ahead::run(&ctx, a).await,
         Command::Demo(_) => unreachable!("the demo runs before the configuration is loaded"),

@@ -173,6 +173,32 @@ fn local(receiver: &Receiver) {
     let (status, body) = agent.get("/readyz").unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(agent.get("/nothing").map(|x| x.0), Some(404));
+    // `/` is the recovery report, as `pgward report --html` writes it: the verdict, the
+    // timeline, a mark per backup.
+    let (status, html) = agent.get("/").unwrap();
+    assert_eq!(status, 200, "{html}");
+    let backups = value("pgward_backups").unwrap() as usize;
+    assert!(
+        html.contains("<title>pgward recovery report</title>")
+            && html.contains("data-verdict=")
+            && html.contains("data-timeline=\"1\""),
+        "{html}"
+    );
+    let written = dir.path().join("report.html");
+    pgward_ok(
+        dir.path(),
+        &[
+            "--config",
+            src.cfg.to_str().unwrap(),
+            "report",
+            "--html",
+            written.to_str().unwrap(),
+        ],
+    );
+    let file = std::fs::read_to_string(&written).unwrap();
+    let marks = |page: &str| page.matches("class=\"mark backup").count();
+    assert!(marks(&html) >= 1 && marks(&file) >= 1, "{html}");
+    assert!(backups >= 1);
 
     // systemd: ready once listening, the watchdog fed at half of WATCHDOG_USEC.
     assert_eq!(systemd.count("READY=1"), 1, "{:?}", systemd.all());

@@ -1,4 +1,5 @@
-//! The agent's HTTP endpoints on `[agent] listen`: `/metrics` (Prometheus, OpenMetrics text),
+//! The agent's HTTP endpoints on `[agent] listen`: `/` (the recovery report, as `pgward report
+//! --html` writes it, rendered after every refresh), `/metrics` (Prometheus, OpenMetrics text),
 //! `/healthz` (200 while the agent runs, whatever the repository says) and `/readyz` (200 only
 //! when the repository answered at the last refresh and no job is failing or overdue; else 503
 //! with the reasons as JSON). HTTP/1 only, one task per connection, no TLS: it listens on
@@ -26,6 +27,9 @@ pub struct Readiness {
 pub struct Endpoints {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Mutex<Readiness>>,
+    /// The recovery report (`pgward report --html`'s page), rendered at each refresh; `None`
+    /// until the first one.
+    pub page: Arc<Mutex<Option<Arc<String>>>>,
 }
 
 /// Binds `addr` (so a taken port fails the agent's start, not a later request).
@@ -94,6 +98,17 @@ fn respond(e: &Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 StatusCode::SERVICE_UNAVAILABLE
             };
             reply(status, "application/json", body)
+        }
+        "/" => {
+            let page = e.page.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            match page {
+                Some(html) => reply(StatusCode::OK, "text/html; charset=utf-8", html.to_string()),
+                None => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "the recovery report is not rendered yet; try again in a minute\n".into(),
+                ),
+            }
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }

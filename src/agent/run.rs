@@ -213,6 +213,7 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
     }
 
     let readiness = Arc::new(Mutex::new(Readiness::default()));
+    let page = Arc::new(Mutex::new(None));
     let listen = plan.config.agent.listen;
     let listener = http::bind(listen).await?;
     let stop_tasks = CancellationToken::new();
@@ -221,6 +222,7 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
         Endpoints {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
+            page: page.clone(),
         },
         stop_tasks.clone(),
     ));
@@ -241,7 +243,7 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
         };
         metrics.observe_job(&s.name, s.kind, &js, s.next, s.schedule.interval(now));
     }
-    let mut facts = refresh(&plan.context(ctx), &metrics).await;
+    let mut facts = refresh(&plan.context(ctx), &metrics, &page).await;
     set_readiness(
         &readiness,
         &facts,
@@ -313,7 +315,7 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
         }
         let now = Utc::now();
         let Some(i) = due.filter(|(t, _)| *t <= now).map(|(_, i)| i) else {
-            facts = refresh(&plan.context(ctx), &metrics).await;
+            facts = refresh(&plan.context(ctx), &metrics, &page).await;
             set_readiness(&readiness, &facts, &plan.slots, &book.state, started, now);
             last_refresh = Instant::now();
             continue;
@@ -356,7 +358,7 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
             slot.next,
             slot.schedule.interval(ended),
         );
-        facts = refresh(&plan.context(ctx), &metrics).await;
+        facts = refresh(&plan.context(ctx), &metrics, &page).await;
         set_readiness(
             &readiness,
             &facts,
@@ -528,8 +530,24 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 /// What the last refresh found: the repository's facts, or why it could not be read.
 type Refreshed = std::result::Result<RepoFacts, String>;
 
-/// Reads the catalog, the newest drill reports and the archiver; updates the metrics.
-async fn refresh(ctx: &Context, metrics: &Metrics) -> Refreshed {
+/// Reads the catalog, the newest drill reports and the archiver; updates the metrics and
+/// renders the page served at `/` (the status verdict and the recovery report).
+async fn refresh(ctx: &Context, metrics: &Metrics, page: &Mutex<Option<Arc<String>>>) -> Refreshed {
+    let facts = refresh_metrics(ctx, metrics).await;
+    let now = Utc::now();
+    let verdict = crate::status::judge(&crate::status::gather(ctx, now).await, now);
+    match crate::report::render(ctx, &verdict, crate::report::DEFAULT_DAYS, now).await {
+        Ok(html) => *page.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(html)),
+        // The last page stays; its time says how old it is.
+        Err(e) => tracing::warn!(
+            "cannot render the recovery report: {}",
+            crate::output::error_text(&e)
+        ),
+    }
+    facts
+}
+
+async fn refresh_metrics(ctx: &Context, metrics: &Metrics) -> Refreshed {
     let archiver = crate::pg::archiver::read(&ctx.config).await;
     if let Some(a) = &archiver {
         metrics.observe_archiver(a);

@@ -10,6 +10,7 @@ pub mod gc;
 pub mod info;
 pub mod init;
 pub mod pin;
+pub mod report;
 pub mod restore;
 pub mod restore_dump;
 pub mod status;

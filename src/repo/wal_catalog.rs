@@ -8,6 +8,7 @@ use crate::codec::Sha256Digest;
 use crate::pg::{Lsn, Timeline, WalFileName, WalSegmentName};
 use crate::repo::layout;
 use crate::storage::ObjectMeta;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -18,6 +19,9 @@ pub struct StoredWal {
     pub sha256: Sha256Digest,
     pub key: String,
     pub stored_bytes: u64,
+    /// When the store says the object was written (about when the file was archived); `None`
+    /// when the store does not say.
+    pub archived_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +67,7 @@ impl WalCatalog {
                 sha256,
                 key: obj.key.clone(),
                 stored_bytes: obj.size,
+                archived_at: obj.last_modified,
             };
             let tl = timelines.entry(name.timeline()).or_default();
             match name {

@@ -238,8 +238,11 @@ pub struct ServerFacts {
 }
 
 /// Gathers the facts through an open repository.
+/// In the agent, its policy in force (not the file, which a refused reload found broken).
 pub async fn gather(ctx: &Context, now: DateTime<Utc>) -> StatusInput {
-    gather_from(&ctx.config, &ctx.config_path, Ok(ctx.storage.as_ref()), now).await
+    let storage = Ok(ctx.storage.as_ref());
+    let policy = ctx.policy.as_deref();
+    gather_with(&ctx.config, &ctx.config_path, storage, policy, now).await
 }
 
 /// Gathers the facts; `storage` is the opened repository, or why it could not be opened
@@ -248,6 +251,17 @@ pub async fn gather_from(
     config: &Config,
     config_path: &Path,
     storage: Result<&dyn Storage, String>,
+    now: DateTime<Utc>,
+) -> StatusInput {
+    gather_with(config, config_path, storage, None, now).await
+}
+
+/// `policy`: the one in force, when it is not the file's (the agent's).
+async fn gather_with(
+    config: &Config,
+    config_path: &Path,
+    storage: Result<&dyn Storage, String>,
+    policy: Option<&Policy>,
     now: DateTime<Utc>,
 ) -> StatusInput {
     let mut warnings = Vec::new();
@@ -264,7 +278,7 @@ pub async fn gather_from(
     };
     let drill_definitions = drill_definitions(config, config_path, &mut warnings);
     let (agent, state) = agent_facts(config);
-    let policy = policy_facts(config, config_path, state.as_ref(), now);
+    let policy = policy_facts(config, config_path, policy, state.as_ref(), now);
     let server = ServerFacts {
         conninfo_set: config.postgres.conninfo.is_some(),
         archiver: archiver::read(config).await,
@@ -526,10 +540,14 @@ fn agent_facts(config: &Config) -> (AgentFacts, Option<AgentState>) {
 fn policy_facts(
     config: &Config,
     config_path: &Path,
+    in_force: Option<&Policy>,
     state: Option<&AgentState>,
     now: DateTime<Utc>,
 ) -> PolicyFacts {
-    let policy = match Policy::for_config(config, config_path) {
+    let policy = match in_force.map_or_else(
+        || Policy::for_config(config, config_path),
+        |p| Ok(p.clone()),
+    ) {
         Ok(p) => p,
         Err(e) => {
             return PolicyFacts {
