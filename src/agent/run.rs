@@ -619,8 +619,7 @@ fn readiness_reasons(
         }
         if let Some(interval) = interval {
             let since = s.last_success.unwrap_or(started);
-            let limit = chrono::Duration::from_std(*interval * 2).unwrap_or(chrono::Duration::MAX);
-            if now - since > limit {
+            if schedule::overdue(since, *interval, now) {
                 out.push(format!(
                     "job {name} is overdue: no success for {} (its interval is {})",
                     humantime::format_duration((now - since).to_std().unwrap_or_default()),

@@ -297,6 +297,18 @@ fn names_allow(field: &str, name: &str) -> bool {
         && !field.contains(['#', '?', '+'])
 }
 
+/// A job is overdue after this many of its intervals without a success: the agent's
+/// `/readyz`, `pgward status` and deploy/alerts.yml's PgwardJobOverdue share the rule.
+pub const OVERDUE_INTERVALS: u32 = 2;
+
+/// Whether a job whose last success (or, never having succeeded, the moment it is counted
+/// from) is `since` is overdue at `now` for its `interval`.
+pub fn overdue(since: DateTime<Utc>, interval: Duration, now: DateTime<Utc>) -> bool {
+    let limit = chrono::Duration::from_std(interval * OVERDUE_INTERVALS)
+        .unwrap_or(chrono::Duration::MAX);
+    now - since > limit
+}
+
 /// Whether a run was missed while the agent was down: the latest scheduled time in
 /// `(last_start, now]`, which the agent runs once at start (when `[agent] catch_up` is on);
 /// several missed runs are one catch-up, not a burst.

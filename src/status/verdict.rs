@@ -38,13 +38,11 @@ use crate::drill::report::Verdict as DrillVerdict;
 use crate::pg::Lsn;
 use crate::units;
 use chrono::{DateTime, Utc};
+use crate::agent::schedule;
 use std::time::Duration;
 
 /// The RPO bound when no drill file sets `max_rpo`.
 pub const DEFAULT_RPO_BOUND: Duration = Duration::from_secs(15 * 60);
-
-/// A job is overdue after this many of its schedule's intervals without a success.
-pub const OVERDUE_INTERVALS: f64 = 2.0;
 
 /// The RPO above which status warns (twice it is critical), and where the bound comes from.
 pub fn rpo_bound(input: &StatusInput) -> (f64, String) {
@@ -205,11 +203,10 @@ fn agent(input: &StatusInput, now: DateTime<Utc>, out: &mut Vec<Reason>) {
         let Some(since) = state.last_success.or(state.last_start) else {
             continue;
         };
-        let limit = interval * OVERDUE_INTERVALS;
-        let age = seconds(now - since);
-        if age <= limit {
+        if !schedule::overdue(since, Duration::from_secs_f64(interval), now) {
             continue;
         }
+        let limit = interval * f64::from(schedule::OVERDUE_INTERVALS);
         let schedule = describe_interval(interval);
         let newest = match job.kind.as_str() {
             "backup" => input
