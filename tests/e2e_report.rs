@@ -600,12 +600,18 @@ fn the_report_of_a_real_repository_in_chromium() {
         "the pin's reason, as text"
     );
     assert!(dom.contains("newest complete backup"));
-    assert!(tags(dom, "verdict").iter().any(|t| {
-        matches!(
-            attr(t, "data-verdict"),
-            Some("OK" | "WARNING" | "CRITICAL" | "UNKNOWN")
-        )
-    }));
+    // The verdict is status's: the hole after the newest backup is CRITICAL, named.
+    assert!(
+        tags(dom, "verdict")
+            .iter()
+            .any(|t| attr(t, "data-verdict") == Some("CRITICAL")),
+        "{:?}",
+        tags(dom, "verdict")
+    );
+    assert!(
+        dom.contains(&format!("WAL hole after the newest backup at {hole}")),
+        "the verdict's reason names the hole"
+    );
     // Dates in UTC and in the policy's zone.
     assert!(dom.contains(" UTC (") && (dom.contains(" CET)") || dom.contains(" CEST)")));
 

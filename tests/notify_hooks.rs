@@ -437,6 +437,35 @@ async fn a_command_past_its_timeout_is_killed_with_its_children_and_never_blocks
     }
 }
 
+/// A hook that exits at once but leaves a child behind (and that child holding stderr):
+/// the child is ended with it, and the delivery does not wait for the child.
+#[tokio::test]
+async fn a_command_that_exits_leaving_a_child_does_not_leave_it_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let hook = script(
+        dir.path(),
+        &format!("sleep 30 &\necho $! > {d}/child.pid\nexit 0"),
+    );
+    let configs = entries(&format!("[[notify]]\ncommand = [\"{hook}\"]\n"));
+    let (n, metrics) = notifier(configs);
+    let t = Instant::now();
+    n.emit(&finished("backup", false, false));
+    n.flush(Duration::from_secs(10)).await;
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(counted(&metrics, "success"), 1);
+    let pid: i32 = std::fs::read_to_string(dir.path().join("child.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(pid), "the hook's child ({pid}) outlived it");
+}
+
 #[tokio::test]
 async fn reload_swaps_the_targets_and_refuses_an_unreadable_secret() {
     let first = Receiver::ok().await;

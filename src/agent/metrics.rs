@@ -403,8 +403,11 @@ impl Metrics {
             self.wal_archive_failed.inc_by(a.failed_count - failed);
         }
         *seen = (a.archived_count, a.failed_count);
-        self.wal_pending.set(a.pending_segments);
-        self.rpo.set(a.rpo_seconds);
+        // Not measured: the gauges keep their last values rather than claim 0.
+        if a.rpo_unmeasured.is_none() {
+            self.wal_pending.set(a.pending_segments);
+            self.rpo.set(a.rpo_seconds);
+        }
     }
 
     /// The newest report of each drill.

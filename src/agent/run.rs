@@ -40,6 +40,12 @@ use tokio_util::sync::CancellationToken;
 /// made the agent stop deserves its page; a dead webhook must not hold the stop).
 const NOTIFY_FLUSH: Duration = Duration::from_secs(10);
 
+/// How often an idle agent renders the page at `/` again.
+const PAGE_EVERY: Duration = Duration::from_secs(600);
+
+/// The longest the page's rendering may hold the loop (or twice `[wal] timeout`).
+const PAGE_DEADLINE: Duration = Duration::from_secs(60);
+
 /// How often an idle agent refreshes the repository and archiver facts.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
@@ -243,7 +249,7 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
         };
         metrics.observe_job(&s.name, s.kind, &js, s.next, s.schedule.interval(now));
     }
-    let mut facts = refresh(&plan.context(ctx), &metrics, &page).await;
+    let mut facts = refresh(&plan.context(ctx), &metrics, Some(&page)).await;
     set_readiness(
         &readiness,
         &facts,
@@ -254,6 +260,7 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
     );
 
     let mut last_refresh = Instant::now();
+    let mut last_page = Instant::now();
     loop {
         let now = Utc::now();
         let due = plan
@@ -315,7 +322,11 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
         }
         let now = Utc::now();
         let Some(i) = due.filter(|(t, _)| *t <= now).map(|(_, i)| i) else {
-            facts = refresh(&plan.context(ctx), &metrics, &page).await;
+            let render = last_page.elapsed() >= PAGE_EVERY;
+            facts = refresh(&plan.context(ctx), &metrics, render.then_some(&page)).await;
+            if render {
+                last_page = Instant::now();
+            }
             set_readiness(&readiness, &facts, &plan.slots, &book.state, started, now);
             last_refresh = Instant::now();
             continue;
@@ -358,7 +369,8 @@ pub async fn run_agent(ctx: &Context, opts: &AgentOptions) -> Result<()> {
             slot.next,
             slot.schedule.interval(ended),
         );
-        facts = refresh(&plan.context(ctx), &metrics, &page).await;
+        facts = refresh(&plan.context(ctx), &metrics, Some(&page)).await;
+        last_page = Instant::now();
         set_readiness(
             &readiness,
             &facts,
@@ -532,16 +544,34 @@ type Refreshed = std::result::Result<RepoFacts, String>;
 
 /// Reads the catalog, the newest drill reports and the archiver; updates the metrics and
 /// renders the page served at `/` (the status verdict and the recovery report).
-async fn refresh(ctx: &Context, metrics: &Metrics, page: &Mutex<Option<Arc<String>>>) -> Refreshed {
+/// `page`: render it too (after a job, at start, and every [`PAGE_EVERY`] when idle: the page
+/// reads the whole catalog again, which an idle agent need not do every minute).
+async fn refresh(
+    ctx: &Context,
+    metrics: &Metrics,
+    page: Option<&Mutex<Option<Arc<String>>>>,
+) -> Refreshed {
     let facts = refresh_metrics(ctx, metrics).await;
+    let Some(page) = page else {
+        return facts;
+    };
     let now = Utc::now();
-    let verdict = crate::status::judge(&crate::status::gather(ctx, now).await, now);
-    match crate::report::render(ctx, &verdict, crate::report::DEFAULT_DAYS, now).await {
-        Ok(html) => *page.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(html)),
+    let render = async {
+        let verdict = crate::status::judge(&crate::status::gather(ctx, now).await, now);
+        crate::report::render(ctx, &verdict, crate::report::DEFAULT_DAYS, now).await
+    };
+    // A store that stalls must not stall the scheduling loop with it.
+    let deadline = PAGE_DEADLINE.max(ctx.config.wal.timeout * 2);
+    match tokio::time::timeout(deadline, render).await {
+        Ok(Ok(html)) => *page.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(html)),
         // The last page stays; its time says how old it is.
-        Err(e) => tracing::warn!(
+        Ok(Err(e)) => tracing::warn!(
             "cannot render the recovery report: {}",
             crate::output::error_text(&e)
+        ),
+        Err(_) => tracing::warn!(
+            "the recovery report was not rendered within {}; the last one is served",
+            humantime::format_duration(deadline)
         ),
     }
     facts

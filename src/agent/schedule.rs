@@ -304,8 +304,8 @@ pub const OVERDUE_INTERVALS: u32 = 2;
 /// Whether a job whose last success (or, never having succeeded, the moment it is counted
 /// from) is `since` is overdue at `now` for its `interval`.
 pub fn overdue(since: DateTime<Utc>, interval: Duration, now: DateTime<Utc>) -> bool {
-    let limit = chrono::Duration::from_std(interval * OVERDUE_INTERVALS)
-        .unwrap_or(chrono::Duration::MAX);
+    let limit =
+        chrono::Duration::from_std(interval * OVERDUE_INTERVALS).unwrap_or(chrono::Duration::MAX);
     now - since > limit
 }
 

@@ -86,18 +86,36 @@ async fn collect(config: Option<&Path>, now: DateTime<Utc>) -> StatusInput {
     }
 }
 
+/// How many reasons the one Nagios line names.
+const NAGIOS_REASONS: usize = 3;
+
 /// `PGWARD CRITICAL - reason; reason | rpo=0s;900;1800;0 backup_age=3600s;;;0`.
 pub fn nagios_line(input: &StatusInput, v: &Verdict) -> String {
     let summary = if v.reasons.is_empty() {
         ok_summary(input)
     } else {
-        let texts: Vec<&str> = v.reasons.iter().map(|r| r.text.as_str()).collect();
+        // Worst first, and a few: old NRPE cuts plugin output at 1 KiB, and the screen and
+        // --json have them all.
+        let mut texts: Vec<String> = (v.reasons.iter().take(NAGIOS_REASONS))
+            .map(|r| r.text.clone())
+            .collect();
+        if v.reasons.len() > NAGIOS_REASONS {
+            texts.push(format!(
+                "and {} more (pgward status)",
+                v.reasons.len() - NAGIOS_REASONS
+            ));
+        }
         texts.join("; ")
     };
     // `|` starts perfdata, and a plugin's first line is one line.
     let summary = summary.replace('|', "/").replace('\n', " ");
     let mut perf = Vec::new();
-    if let Some(a) = &input.server.archiver {
+    if let Some(a) = input
+        .server
+        .archiver
+        .as_ref()
+        .filter(|a| a.rpo_unmeasured.is_none())
+    {
         let (bound, _) = verdict::rpo_bound(input);
         perf.push(format!(
             "rpo={:.0}s;{:.0};{:.0};0",

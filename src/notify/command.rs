@@ -27,9 +27,12 @@ pub async fn run(argv: &[String], timeout: Duration, envelope: &Envelope) -> Res
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        format!(
+            "cannot start {program}: {e} (hint: it must exist and be executable by the \
+                 agent's user, inside the unit's sandbox)"
+        )
+    })?;
     let pid = child.id();
     let mut stdin = child.stdin.take();
     let mut stderr = child.stderr.take();
@@ -75,9 +78,19 @@ pub async fn run(argv: &[String], timeout: Duration, envelope: &Envelope) -> Res
             ))
         }
     };
+    // What the hook left running in its group (`notify-send &`, a forgotten `sleep`) ends
+    // with it, as systemd ends a service's leftovers: a hook must not outlive its delivery.
+    // Right after the wait, so the group id cannot have been taken by anyone else yet.
+    if let Some(pgid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+    }
+    let abort = reader.abort_handle();
     let tail = match tokio::time::timeout(READER_GRACE, reader).await {
         Ok(Ok(buf)) => tail(&buf),
-        _ => String::new(),
+        _ => {
+            abort.abort();
+            String::new()
+        }
     };
     let with_tail = |what: String| {
         if tail.is_empty() {

@@ -110,7 +110,16 @@ impl fmt::Display for Attempt {
                     .and_then(|s| s.canonical_reason())
                     .unwrap_or("");
                 write!(f, "HTTP {code} {reason}")?;
-                Ok(())
+                // The receiver's answers that an operator fixes on this side.
+                match code {
+                    401 | 403 => write!(
+                        f,
+                        " (hint: the receiver refuses the signature or the URL's token: check \
+                         secret_file and the URL)"
+                    ),
+                    404 | 410 => write!(f, " (hint: the URL names no hook: check it)"),
+                    _ => Ok(()),
+                }
             }
             Attempt::Network(e) => write!(f, "{e}"),
             Attempt::TimedOut(d) => {

@@ -22,6 +22,10 @@ pub struct ArchiverFacts {
     pub pending_segments: i64,
     /// now − mtime of the oldest `.ready` file; 0 when none (an idle database never alarms).
     pub rpo_seconds: f64,
+    /// Why `pg_wal/archive_status` could not be read (`[postgres] pgdata` unset, or not
+    /// readable by this user): then the RPO and the pending count were not measured, and the
+    /// zeros above mean nothing.
+    pub rpo_unmeasured: Option<String>,
 }
 
 impl ArchiverFacts {
@@ -68,12 +72,18 @@ async fn read_unbounded(config: &Config) -> Option<ArchiverFacts> {
         .ok()?;
     let time =
         |secs: Option<f64>| secs.and_then(|s| DateTime::from_timestamp_millis((s * 1000.0) as i64));
-    let (pending, oldest) = config
-        .postgres
-        .pgdata
-        .as_deref()
-        .map(|d| ready_files(&d.join("pg_wal/archive_status")))
-        .unwrap_or((0, None));
+    let ready = match config.postgres.pgdata.as_deref() {
+        Some(d) => ready_files(&d.join("pg_wal/archive_status")),
+        None => Err(
+            "[postgres] pgdata is not set, so pg_wal/archive_status cannot be read\n\
+                     hint: set [postgres] pgdata to the cluster's data directory"
+                .to_string(),
+        ),
+    };
+    let (pending, oldest, rpo_unmeasured) = match ready {
+        Ok((n, oldest)) => (n, oldest, None),
+        Err(why) => (0, None, Some(why)),
+    };
     let rpo = oldest
         .and_then(|t| t.elapsed().ok())
         .map_or(0.0, |d| d.as_secs_f64());
@@ -86,14 +96,20 @@ async fn read_unbounded(config: &Config) -> Option<ArchiverFacts> {
         last_failed_time: time(row.get(5)),
         pending_segments: pending,
         rpo_seconds: rpo,
+        rpo_unmeasured,
     })
 }
 
-/// How many `.ready` files there are, and the oldest one's mtime.
-fn ready_files(dir: &Path) -> (i64, Option<SystemTime>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return (0, None);
-    };
+/// How many `.ready` files there are, and the oldest one's mtime; or why the directory
+/// cannot be read.
+fn ready_files(dir: &Path) -> Result<(i64, Option<SystemTime>), String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        format!(
+            "cannot read {}: {e}\nhint: run as the user PostgreSQL runs as (postgres), \
+             who alone may read pg_wal",
+            dir.display()
+        )
+    })?;
     let mut n = 0;
     let mut oldest: Option<SystemTime> = None;
     for e in entries.flatten() {
@@ -104,5 +120,5 @@ fn ready_files(dir: &Path) -> (i64, Option<SystemTime>) {
             }
         }
     }
-    (n, oldest)
+    Ok((n, oldest))
 }

@@ -14,15 +14,18 @@ pub use verdict::judge;
 
 use serde::Serialize;
 
-/// How bad it is, in Nagios's order (a plugin's exit code is [`Level::nagios_code`]).
+/// How bad it is, worst last (a plugin's exit code is [`Level::nagios_code`]). CRITICAL
+/// outranks UNKNOWN, as monitoring plugins rank states: when the store is down, archiving
+/// fails too, and that page must not be hidden behind "cannot read the state" (the UNKNOWN
+/// reason is still listed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Level {
     Ok,
     Warning,
-    Critical,
     /// The state could not be read (the repository unreachable, a corrupt catalog).
     Unknown,
+    Critical,
 }
 
 impl Level {

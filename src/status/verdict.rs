@@ -14,9 +14,11 @@
 //! - the server's archiver is failing (its last failure is newer than its last success);
 //! - RPO above twice its bound.
 //!
-//! WARNING
 //! - a hole between older backups: the recoverable window is cut (points in time inside it are
-//!   lost) while the newest state is still recoverable;
+//!   lost, though the newest state is still recoverable) — issue 15: a hole that cuts the
+//!   window is CRITICAL and names its first missing segment;
+//!
+//! WARNING
 //! - a WAL name archived twice with different contents (two servers archive here?);
 //! - with agent state, a `dump` or `expire` job whose last run failed (the physical backups
 //!   still protect the data), and any job overdue: no success for more than twice its
@@ -34,11 +36,11 @@
 
 use super::facts::{RepoFacts, StatusInput};
 use super::{Level, Reason, Verdict};
+use crate::agent::schedule;
 use crate::drill::report::Verdict as DrillVerdict;
 use crate::pg::Lsn;
 use crate::units;
 use chrono::{DateTime, Utc};
-use crate::agent::schedule;
 use std::time::Duration;
 
 /// The RPO bound when no drill file sets `max_rpo`.
@@ -120,7 +122,7 @@ fn repository(repo: &RepoFacts, out: &mut Vec<Reason>) {
             let (Some(before), Some(after)) = (before, after) else {
                 continue;
             };
-            out.push(warning(format!(
+            out.push(critical(format!(
                 "WAL hole between backups {} and {} at {} ({} missing): the recoverable window \
                  is cut; nothing after {} is recoverable until backup {} ended ({})",
                 before.label,
@@ -263,6 +265,13 @@ fn server(input: &StatusInput, out: &mut Vec<Reason>) {
             a.last_failed_time.map(hhmm).unwrap_or_else(|| "?".into()),
             units::count(a.failed_count, "failure", "failures"),
         )));
+    }
+    if let Some(why) = &a.rpo_unmeasured {
+        out.push(warning(format!(
+            "RPO not measured: {}",
+            why.replace('\n', "; ")
+        )));
+        return;
     }
     let (bound, source) = rpo_bound(input);
     if a.rpo_seconds > bound {
@@ -489,9 +498,9 @@ mod tests {
         cases.push((
             "a WAL hole between older backups",
             i,
-            Level::Warning,
+            Level::Critical,
             vec![
-                "WARNING: WAL hole between backups 20261201T110000Z and 20261202T110000Z at \
+                "CRITICAL: WAL hole between backups 20261201T110000Z and 20261202T110000Z at \
                  000000010000000000000004 (2 segments missing): the recoverable window is \
                  cut; nothing after 0/3FFFFFF is recoverable until backup 20261202T110000Z \
                  ended (0/6000100)",
@@ -564,6 +573,21 @@ mod tests {
             vec![
                 "WARNING: the server does not answer at [postgres] conninfo: archiving and RPO \
                  are not judged",
+            ],
+        ));
+
+        // pg_wal unreadable (a check run as another user): not "RPO 0".
+        let mut i = healthy();
+        i.server.archiver.as_mut().unwrap().rpo_unmeasured = Some(
+            "cannot read /d/pg_wal/archive_status: Permission denied\nhint: run as postgres".into(),
+        );
+        cases.push((
+            "RPO not measured",
+            i,
+            Level::Warning,
+            vec![
+                "WARNING: RPO not measured: cannot read /d/pg_wal/archive_status: Permission \
+                 denied; hint: run as postgres",
             ],
         ));
 
@@ -751,12 +775,13 @@ mod tests {
         i.repo = None;
         i.repository_error = Some("the repository did not answer within 5s".into());
         let (level, reasons) = verdict(&i);
-        assert_eq!(level, Level::Unknown);
+        // CRITICAL outranks UNKNOWN (a down store also fails archiving: page for it).
+        assert_eq!(level, Level::Critical);
         let levels: Vec<&str> = reasons
             .iter()
             .map(|r| r.split(':').next().unwrap())
             .collect();
-        assert_eq!(levels, ["UNKNOWN", "CRITICAL", "WARNING"], "{reasons:?}");
+        assert_eq!(levels, ["CRITICAL", "UNKNOWN", "WARNING"], "{reasons:?}");
     }
 
     #[test]
