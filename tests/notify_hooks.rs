@@ -424,17 +424,22 @@ async fn a_command_past_its_timeout_is_killed_with_its_children_and_never_blocks
     assert_eq!(counted(&metrics, "failure"), 1);
     assert_eq!(n.pending(), 0);
     for f in ["sh.pid", "child.pid"] {
-        let pid: i32 = std::fs::read_to_string(dir.path().join(f))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while alive(pid) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(!alive(pid), "{f} ({pid}) still runs after the timeout");
+        assert_ends(&dir.path().join(f)).await;
     }
+}
+
+/// The process whose PID the hook wrote into `pid_file` ends within 2 s.
+async fn assert_ends(pid_file: &std::path::Path) {
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(pid), "{} ({pid}) still runs", pid_file.display());
 }
 
 /// A hook that exits at once but leaves a child behind (and that child holding stderr):
@@ -454,16 +459,7 @@ async fn a_command_that_exits_leaving_a_child_does_not_leave_it_running() {
     n.flush(Duration::from_secs(10)).await;
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(counted(&metrics, "success"), 1);
-    let pid: i32 = std::fs::read_to_string(dir.path().join("child.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while alive(pid) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(!alive(pid), "the hook's child ({pid}) outlived it");
+    assert_ends(&dir.path().join("child.pid")).await;
 }
 
 #[tokio::test]
