@@ -578,7 +578,7 @@ async fn refresh(
 }
 
 async fn refresh_metrics(ctx: &Context, metrics: &Metrics) -> Refreshed {
-    let archiver = crate::pg::archiver::read(&ctx.config).await;
+    let archiver = crate::pg::archiver::read(&ctx.config).await.ok();
     if let Some(a) = &archiver {
         metrics.observe_archiver(a);
     }

@@ -43,24 +43,29 @@ impl ArchiverFacts {
 /// must not stall the agent's loop.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The archiver's facts, or `None` when `[postgres] conninfo` is not set or the server does
-/// not answer (connection and query together bounded by [`READ_TIMEOUT`]; the first failure
-/// is logged at debug level — the metrics keep their last values).
-pub async fn read(config: &Config) -> Option<ArchiverFacts> {
+/// The archiver's facts, or why not: `[postgres] conninfo` not set, the connection or the
+/// query failing (connection and query together bounded by [`READ_TIMEOUT`]).
+pub async fn read(config: &Config) -> Result<ArchiverFacts, String> {
     match tokio::time::timeout(READ_TIMEOUT, read_unbounded(config)).await {
         Ok(facts) => facts,
-        Err(_) => {
-            tracing::debug!("pg_stat_archiver did not answer within {READ_TIMEOUT:?}");
-            None
-        }
+        Err(_) => Err(format!(
+            "pg_stat_archiver did not answer within {}",
+            humantime::format_duration(READ_TIMEOUT)
+        )),
     }
 }
 
-async fn read_unbounded(config: &Config) -> Option<ArchiverFacts> {
-    let conninfo = config.postgres.conninfo.as_deref()?;
+async fn read_unbounded(config: &Config) -> Result<ArchiverFacts, String> {
+    let conninfo = (config.postgres.conninfo.as_deref()).ok_or("[postgres] conninfo is not set")?;
     let client = crate::pg::conn::connect(conninfo, Duration::from_secs(5))
         .await
-        .ok()?;
+        .map_err(|e| {
+            crate::output::error_text(&e)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })?;
     let row = client
         .query_one(
             "select archived_count, failed_count, last_archived_wal, \
@@ -69,7 +74,7 @@ async fn read_unbounded(config: &Config) -> Option<ArchiverFacts> {
             &[],
         )
         .await
-        .ok()?;
+        .map_err(|e| format!("cannot read pg_stat_archiver: {e}"))?;
     let time =
         |secs: Option<f64>| secs.and_then(|s| DateTime::from_timestamp_millis((s * 1000.0) as i64));
     let ready = match config.postgres.pgdata.as_deref() {
@@ -87,7 +92,7 @@ async fn read_unbounded(config: &Config) -> Option<ArchiverFacts> {
     let rpo = oldest
         .and_then(|t| t.elapsed().ok())
         .map_or(0.0, |d| d.as_secs_f64());
-    Some(ArchiverFacts {
+    Ok(ArchiverFacts {
         archived_count: row.get::<_, i64>(0).max(0) as u64,
         failed_count: row.get::<_, i64>(1).max(0) as u64,
         last_archived_wal: row.get(2),

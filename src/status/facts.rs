@@ -235,6 +235,8 @@ pub struct ServerFacts {
     pub conninfo_set: bool,
     /// `None` without conninfo, or when the server did not answer.
     pub archiver: Option<ArchiverFacts>,
+    /// Why the server did not answer (with conninfo set).
+    pub error: Option<String>,
 }
 
 /// Gathers the facts through an open repository.
@@ -279,9 +281,15 @@ async fn gather_with(
     let drill_definitions = drill_definitions(config, config_path, &mut warnings);
     let (agent, state) = agent_facts(config);
     let policy = policy_facts(config, config_path, policy, state.as_ref(), now);
+    let conninfo_set = config.postgres.conninfo.is_some();
+    let (archiver, error) = match archiver::read(config).await {
+        Ok(a) => (Some(a), None),
+        Err(e) => (None, conninfo_set.then_some(e)),
+    };
     let server = ServerFacts {
-        conninfo_set: config.postgres.conninfo.is_some(),
-        archiver: archiver::read(config).await,
+        conninfo_set,
+        archiver,
+        error,
     };
     let mut repo = repo;
     if let Some(r) = repo.as_mut() {
@@ -614,6 +622,7 @@ impl StatusInput {
             },
             server: ServerFacts {
                 conninfo_set: false,
+                error: None,
                 archiver: None,
             },
             warnings: Vec::new(),
@@ -717,6 +726,7 @@ pub mod testing {
             },
             server: ServerFacts {
                 conninfo_set: true,
+                error: None,
                 archiver: Some(ArchiverFacts {
                     archived_count: 9,
                     last_archived_wal: Some(seg(9)),

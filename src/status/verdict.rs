@@ -8,7 +8,8 @@
 //! - the newest backup cannot be restored (its own WAL is missing), or the WAL after it has a
 //!   hole: the planner's first missing segment, and the last recoverable LSN (the byte before
 //!   that segment) are named;
-//! - the newest report of a drill says it failed (its phase and reason);
+//! - the newest report of a drill says it failed (its phase and reason), while the drill is
+//!   defined (a retired drill's failed report only warns);
 //! - with agent state, a `backup`, `verify` or `drill` job whose last run failed: these say
 //!   whether what is stored can be restored at all;
 //! - the server's archiver is failing (its last failure is newer than its last success);
@@ -143,9 +144,23 @@ fn repository(repo: &RepoFacts, out: &mut Vec<Reason>) {
     }
 }
 
+/// A failed newest report is CRITICAL while its drill is defined. Once the drill files are
+/// known and it is not among them (removed, renamed, or run once with `--file`), it warns
+/// instead: otherwise a deleted drill would keep the check CRITICAL for ever (reports are kept).
 fn drills(input: &StatusInput, out: &mut Vec<Reason>) {
+    let defined = |name: &str| {
+        input.drill_definitions.is_empty() || input.drill_definitions.iter().any(|d| d.name == name)
+    };
     for d in &input.drills {
         if d.verdict != DrillVerdict::Failed {
+            continue;
+        }
+        if !defined(&d.name) {
+            out.push(warning(format!(
+                "last drill {} failed (report drills/{}.json), and no drill {} is defined in \
+                 [drill] tests any more",
+                d.name, d.label, d.name
+            )));
             continue;
         }
         let why = match (&d.failed_phase, &d.failure) {
@@ -246,11 +261,13 @@ fn agent(input: &StatusInput, now: DateTime<Utc>, out: &mut Vec<Reason>) {
 fn server(input: &StatusInput, out: &mut Vec<Reason>) {
     let Some(a) = &input.server.archiver else {
         if input.server.conninfo_set {
-            out.push(warning(
-                "the server does not answer at [postgres] conninfo: archiving and RPO are not \
-                 judged"
-                    .to_string(),
-            ));
+            let why = (input.server.error.as_deref())
+                .map(|e| format!(" ({})", first_line(e)))
+                .unwrap_or_default();
+            out.push(warning(format!(
+                "the server does not answer at [postgres] conninfo{why}: archiving and RPO are \
+                 not judged"
+            )));
         }
         return;
     };
@@ -526,6 +543,23 @@ mod tests {
         ));
 
         let mut i = healthy();
+        i.drills = vec![failed_drill("retired", "restore", "gone")];
+        i.drill_definitions = vec![DrillDefinition {
+            name: "weekly".into(),
+            max_rto_seconds: None,
+            max_rpo_seconds: None,
+        }];
+        cases.push((
+            "a failed drill that is no longer defined",
+            i,
+            Level::Warning,
+            vec![
+                "WARNING: last drill retired failed (report drills/20261202T031500Z-retired.json), \
+                 and no drill retired is defined in [drill] tests any more",
+            ],
+        ));
+
+        let mut i = healthy();
         i.drills = vec![failed_drill(
             "weekly-latest",
             "restore",
@@ -566,13 +600,14 @@ mod tests {
 
         let mut i = healthy();
         i.server.archiver = None;
+        i.server.error = Some("password authentication failed for user \"pgward\"".into());
         cases.push((
             "the server does not answer",
             i,
             Level::Warning,
             vec![
-                "WARNING: the server does not answer at [postgres] conninfo: archiving and RPO \
-                 are not judged",
+                "WARNING: the server does not answer at [postgres] conninfo (password \
+                 authentication failed for user \"pgward\"): archiving and RPO are not judged",
             ],
         ));
 
