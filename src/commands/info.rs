@@ -3,7 +3,7 @@
 //! The JSON form is a stable interface (documented in README.md): additions only.
 
 use crate::context::Context;
-use crate::drill::report::{self as drill_report, DrillReport, Verdict};
+use crate::drill::report::{self as drill_report, Verdict};
 use crate::output;
 use crate::pg::Lsn;
 use crate::pg::Timeline;
@@ -66,59 +66,22 @@ pub struct InfoReport {
     pub retention: Option<RetentionInfo>,
     /// The newest report of each drill (`pgward drill`), newest first, at most
     /// [`LAST_DRILLS`]; reports that cannot be read are left out with a warning each.
-    pub drills: Vec<DrillSummary>,
+    pub drills: Vec<drill_report::Summary>,
 }
 
 /// How many drills `info` shows.
 pub const LAST_DRILLS: usize = 10;
 
-/// One drill's newest report, in brief (the whole report is `drills/<label>.json`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DrillSummary {
-    /// The drill's name.
-    pub name: String,
-    /// The report's label (`drills/<label>.json`).
-    pub label: String,
-    /// `passed` or `failed`.
-    pub verdict: Verdict,
-    pub started_at: String,
-    /// `backup` or `dump`.
-    pub from: String,
-    /// The backup or dump label restored (`None` when it failed before choosing one).
-    pub backup: Option<String>,
-    /// `marker`, `latest`, `immediate`, `time`, `name` or `dump`.
-    pub target: String,
-    pub rto_seconds: Option<f64>,
-    pub rpo_seconds: Option<f64>,
-    /// The phase that failed, on failure.
-    pub failed_phase: Option<String>,
-    /// Why it failed, on failure.
-    pub failure: Option<String>,
-}
-
-impl DrillSummary {
-    pub fn of(r: &DrillReport) -> DrillSummary {
-        DrillSummary {
-            name: r.drill.clone(),
-            label: r.label.clone(),
-            verdict: r.verdict,
-            started_at: rfc3339(&r.started_at),
-            from: r.from.clone(),
-            backup: r.backup.clone(),
-            target: r.target.kind.clone(),
-            rto_seconds: r.rto_seconds,
-            rpo_seconds: r.rpo_seconds,
-            failed_phase: r.failure.as_ref().map(|f| f.phase.clone()),
-            failure: r.failure.as_ref().map(|f| f.reason.clone()),
-        }
-    }
-}
-
 /// The last drills, and why any report was left out. A repository whose drill reports cannot
 /// be listed still gets its `info`: the reason becomes a warning.
-async fn last_drills(storage: &dyn crate::storage::Storage) -> (Vec<DrillSummary>, Vec<String>) {
+async fn last_drills(
+    storage: &dyn crate::storage::Storage,
+) -> (Vec<drill_report::Summary>, Vec<String>) {
     match drill_report::latest_per_drill(storage, LAST_DRILLS).await {
-        Ok((reports, warnings)) => (reports.iter().map(DrillSummary::of).collect(), warnings),
+        Ok((reports, warnings)) => (
+            reports.iter().map(drill_report::Summary::of).collect(),
+            warnings,
+        ),
         Err(e) => (Vec::new(), vec![format!("no drill reports: {e:#}")]),
     }
 }
@@ -563,7 +526,7 @@ pub fn render_text(r: &InfoReport) -> String {
 }
 
 /// The "Last drills" section: one line a drill.
-fn render_drills(s: &mut String, drills: &[DrillSummary]) {
+fn render_drills(s: &mut String, drills: &[drill_report::Summary]) {
     use std::fmt::Write;
     let _ = writeln!(s, "\nLast drills");
     if drills.is_empty() {
@@ -681,6 +644,8 @@ mod tests {
                 "label": "20261202T031500Z-weekly",
                 "verdict": "failed",
                 "started_at": "2026-12-02T03:15:00Z",
+                "finished_at": "2026-12-02T03:15:00Z",
+                "duration_seconds": 0.0,
                 "from": "backup",
                 "backup": null,
                 "target": "latest",

@@ -175,6 +175,56 @@ pub enum Verdict {
     Failed,
 }
 
+/// One report in brief, for `info`, `status` and the recovery report (the whole report is
+/// `drills/<label>.json`). The JSON fields are documented and stable.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// The drill's name.
+    pub name: String,
+    /// The report's label (`drills/<label>.json`).
+    pub label: String,
+    /// `passed` or `failed`.
+    pub verdict: Verdict,
+    #[serde(with = "rfc3339_time")]
+    pub started_at: DateTime<Utc>,
+    #[serde(with = "rfc3339_time")]
+    pub finished_at: DateTime<Utc>,
+    pub duration_seconds: f64,
+    /// `backup` or `dump`.
+    pub from: String,
+    /// The backup or dump label restored (`None` when it failed before choosing one).
+    pub backup: Option<String>,
+    /// `marker`, `latest`, `immediate`, `time`, `name` or `dump`.
+    pub target: String,
+    pub rto_seconds: Option<f64>,
+    pub rpo_seconds: Option<f64>,
+    /// The phase that failed, on failure.
+    pub failed_phase: Option<String>,
+    /// Why it failed, on failure.
+    pub failure: Option<String>,
+}
+
+impl Summary {
+    pub fn of(r: &DrillReport) -> Summary {
+        Summary {
+            name: r.drill.clone(),
+            label: r.label.clone(),
+            verdict: r.verdict,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            duration_seconds: (r.finished_at - r.started_at).num_milliseconds().max(0) as f64
+                / 1000.0,
+            from: r.from.clone(),
+            backup: r.backup.clone(),
+            target: r.target.kind.clone(),
+            rto_seconds: r.rto_seconds,
+            rpo_seconds: r.rpo_seconds,
+            failed_phase: r.failure.as_ref().map(|f| f.phase.clone()),
+            failure: r.failure.as_ref().map(|f| f.reason.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
     /// The phase that failed (a failed check: `checks`).

@@ -16,7 +16,7 @@ use crate::agent::state::{AgentState, JobState};
 use crate::config::Config;
 use crate::context::Context;
 use crate::drill::file as drill_file;
-use crate::drill::report::{self as drill_report, DrillReport, Verdict};
+use crate::drill::report as drill_report;
 use crate::pg::Lsn;
 use crate::pg::archiver::{self, ArchiverFacts};
 use crate::repo::snapshot::Snapshot;
@@ -42,7 +42,7 @@ pub struct StatusInput {
     pub repo: Option<RepoFacts>,
     pub repository_error: Option<String>,
     /// The newest report of each drill, newest first.
-    pub drills: Vec<DrillFacts>,
+    pub drills: Vec<drill_report::Summary>,
     /// The drill files of `[drill] tests` (for `max_rto` / `max_rpo`).
     pub drill_definitions: Vec<DrillDefinition>,
     pub agent: AgentFacts,
@@ -147,44 +147,6 @@ pub struct Reach {
 }
 
 /// One drill's newest report, in brief.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DrillFacts {
-    pub name: String,
-    pub label: String,
-    pub verdict: Verdict,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-    pub duration_seconds: f64,
-    /// `backup` or `dump`.
-    pub from: String,
-    pub backup: Option<String>,
-    pub target: String,
-    pub rto_seconds: Option<f64>,
-    pub rpo_seconds: Option<f64>,
-    pub failed_phase: Option<String>,
-    pub failure: Option<String>,
-}
-
-impl DrillFacts {
-    pub fn of(r: &DrillReport) -> DrillFacts {
-        DrillFacts {
-            name: r.drill.clone(),
-            label: r.label.clone(),
-            verdict: r.verdict,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            duration_seconds: seconds_between(r.started_at, r.finished_at),
-            from: r.from.clone(),
-            backup: r.backup.clone(),
-            target: r.target.kind.clone(),
-            rto_seconds: r.rto_seconds,
-            rpo_seconds: r.rpo_seconds,
-            failed_phase: r.failure.as_ref().map(|f| f.phase.clone()),
-            failure: r.failure.as_ref().map(|f| f.reason.clone()),
-        }
-    }
-}
-
 /// A drill file's bounds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DrillDefinition {
@@ -314,7 +276,7 @@ async fn read_repository(
     storage: &dyn Storage,
     deadline: std::time::Duration,
     warnings: &mut Vec<String>,
-) -> (Result<RepoFacts, String>, Vec<DrillFacts>) {
+) -> (Result<RepoFacts, String>, Vec<drill_report::Summary>) {
     let read = async {
         let snapshot = Snapshot::load(storage).await?;
         let drills = drill_report::latest_per_drill(storage, DRILLS).await;
@@ -334,7 +296,7 @@ async fn read_repository(
             let drills = match drills {
                 Ok((reports, bad)) => {
                     warnings.extend(bad);
-                    reports.iter().map(DrillFacts::of).collect()
+                    reports.iter().map(drill_report::Summary::of).collect()
                 }
                 Err(e) => {
                     warnings.push(format!("no drill reports: {e:#}"));

@@ -413,8 +413,8 @@ mod tests {
         }
     }
 
-    fn failed_drill(name: &str, phase: &str, reason: &str) -> DrillFacts {
-        DrillFacts {
+    fn failed_drill(name: &str, phase: &str, reason: &str) -> crate::drill::report::Summary {
+        crate::drill::report::Summary {
             name: name.into(),
             label: format!("20261202T031500Z-{name}"),
             verdict: DrillVerdict::Failed,
