@@ -891,10 +891,15 @@ fn a_thousand_backups_and_a_hundred_thousand_segments_stay_small_and_fast() {
     proxy.assert_page_fetched_nothing();
     eprintln!(
         "synthetic repository ({BACKUPS} backups, {SEGMENTS} segments): {} bytes of HTML; \
-         render (load + plan + model + HTML, debug build) min {:?} median {:?}, of which \
+         render (load + plan + model + HTML, {} build) min {:?} median {:?} of 3, of which \
          the catalog load {load:?}; chromium \
          --dump-dom {:?} (an empty page: {baseline:?}), --screenshot {:?}",
         html.len(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
         times[0],
         times[1],
         run.took,
